@@ -1,0 +1,187 @@
+"""The contract every attention variant implements, and the pieces they share.
+
+A variant is one ``nn.Module`` subclass of :class:`CausalSelfAttention` in its own file
+(``attention/<name>.py``) plus one entry in ``attention.VARIANTS``.  The contract:
+
+* ``cls(n_embd, n_head, **params)`` — params are the keys of ``cls.param_defaults`` (merged
+  with :data:`COMMON_PARAMS`); anything else is a ``ValueError`` naming the allowed keys.
+* ``module(x)`` with ``x`` of shape ``(B, T, n_embd)`` returns ``(B, T, n_embd)``, causally:
+  output position t depends only on inputs at positions <= t.  The output projection is part
+  of the module.
+* ``cache = module.init_cache(batch_size, max_len, device, dtype)``, then
+  ``module(x_new, cache=cache)`` returns the outputs for the new positions and advances the
+  cache (``cache.pos`` counts the tokens it has seen).
+* ``module.kernel`` names the implementation that ran last (e.g. ``"sdpa:cudnn"``,
+  ``"reference:dense-mask"``).
+* ``module.cache_bytes(batch_size, seq_len, dtype)`` is the size of the cache after
+  ``seq_len`` tokens; ``module.cache_bytes_per_token(dtype)`` the growth per cached token and
+  sequence (0 for fixed-size states such as linear attention's).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Params every variant accepts.  ``impl``: "auto" picks the fastest path available on the
+# device, "reference" forces the plain PyTorch path, other values name one kernel.
+COMMON_PARAMS: dict[str, Any] = {"dropout": 0.0, "impl": "auto", "bias": True}
+
+
+def dtype_bytes(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+class CausalSelfAttention(nn.Module):
+    """Base class: parameter checking, head bookkeeping, the cache-size contract."""
+
+    # Subclasses set these.
+    name: ClassVar[str] = ""
+    param_defaults: ClassVar[dict[str, Any]] = {}
+    # Values accepted for ``impl`` besides "auto" and "reference".
+    kernels: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, n_embd: int, n_head: int, **params: Any):
+        super().__init__()
+        self.params = self.resolve_params(params)
+        if n_embd <= 0 or n_head <= 0:
+            raise ValueError(f"{self.name}: n_embd and n_head must be positive, got {n_embd}, {n_head}")
+        if n_embd % n_head:
+            raise ValueError(f"{self.name}: n_head={n_head} must divide n_embd={n_embd}")
+        self.n_embd = n_embd
+        self.n_head = n_head
+        self.head_dim = n_embd // n_head
+        self.dropout = float(self.params["dropout"])
+        self.impl = self.params["impl"]
+        self.kernel = "not-run"
+
+    @classmethod
+    def allowed_params(cls) -> dict[str, Any]:
+        return {**COMMON_PARAMS, **cls.param_defaults}
+
+    @classmethod
+    def resolve_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``params`` over the defaults; reject unknown keys and bad values by name."""
+        allowed = cls.allowed_params()
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"attention variant {cls.name!r}: unknown parameter(s) {unknown}; "
+                f"allowed: {sorted(allowed)}"
+            )
+        merged = {**allowed, **params}
+        impls = ("auto", "reference", *cls.kernels)
+        if merged["impl"] not in impls:
+            raise ValueError(
+                f"attention variant {cls.name!r}: impl={merged['impl']!r} is not one of {list(impls)}"
+            )
+        if not 0.0 <= float(merged["dropout"]) < 1.0:
+            raise ValueError(f"attention variant {cls.name!r}: dropout={merged['dropout']!r} must be in [0, 1)")
+        cls.check_params(merged)
+        return merged
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Variant-specific validation; raise ValueError naming the key."""
+
+    # --- cache contract -----------------------------------------------------------------
+    def init_cache(self, batch_size: int, max_len: int, device, dtype):
+        raise NotImplementedError
+
+    def cache_bytes_per_token(self, dtype: torch.dtype = torch.bfloat16) -> int:
+        raise NotImplementedError
+
+    def cache_bytes(self, batch_size: int, seq_len: int, dtype: torch.dtype = torch.bfloat16) -> int:
+        return batch_size * seq_len * self.cache_bytes_per_token(dtype)
+
+    def extra_repr(self) -> str:
+        return f"n_embd={self.n_embd}, n_head={self.n_head}, params={self.params}"
+
+
+# --- shared helpers --------------------------------------------------------------------
+
+def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """(B, T, H*D) -> (B, H, T, D)."""
+    B, T, C = x.shape
+    return x.view(B, T, n_head, C // n_head).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, D) -> (B, T, H*D)."""
+    B, H, T, D = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * D)
+
+
+def causal_mask(q_len: int, k_len: int, device, offset: int | None = None) -> torch.Tensor:
+    """Boolean (q_len, k_len) mask, True where query i may see key j.
+
+    Queries are the *last* ``q_len`` positions of the ``k_len`` keys (bottom-right aligned),
+    so query i sits at absolute position ``offset + i`` with ``offset = k_len - q_len``.
+    """
+    if offset is None:
+        offset = k_len - q_len
+    q_pos = torch.arange(q_len, device=device)[:, None] + offset
+    k_pos = torch.arange(k_len, device=device)[None, :]
+    return k_pos <= q_pos
+
+
+def dense_attention(q, k, v, mask: torch.Tensor | None, scale: float | None = None,
+                    dropout_p: float = 0.0, training: bool = False) -> torch.Tensor:
+    """Plain softmax attention with an explicit boolean mask (True = visible).
+
+    q: (B, H, Tq, D), k/v: (B, H, Tk, D[v]).  The reference every exact variant is tested
+    against; rows with no visible key would be NaN, so callers never build such masks.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    att = (q @ k.transpose(-2, -1)) * scale
+    if mask is not None:
+        att = att.masked_fill(~mask, float("-inf"))
+    att = torch.softmax(att.float(), dim=-1).to(q.dtype)
+    if dropout_p > 0.0 and training:
+        att = F.dropout(att, p=dropout_p)
+    return att @ v
+
+
+@dataclass
+class KVCache:
+    """Full key/value cache: k, v of shape (B, H_kv, max_len, D); ``pos`` tokens filled."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    pos: int = 0
+
+    @classmethod
+    def empty(cls, batch_size, n_kv_head, max_len, head_dim, device, dtype, v_dim=None):
+        v_dim = head_dim if v_dim is None else v_dim
+        return cls(
+            k=torch.zeros(batch_size, n_kv_head, max_len, head_dim, device=device, dtype=dtype),
+            v=torch.zeros(batch_size, n_kv_head, max_len, v_dim, device=device, dtype=dtype),
+        )
+
+    def append(self, k_new: torch.Tensor, v_new: torch.Tensor):
+        """Write (B, H_kv, t, D) at ``pos``; return views of all keys/values so far."""
+        t = k_new.shape[2]
+        end = self.pos + t
+        if end > self.k.shape[2]:
+            raise ValueError(f"KV cache overflow: {end} tokens > max_len={self.k.shape[2]}")
+        self.k[:, :, self.pos:end] = k_new
+        self.v[:, :, self.pos:end] = v_new
+        self.pos = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+def on_cuda(x: torch.Tensor) -> bool:
+    return x.device.type == "cuda"
+
+
+@dataclass
+class LayerCaches:
+    """Per-layer caches of a whole model plus the shared position counter."""
+
+    layers: list = field(default_factory=list)
+    pos: int = 0
