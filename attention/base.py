@@ -13,6 +13,7 @@ A variant is one ``nn.Module`` subclass of :class:`CausalSelfAttention` in its o
   cache (``cache.pos`` counts the tokens it has seen).
 * ``module.kernel`` names the implementation that ran last (e.g. ``"sdpa:cudnn"``,
   ``"reference:dense-mask"``).
+* ``module.flops_forward(batch_size, seq_len, causal_halved)`` gives its analytic FLOPs.
 * ``module.cache_bytes(batch_size, seq_len, dtype)`` is the size of the cache after
   ``seq_len`` tokens; ``module.cache_bytes_per_token(dtype)`` the growth per cached token and
   sequence (0 for fixed-size states such as linear attention's).
@@ -98,6 +99,17 @@ class CausalSelfAttention(nn.Module):
 
     def cache_bytes(self, batch_size: int, seq_len: int, dtype: torch.dtype = torch.bfloat16) -> int:
         return batch_size * seq_len * self.cache_bytes_per_token(dtype)
+
+    # --- analytic cost ------------------------------------------------------------------
+    def flops_forward(self, batch_size: int, seq_len: int, causal_halved: bool = True) -> int:
+        """Matmul FLOPs (2 per multiply-add) of one forward over ``seq_len`` tokens.
+
+        Projections plus the attention core.  ``causal_halved=True`` counts only the score
+        and value products a causal kernel needs (about T^2/2 pairs, the FlashAttention
+        convention); ``False`` counts what a dense T x T implementation executes (what
+        ``FlopCounterMode`` reports for SDPA).  Softmax and elementwise work is not counted.
+        """
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
         return f"n_embd={self.n_embd}, n_head={self.n_head}, params={self.params}"
@@ -185,3 +197,18 @@ class LayerCaches:
 
     layers: list = field(default_factory=list)
     pos: int = 0
+
+
+def causal_pairs(seq_len: int, window: int | None = None) -> int:
+    """Number of (query, key) pairs a causal mask admits, optionally limited to a window."""
+    if window is None or window >= seq_len:
+        return seq_len * (seq_len + 1) // 2
+    # the first `window` queries see 1..window keys, the rest see `window` each
+    return window * (window + 1) // 2 + (seq_len - window) * window
+
+
+def core_attention_flops(batch_size: int, n_head: int, seq_len: int, qk_dim: int, v_dim: int,
+                         pairs: int | None = None) -> int:
+    """FLOPs of scores (q.k) and weighted values (p.v) over ``pairs`` query-key pairs per head."""
+    pairs = seq_len * seq_len if pairs is None else pairs
+    return 2 * batch_size * n_head * pairs * (qk_dim + v_dim)

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .base import CausalSelfAttention, KVCache, causal_mask, dense_attention, dtype_bytes, merge_heads, split_heads
+from .base import CausalSelfAttention, causal_pairs, core_attention_flops, KVCache, causal_mask, dense_attention, dtype_bytes, merge_heads, split_heads
 
 BACKENDS = {
     "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -96,3 +96,9 @@ class SDPAAttention(CausalSelfAttention):
 
     def cache_bytes_per_token(self, dtype=torch.bfloat16):
         return 2 * self.n_embd * dtype_bytes(dtype)
+
+    def flops_forward(self, batch_size, seq_len, causal_halved=True):
+        tokens = batch_size * seq_len
+        proj = 2 * tokens * self.n_embd * (3 * self.n_embd) + 2 * tokens * self.n_embd * self.n_embd
+        pairs = causal_pairs(seq_len) if causal_halved else seq_len * seq_len
+        return proj + core_attention_flops(batch_size, self.n_head, seq_len, self.head_dim, self.head_dim, pairs)

@@ -1,0 +1,135 @@
+"""Result files: atomic writes, provenance, and the documented JSON schema.
+
+Every job writes one JSON document.  A metric that could not be measured is ``null`` and its
+dotted path appears in the document's ``unavailable`` mapping with the reason, never 0.
+
+Schema ``attnbench.train/1`` (``results/train/<variant>/metrics.json``)::
+
+    schema, variant, status ("ok" | "failed"), failure (null | {kind, message, step, ...}),
+    kernel                       implementation that ran (attention module's ``kernel``)
+    attention: {name, params}    the variant's resolved parameters
+    model: {n_layer, n_head, n_embd, vocab_size, block_size, params_total,
+            params_attention, params_non_embedding, bytes_on_disk,
+            cache_bytes_per_token (all layers, bf16)}
+    training: {steps, warmup_steps, batch_size, seq_len, tokens_per_step, tokens_trained,
+               final_train_loss, val_loss, val_history: [{step, val_loss}], lr, dtype}
+    timing: {step_ms_p50, step_ms_p90, step_ms_min, step_ms_max, tokens_per_s,
+             warmup_s, timed_s, windows: [{steps, seconds}], method}
+    memory: {peak_allocated_bytes, peak_reserved_bytes, nvml_used_bytes, peak_rss_bytes}
+    energy: {gpu_j_total, gpu_j_per_step, gpu_j_per_token, gpu_mean_w, idle_w,
+             gpu_j_above_idle, sampled_vs_counter_ratio, window_seconds_min, flags: [...]}
+    flops: {forward_per_step, train_per_step, convention, counted_train_per_step,
+            counted_vs_analytic, uncounted_ops: [...], achieved_tflops, mfu, peak_tflops}
+    emissions: {co2eq_kg, cpu_energy_kwh, ram_energy_kwh, gpu_energy_kwh, cpu_power_method,
+                country_iso_code}
+    provenance: see :func:`provenance`
+    unavailable: {"energy.gpu_j_total": "no NVML: ...", ...}
+
+Schema ``attnbench.probe/1`` (``results/probe/<variant>/probe.json``): schema, variant,
+status, kernel, prefill: [{batch_size, prompt_len, ms_p50, ms_p90, repeats}], decode: [...],
+memory, energy, provenance, unavailable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+TRAIN_SCHEMA = "attnbench.train/1"
+PROBE_SCHEMA = "attnbench.probe/1"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A job killed mid-write leaves at most a ``.tmp`` file, never a truncated output that
+    Snakemake would take as complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def config_hash(obj: Any) -> str:
+    """Stable short hash of a JSON-serialisable config (key order does not matter)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def git_commit(repo_dir: str | os.PathLike | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir or Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    commit = out.stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           cwd=repo_dir or Path(__file__).parent, capture_output=True, text=True)
+    return commit + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def provenance(seed: int | None = None, config: Any = None, device=None) -> dict[str, Any]:
+    """Who/what/where produced a result: versions, device, seed, config hash, git commit."""
+    import torch
+
+    info: dict[str, Any] = {
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "seed": seed,
+        "config_hash": config_hash(config) if config is not None else None,
+    }
+    for mod in ("triton", "transformers", "fla", "snakemake"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # not installed or no version: record absence, not a guess
+            info[mod] = None
+    if device is not None and getattr(device, "type", str(device)) == "cuda":
+        idx = device.index if getattr(device, "index", None) is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(idx)
+        info["device"] = props.name
+        info["device_memory_bytes"] = props.total_memory
+        info["device_capability"] = f"{props.major}.{props.minor}"
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            info["driver"] = pynvml.nvmlSystemGetDriverVersion()
+        except Exception as err:  # NVML missing: say so
+            info["driver"] = None
+            info["driver_unavailable"] = str(err)
+    else:
+        info["device"] = f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+        info["driver"] = None
+    return info
