@@ -1,0 +1,26 @@
+# attnbench: train GPT-2 once per attention variant and measure what each costs.
+#
+#   snakemake --cores 1 --resources gpu=1                          # config/config.yaml
+#   snakemake --cores 1 --resources gpu=1 --configfile config/smoke.yaml
+#   snakemake --profile profiles/slurm --configfile config/paper.yaml
+#
+# DAG: download -> tokenize -> train (per variant) -> probe + sweep (per variant) -> report.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/probe.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

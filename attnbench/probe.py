@@ -1,0 +1,181 @@
+"""Inference probes of a trained variant: prefill latency and cached greedy decoding.
+
+Eval mode under ``torch.inference_mode``; on CUDA the model is cast to bf16.  Prefill: one
+forward over a prompt, timed over repeats after warm-up (synchronised wall clock).  Decode:
+prefill the prompt into the variant's own cache (full KV, GQA's KV, a rolling window, the
+linear-attention state, MLA's latent...), then generate ``decode_tokens`` greedily, one
+synchronised timing per token; GPU energy from the NVML counter over the whole decode
+window.  Correctness: the logits of the cached decode are compared with one full forward
+over the same tokens, and the difference is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import measure
+from .results import PROBE_SCHEMA, atomic_write_json, provenance
+from .settings import resolve_device
+from .train import _jsonable, build_model, load_weights
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def prompt_tokens(tokens_dir, batch_size: int, length: int, device) -> torch.Tensor:
+    """Real validation tokens as prompts (deterministic), shape (batch_size, length)."""
+    arr = np.load(Path(tokens_dir) / "val.npy")
+    flat = arr.reshape(-1).astype(np.int64)
+    need = batch_size * length
+    reps = -(-need // len(flat))
+    flat = np.tile(flat, reps)[:need]
+    return torch.from_numpy(flat).view(batch_size, length).to(device)
+
+
+def time_call(fn, device, repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        out.append(1000 * (time.perf_counter() - t0))
+    return out
+
+
+@torch.inference_mode()
+def prefill_probe(model, tokens, device, repeats, warmup) -> dict:
+    measure.reset_peak_memory(device)
+    ms = time_call(lambda: model(tokens), device, repeats, warmup)
+    pct = measure.percentiles(ms)
+    mem = measure.peak_memory(device)
+    B, L = tokens.shape
+    return {"batch_size": B, "prompt_len": L, "ms_p50": pct["p50"], "ms_p90": pct["p90"],
+            "ms_min": pct["min"], "repeats": repeats, "tokens_per_s": B * L / (pct["p50"] / 1000),
+            "peak_allocated_bytes": mem.get("peak_allocated_bytes"), "kernel": model.kernel()}
+
+
+@torch.inference_mode()
+def decode_probe(model, prompt, n_new: int, device, dtype, session, warmup: int) -> dict:
+    """Greedy decoding with the cache; returns latency stats and the correctness check."""
+    B, P = prompt.shape
+
+    def generate(record: list | None):
+        caches = model.init_caches(B, P + n_new, device, dtype)
+        logits, _ = model(prompt, caches=caches)
+        steps_logits = [logits[:, -1]]
+        tok = logits[:, -1].argmax(-1, keepdim=True)
+        out = [tok]
+        for _ in range(n_new - 1):
+            t0 = time.perf_counter() if record is not None else None
+            logits, _ = model(tok, caches=caches)
+            if record is not None:
+                _sync(device)
+                record.append(1000 * (time.perf_counter() - t0))
+            steps_logits.append(logits[:, -1])
+            tok = logits[:, -1].argmax(-1, keepdim=True)
+            out.append(tok)
+        return torch.cat(out, dim=1), torch.stack(steps_logits, dim=1)
+
+    for _ in range(warmup):
+        generate(None)
+    measure.reset_peak_memory(device)
+    per_token: list[float] = []
+    w = session.begin_window()
+    generated, dec_logits = generate(per_token)
+    ws = session.end_window(w, steps=n_new, tokens=B * n_new)
+    mem = measure.peak_memory(device)
+    # Correctness: one full forward over prompt + generated tokens must give the same logits.
+    full = torch.cat([prompt, generated[:, :-1]], dim=1)
+    ref_logits, _ = model(full)
+    ref = ref_logits[:, P - 1:].float()
+    diff = (dec_logits.float() - ref).abs().max().item()
+    scale = ref.abs().max().item()
+    pct = measure.percentiles(per_token)
+    energy = ws.get("energy_j")
+    return {
+        "batch_size": B, "prompt_len": P, "new_tokens": n_new,
+        "ms_per_token_p50": pct["p50"], "ms_per_token_p90": pct["p90"], "ms_per_token_min": pct["min"],
+        "tokens_per_s": B / (pct["p50"] / 1000) if pct["p50"] else None,
+        "window_seconds": ws["seconds"],
+        "gpu_j_per_token": energy / (B * n_new) if energy is not None else None,
+        "peak_allocated_bytes": mem.get("peak_allocated_bytes"),
+        "cache_bytes": model.cache_bytes(B, P + n_new, dtype),
+        "cache_vs_full_forward_max_abs_diff": diff, "logit_scale": scale,
+        "cache_matches_full_forward": bool(diff <= 1e-3 * max(1.0, scale) if dtype == torch.float32
+                                           else diff <= 5e-2 * max(1.0, scale)),
+        "kernel": model.kernel(),
+    }
+
+
+def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
+    name, p = settings["name"], settings["probe"]
+    device = resolve_device(settings["device"])
+    result: dict[str, Any] = {"schema": PROBE_SCHEMA, "variant": name, "status": "ok",
+                              "provenance": provenance(settings["seed"], settings, device)}
+    unavailable: dict[str, str] = {}
+    metrics = json.loads((Path(train_dir) / "metrics.json").read_text())
+    if metrics["status"] != "ok":
+        result.update(status="skipped", reason=f"training failed: {metrics['failure']['message']}")
+        result["unavailable"] = {"probe": result["reason"]}
+        atomic_write_json(out_path, _jsonable(result))
+        return result
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    session = None
+    try:
+        model = build_model(settings, device)
+        load_weights(model, Path(train_dir) / "model.safetensors")
+        model = model.to(dtype).eval()
+        block = model.config.block_size
+        m = settings["measure"]
+        session = measure.MeasurementSession(
+            device, Path(out_path).parent, nvml=m["nvml"], sample_interval_s=m["sample_interval_s"],
+            codecarbon=m["codecarbon"], country_iso_code=m["country_iso_code"],
+            idle_seconds=0.0, peak_tflops=m["peak_tflops"], label="probe")
+        session.start()
+        prefill, decode = [], []
+        for B in p["batch_sizes"]:
+            for L in p["prompt_lens"]:
+                tokens = prompt_tokens(tokens_dir, B, min(L, block), device)
+                try:
+                    prefill.append(prefill_probe(model, tokens, device, p["repeats"], p["warmup"]))
+                except torch.OutOfMemoryError as err:
+                    prefill.append({"batch_size": B, "prompt_len": L, "status": "oom", "error": str(err)[:300]})
+                    torch.cuda.empty_cache()
+            P = min(max(p["prompt_lens"]), block - p["decode_tokens"])
+            try:
+                decode.append(decode_probe(model, prompt_tokens(tokens_dir, B, P, device),
+                                           p["decode_tokens"], device, dtype, session, p["warmup"]))
+            except torch.OutOfMemoryError as err:
+                decode.append({"batch_size": B, "prompt_len": P, "status": "oom", "error": str(err)[:300]})
+                torch.cuda.empty_cache()
+        summary = session.finish()
+        session = None
+        result["kernel"] = model.kernel()
+        result["dtype"] = str(dtype).replace("torch.", "")
+        result["prefill"], result["decode"] = prefill, decode
+        result["cache_bytes_per_token"] = model.cache_bytes_per_token(torch.bfloat16)
+        result["energy"] = summary.get("energy", {})
+        result["emissions"] = summary.get("emissions", {})
+        unavailable.update(summary.get("unavailable", {}))
+        if device.type != "cuda":
+            unavailable["decode.gpu_j_per_token"] = "no GPU: CPU run"
+        result["decode_matches_full_forward"] = all(d.get("cache_matches_full_forward", False)
+                                                    for d in decode if "status" not in d)
+    except Exception as err:  # a probe that cannot run is a failed row, not a lost one
+        if session is not None:
+            session.finish()
+        result.update(status="failed", failure={"kind": "error", "message": f"{type(err).__name__}: {err}"})
+    result["unavailable"] = unavailable
+    atomic_write_json(out_path, _jsonable(result))
+    return result

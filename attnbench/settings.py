@@ -1,0 +1,157 @@
+"""Run settings: the validated config sections a job needs, as plain dicts, plus device choice.
+
+The pipeline validates ``config/*.yaml`` against ``config/schema.yaml`` (which fills the
+defaults); :func:`job_settings` then cuts out what one variant's jobs depend on, so that the
+rule's ``params`` change exactly when that variant's results would.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = ROOT / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the key."""
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def variant_entry(config: dict, name: str) -> dict:
+    """Resolved entry of one variant: {'variant': registry name, 'class': spec|None, 'params': {...}}."""
+    raw = dict(config["variants"][name] or {})
+    entry = {"variant": raw.pop("variant", name), "class": raw.pop("class", None), "params": raw}
+    return entry
+
+
+def check_variants(config: dict) -> None:
+    """Check every variant entry against the registry (unknown names, bad params, user classes)."""
+    import attention
+
+    if not config.get("variants"):
+        raise ConfigError("config key 'variants' must name at least one attention variant")
+    for name in config["variants"]:
+        entry = variant_entry(config, name)
+        where = f"variants.{name}"
+        if entry["class"] is not None:
+            try:
+                cls = attention.load_class(entry["class"])
+                attention.check_api(name, cls, **entry["params"])
+            except ValueError as err:
+                raise ConfigError(f"{where}.class: {err}") from None
+            continue
+        if entry["variant"] not in attention.VARIANTS:
+            raise ConfigError(
+                f"{where}: unknown attention variant {entry['variant']!r}; known: {sorted(attention.VARIANTS)} "
+                "(or give 'class: package.module:ClassName' for your own)"
+            )
+        cls = attention.VARIANTS[entry["variant"]]
+        model = config["model"]
+        try:
+            cls(model["n_embd"], model["n_head"], **entry["params"])
+        except ValueError as err:
+            raise ConfigError(f"{where}: {err}") from None
+
+
+def check_combinations(config: dict) -> None:
+    """Cross-key rules a JSON schema cannot express; each error names the key."""
+    m, t, d = config["model"], config["train"], config["data"]
+    if m["n_embd"] % m["n_head"]:
+        raise ConfigError(f"model.n_head={m['n_head']} must divide model.n_embd={m['n_embd']}")
+    if d["max_len"] > m["block_size"]:
+        raise ConfigError(f"data.max_len={d['max_len']} exceeds model.block_size={m['block_size']} (the model's context)")
+    if t["seq_len"] > d["max_len"]:
+        raise ConfigError(f"train.seq_len={t['seq_len']} exceeds data.max_len={d['max_len']}")
+    if m["vocab_size"] < 50257:
+        raise ConfigError(f"model.vocab_size={m['vocab_size']} is smaller than the GPT-2 vocabulary (50257)")
+    if t["warmup_steps"] >= t["steps"]:
+        raise ConfigError(f"train.warmup_steps={t['warmup_steps']} must be smaller than train.steps={t['steps']}")
+    probe = config["probe"]
+    for length in probe["prompt_lens"]:
+        if length + probe["decode_tokens"] > m["block_size"]:
+            raise ConfigError(f"probe.prompt_lens entry {length} + probe.decode_tokens={probe['decode_tokens']} "
+                              f"exceeds model.block_size={m['block_size']}")
+
+
+def validate(config: dict) -> dict:
+    """Schema-validate (filling defaults), then the cross-key and registry checks."""
+    import jsonschema
+
+    config = copy.deepcopy(config)
+    schema = load_schema()
+    validator_cls = jsonschema.validators.validator_for(schema)
+    validator = _extend_with_default(validator_cls)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ConfigError(f"config key {key}: {err.message}")
+    check_combinations(config)
+    check_variants(config)
+    return config
+
+
+def _extend_with_default(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    import jsonschema
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def job_settings(config: dict, name: str) -> dict:
+    """Everything one variant's train/probe jobs depend on (their rule params)."""
+    return {
+        "name": name,
+        "entry": variant_entry(config, name),
+        "seed": config["seed"],
+        "device": config["device"],
+        "model": config["model"],
+        "train": config["train"],
+        "probe": config["probe"],
+        "sweep": config["sweep"],
+        "measure": config["measure"],
+        "data": {k: config["data"][k] for k in ("mode", "max_len")},
+    }
+
+
+def resolve_device(requested: str):
+    import torch
+
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device=cuda but no CUDA device is available (use device: auto or cpu)")
+        return torch.device("cuda")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    raise ConfigError(f"device={requested!r}; allowed: auto, cpu, cuda")
+
+
+def register_user_class(entry: dict) -> str:
+    """Make a config entry's user class buildable by name; return the registry name."""
+    import attention
+
+    if entry["class"] is None:
+        return entry["variant"]
+    name = f"user:{entry['class']}"
+    if name not in attention.VARIANTS:
+        attention.VARIANTS[name] = attention.load_class(entry["class"])
+    return name

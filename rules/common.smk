@@ -1,0 +1,103 @@
+# Config validation, shared input functions and helpers for all rules.
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)  # the attention/ and attnbench/ packages
+
+from attnbench import settings as _settings  # noqa: E402
+
+validate(config, schema="../config/schema.yaml", set_default=True)
+try:
+    _settings.check_combinations(config)
+    _settings.check_variants(config)
+except _settings.ConfigError as err:
+    raise WorkflowError(f"invalid config: {err}")
+
+VARIANTS = list(config["variants"])
+ROOT = Path(workflow.basedir)
+# Jobs run with this interpreter unless a conda env provides its own python.
+PYTHON = "python" if "conda" in str(workflow.deployment_settings.deployment_method) else sys.executable
+
+
+wildcard_constraints:
+    variant="|".join(VARIANTS),
+
+
+def dataset_tag():
+    from attnbench.data import dataset_tag as tag
+
+    return tag(config["data"]["dataset"])
+
+
+def package_sources(*names):
+    """Source files of attnbench modules (as rule inputs: editing them reruns the rule)."""
+    return [str(ROOT / "attnbench" / n) for n in names]
+
+
+MEASURE_SOURCES = sorted(str(p) for p in (ROOT / "attnbench" / "measure").glob("*.py"))
+MODEL_SOURCES = package_sources("model.py", "settings.py", "results.py", "batches.py") + MEASURE_SOURCES + [
+    str(ROOT / "attention" / "__init__.py"),
+    str(ROOT / "attention" / "base.py"),
+]
+
+
+def _relative_imports(path):
+    """attention/ files a variant file imports (``from .x import``), transitively."""
+    import ast
+
+    seen, todo = set(), [Path(path)]
+    while todo:
+        p = todo.pop()
+        if p in seen or not p.is_file():
+            continue
+        seen.add(p)
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                todo.append(p.parent / (node.module.replace(".", "/") + ".py"))
+    return seen
+
+
+def variant_sources(wildcards):
+    """The code one variant's results depend on: its own file(s) plus the shared model code."""
+    import importlib.util
+
+    entry = _settings.variant_entry(config, wildcards.variant)
+    if entry["class"]:
+        spec = importlib.util.find_spec(entry["class"].split(":")[0])
+        files = {Path(spec.origin)} if spec and spec.origin else set()
+    else:
+        import attention
+
+        files = _relative_imports(sys.modules[attention.VARIANTS[entry["variant"]].__module__].__file__)
+    return sorted(str(f) for f in files)
+
+
+def job_settings(wildcards):
+    return json.dumps(_settings.job_settings(config, wildcards.variant), sort_keys=True)
+
+
+def retry_token(wildcards):
+    """Changes after a recorded training failure, so the next invocation retries that variant."""
+    log = Path(f"results/train/{wildcards.variant}/failures.log")
+    return hashlib.sha256(log.read_bytes()).hexdigest()[:16] if log.exists() else ""
+
+
+def gpu_count():
+    return 0 if config["device"] == "cpu" else 1
+
+
+def final_outputs():
+    return ["results/report/index.html"]
+
+
+def report_templates():
+    return sorted(str(p) for p in (ROOT / "reports" / "templates").glob("*"))
+
+
+def raw_dataset(wildcards):
+    return f"data/raw/{dataset_tag()}.jsonl"

@@ -1,0 +1,40 @@
+# Dataset download and tokenization (CPU).
+
+
+rule download:
+    output:
+        "data/raw/{dataset}.jsonl",
+    input:
+        package_sources("data.py", "results.py"),
+    params:
+        source=config["data"]["dataset"],
+        on_bad_rows=config["data"]["on_bad_rows"],
+        python=PYTHON,
+    log:
+        "logs/download/{dataset}.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "{params.python:q} scripts/download.py --source {params.source:q} "
+        "--on-bad-rows {params.on_bad_rows:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule tokenize:
+    output:
+        train="results/tokens/train.npy",
+        val="results/tokens/val.npy",
+        stats="results/tokens/stats.json",
+    input:
+        raw=raw_dataset,
+        code=package_sources("data.py", "results.py"),
+    params:
+        data=json.dumps(config["data"], sort_keys=True),
+        seed=config["seed"],
+        python=PYTHON,
+    log:
+        "logs/tokenize/tokenize.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "{params.python:q} scripts/tokenize_dataset.py --raw {input.raw:q} --data {params.data:q} "
+        "--seed {params.seed} --out-dir results/tokens > {log:q} 2>&1"

@@ -1,0 +1,43 @@
+# Inference probes and the sequence-length sweep, one job each per variant.
+
+
+rule probe:
+    output:
+        "results/probe/{variant}/probe.json",
+    input:
+        metrics=rules.train.output.metrics,
+        tokens=rules.tokenize.output.val,
+        code=MODEL_SOURCES + package_sources("train.py", "probe.py"),
+        variant_code=variant_sources,
+    params:
+        settings=job_settings,
+        python=PYTHON,
+    resources:
+        gpu=gpu_count(),
+    log:
+        "logs/probe/{variant}.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "{params.python:q} scripts/probe.py --settings {params.settings:q} "
+        "--train-dir results/train/{wildcards.variant} --tokens-dir results/tokens "
+        "--out {output:q} > {log:q} 2>&1"
+
+
+rule sweep:
+    output:
+        "results/sweep/{variant}/sweep.json",
+    input:
+        code=MODEL_SOURCES + package_sources("train.py", "sweep.py"),
+        variant_code=variant_sources,
+    params:
+        settings=job_settings,
+        python=PYTHON,
+    resources:
+        gpu=gpu_count(),
+    log:
+        "logs/sweep/{variant}.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "{params.python:q} scripts/sweep.py --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"

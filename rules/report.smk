@@ -1,0 +1,26 @@
+# The HTML report over every variant's results (CPU).
+
+
+rule report:
+    output:
+        html="results/report/index.html",
+        csv="results/report/results.csv",
+        json="results/report/results.json",
+    input:
+        train=expand("results/train/{variant}/metrics.json", variant=VARIANTS),
+        probe=expand("results/probe/{variant}/probe.json", variant=VARIANTS),
+        sweep=expand("results/sweep/{variant}/sweep.json", variant=VARIANTS),
+        stats=rules.tokenize.output.stats,
+        templates=report_templates(),
+        code=package_sources("report.py", "results.py"),
+    params:
+        config=json.dumps(config, sort_keys=True),
+        python=PYTHON,
+    log:
+        "logs/report/report.log",
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "{params.python:q} scripts/report.py --train {input.train:q} --probe {input.probe:q} "
+        "--sweep {input.sweep:q} --stats {input.stats:q} --config {params.config:q} "
+        "--out-dir results/report > {log:q} 2>&1"

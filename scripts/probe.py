@@ -1,0 +1,22 @@
+"""Inference probes (prefill, cached decode) of a trained variant; write probe.json."""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from attnbench import cli, probe  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--settings", required=True, type=cli.settings_arg, help="job settings JSON or @file")
+    ap.add_argument("--train-dir", required=True, type=cli.existing_path)
+    ap.add_argument("--tokens-dir", required=True, type=cli.existing_path)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    result = probe.run(args.settings, args.train_dir, args.tokens_dir, args.out)
+    print(f"{result['variant']}: {result['status']}")
+
+
+if __name__ == "__main__":
+    cli.main(main)

@@ -1,0 +1,20 @@
+"""Sequence-length scaling sweep of one attention variant; write sweep.json."""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from attnbench import cli, sweep  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--settings", required=True, type=cli.settings_arg, help="job settings JSON or @file")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    result = sweep.run(args.settings, args.out)
+    print(f"{result['variant']}: {len(result['points'])} points")
+
+
+if __name__ == "__main__":
+    cli.main(main)

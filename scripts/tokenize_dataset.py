@@ -1,0 +1,26 @@
+"""Chat-format and tokenize a Tulu-schema JSONL into train/val token arrays."""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from attnbench import cli, data  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--raw", required=True, type=cli.existing_path)
+    ap.add_argument("--data", required=True, type=cli.settings_arg, help="the config's data section (JSON)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out-dir", required=True)
+    args = ap.parse_args()
+    d = args.data
+    stats = data.tokenize(args.raw, args.out_dir, max_len=d["max_len"], val_fraction=d["val_fraction"],
+                          seed=args.seed, mode=d["mode"], tokenizer=d["tokenizer"],
+                          on_bad_rows=d["on_bad_rows"], max_conversations=d.get("max_conversations"))
+    print(json.dumps(stats, indent=1))
+
+
+if __name__ == "__main__":
+    cli.main(main)

@@ -1,0 +1,21 @@
+"""Train GPT-2 with one attention variant; write metrics.json, steps.csv, model.safetensors."""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from attnbench import cli, train  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--settings", required=True, type=cli.settings_arg, help="job settings JSON or @file")
+    ap.add_argument("--tokens-dir", required=True, type=cli.existing_path)
+    ap.add_argument("--out-dir", required=True)
+    args = ap.parse_args()
+    result = train.run(args.settings, args.tokens_dir, args.out_dir)
+    print(f"{result['variant']}: {result['status']}" + (f" ({result['failure']['message']})" if result["failure"] else ""))
+
+
+if __name__ == "__main__":
+    cli.main(main)
