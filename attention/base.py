@@ -153,7 +153,8 @@ def dense_attention(q, k, v, mask: torch.Tensor | None, scale: float | None = No
     att = (q @ k.transpose(-2, -1)) * scale
     if mask is not None:
         att = att.masked_fill(~mask, float("-inf"))
-    att = torch.softmax(att.float(), dim=-1).to(q.dtype)
+    # softmax in at least fp32 (half inputs upcast; float64 stays float64)
+    att = torch.softmax(att.to(torch.promote_types(att.dtype, torch.float32)), dim=-1).to(q.dtype)
     if dropout_p > 0.0 and training:
         att = F.dropout(att, p=dropout_p)
     return att @ v
