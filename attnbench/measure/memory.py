@@ -1,0 +1,94 @@
+"""Peak memory: CUDA caching-allocator peaks, NVML device memory, host RSS.
+
+* ``peak_allocated_bytes`` — ``torch.cuda.max_memory_allocated``: peak bytes of live tensors
+  since the last :func:`reset_peak_memory`.
+* ``peak_reserved_bytes`` — ``torch.cuda.max_memory_reserved``: peak held by the caching
+  allocator (allocated + cached; what decides an OOM).
+* ``nvml_used_bytes`` — device-wide used memory as NVML sees it (reserved + CUDA context +
+  anything else on the GPU, other processes included).  The maximum the power sampler saw
+  when a :class:`MeasurementSession` is passed, else the value now.
+* ``peak_rss_bytes`` — the process's peak resident set (``getrusage(RUSAGE_SELF).ru_maxrss``)
+  since the process started; it cannot be reset.
+
+Unreadable values are ``None`` with a reason under ``unavailable``, keyed by the bare field
+name (``"peak_allocated_bytes"``; prefix ``memory.`` when merging into a result).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+MEMORY_KEYS = ("peak_allocated_bytes", "peak_reserved_bytes", "nvml_used_bytes", "peak_rss_bytes")
+
+
+def _is_cuda(device) -> bool:
+    return getattr(device, "type", str(device)) == "cuda"
+
+
+def reset_peak_memory(device) -> None:
+    """Reset the CUDA allocator's peak counters (no-op on other devices)."""
+    if _is_cuda(device):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_rss_bytes() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss) if sys.platform == "darwin" else int(rss) * 1024  # Linux reports KiB
+
+
+def peak_memory(device, session=None) -> dict[str, Any]:
+    """``{peak_allocated_bytes, peak_reserved_bytes, nvml_used_bytes, peak_rss_bytes,
+    unavailable: {"<key>": reason}}`` — note: bare keys, prefix them with ``memory.``."""
+    out: dict[str, Any] = {k: None for k in MEMORY_KEYS}
+    unavailable: dict[str, str] = {}
+    dev_type = getattr(device, "type", str(device))
+    if _is_cuda(device):
+        import torch
+
+        try:
+            out["peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
+            out["peak_reserved_bytes"] = int(torch.cuda.max_memory_reserved(device))
+        except Exception as err:
+            for k in ("peak_allocated_bytes", "peak_reserved_bytes"):
+                unavailable[k] = f"torch.cuda memory stats failed: {type(err).__name__}: {err}"
+        nvml_used, reason = None, None
+        sampler = getattr(session, "sampler", None)
+        if sampler is not None and sampler.max_mem_used_bytes is not None:
+            nvml_used = sampler.max_mem_used_bytes
+        else:
+            reader = getattr(session, "reader", None)
+            try:
+                if reader is not None and hasattr(reader, "mem_used_bytes"):
+                    nvml_used = int(reader.mem_used_bytes())
+                else:
+                    from .readers import open_nvml_reader
+
+                    r, reason = open_nvml_reader(device)
+                    if r is not None:
+                        try:
+                            nvml_used = r.mem_used_bytes()
+                        finally:
+                            r.close()
+            except Exception as err:
+                reason = f"NVML memory read failed: {type(err).__name__}: {err}"
+        out["nvml_used_bytes"] = nvml_used
+        if nvml_used is None:
+            unavailable["nvml_used_bytes"] = reason or "NVML memory info unavailable"
+    else:
+        reason = f"device is {dev_type}: no CUDA caching allocator"
+        unavailable["peak_allocated_bytes"] = reason
+        unavailable["peak_reserved_bytes"] = reason
+        unavailable["nvml_used_bytes"] = f"device is {dev_type}: no NVML device memory"
+    rss = peak_rss_bytes()
+    out["peak_rss_bytes"] = rss
+    if rss is None:
+        unavailable["peak_rss_bytes"] = "resource.getrusage unavailable on this platform"
+    out["unavailable"] = unavailable
+    return out

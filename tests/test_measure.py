@@ -1,0 +1,496 @@
+"""attnbench.measure on CPU: simulated NVML readers, CodeCarbon failures, FLOP counting."""
+
+from __future__ import annotations
+
+import csv
+import math
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+
+import attention
+from attnbench import measure
+from attnbench.measure import MeasurementSession, count_flops, model_flops, peak_memory, percentiles
+from attnbench.measure.readers import SAMPLE_FIELDS, Sample, open_nvml_reader
+from attnbench.measure.sampler import PowerSampler, integrate
+
+ENERGY_KEYS = ("gpu_j_total", "gpu_j_per_step", "gpu_j_per_token", "gpu_mean_w", "idle_w", "gpu_j_above_idle",
+               "sampled_vs_counter_ratio")
+
+
+# --- fake readers ---------------------------------------------------------------------
+
+class ConstantPowerReader:
+    """A GPU drawing ``watts`` forever: counter = watts * elapsed, exact to the mJ."""
+
+    power_source = "fake-constant"
+
+    def __init__(self, watts: float = 100.0, start_mj: int = 5_000_000):
+        self.watts = watts
+        self.start_mj = start_mj
+        self.t0 = time.perf_counter()
+        self.closed = False
+
+    def energy_mj(self) -> int:
+        return int(self.start_mj + self.watts * (time.perf_counter() - self.t0) * 1000)
+
+    def sample(self) -> Sample:
+        return Sample(power_w=self.watts, energy_mj=self.energy_mj(), sm_clock_mhz=1980, util_pct=100,
+                      mem_used_bytes=1 << 30, temp_c=50)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ScriptedCounterReader(ConstantPowerReader):
+    """``energy_mj()`` returns the scripted values in order (an Exception instance raises);
+    ``sample()`` keeps working from the constant-power model."""
+
+    def __init__(self, script, **kw):
+        super().__init__(**kw)
+        self.script = list(script)
+        self.lock = threading.Lock()
+
+    def energy_mj(self) -> int:
+        with self.lock:
+            v = self.script.pop(0)
+        if isinstance(v, BaseException):
+            raise v
+        return v
+
+    def sample(self) -> Sample:
+        return Sample(power_w=self.watts)
+
+
+class FailingSampleReader(ConstantPowerReader):
+    """``sample()`` raises after ``ok`` successful samples (an NVML error mid-run)."""
+
+    def __init__(self, ok: int = 5, **kw):
+        super().__init__(**kw)
+        self.ok = ok
+        self.calls = 0
+
+    def sample(self) -> Sample:
+        self.calls += 1
+        if self.calls > self.ok:
+            raise RuntimeError("NVMLError_GpuIsLost: simulated")
+        return super().sample()
+
+
+def session(tmp_path, reader=None, **kw) -> MeasurementSession:
+    kw.setdefault("codecarbon", False)
+    kw.setdefault("idle_seconds", 0.0)
+    kw.setdefault("sample_interval_s", 0.01)
+    return MeasurementSession(torch.device("cpu"), tmp_path, reader=reader, label="t", **kw)
+
+
+def run_window(ms, seconds=0.25, steps=5, tokens=50):
+    w = ms.begin_window()
+    time.sleep(seconds)
+    return ms.end_window(w, steps=steps, tokens=tokens)
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == list(SAMPLE_FIELDS)
+    return rows[1:]
+
+
+# --- energy windows ---------------------------------------------------------------------
+
+def test_constant_power_ratio_is_one_and_csv_valid(tmp_path):
+    ms = session(tmp_path, ConstantPowerReader(100.0), idle_seconds=0.2)
+    ms.start()
+    ws = [run_window(ms, 0.3), run_window(ms, 0.3)]
+    assert ws[0]["seconds"] == pytest.approx(0.3, abs=0.1) and ws[0].get("energy_j") == pytest.approx(30, rel=0.1)
+    s = ms.finish()
+    e = s["energy"]
+    assert e["sampled_vs_counter_ratio"] == pytest.approx(1.0, abs=0.01)
+    assert e["gpu_mean_w"] == pytest.approx(100.0, rel=0.01)
+    assert e["idle_w"] == pytest.approx(100.0, rel=0.02)
+    assert e["idle_w_sampled"] == pytest.approx(100.0, rel=0.01)
+    assert e["gpu_j_total"] == pytest.approx(sum(w.energy_j for w in ws))
+    assert e["gpu_j_per_step"] == pytest.approx(e["gpu_j_total"] / 10)
+    assert e["gpu_j_per_token"] == pytest.approx(e["gpu_j_total"] / 100)
+    assert e["gpu_j_above_idle"] == pytest.approx(0.0, abs=1.0)
+    assert "window shorter than 1 s: counter update period 20-100 ms" in e["flags"]
+    assert not any(k.startswith("energy.") for k in s["unavailable"])
+    rows = read_csv(tmp_path / "power_t.csv")
+    assert len(rows) >= 20 and all(float(r[1]) == 100.0 for r in rows)
+    times = [float(r[0]) for r in rows]
+    assert times == sorted(times)
+    assert ms.reader.closed
+    assert ms.finish() is s  # idempotent
+
+
+def test_counter_wrap_or_reset_makes_window_unavailable(tmp_path):
+    # window 0: 1000 -> 31000 mJ (30 J); window 1: counter reset (goes backwards)
+    ms = session(tmp_path, ScriptedCounterReader([1_000, 31_000, 2**40, 500]))
+    ms.start()
+    w0, w1 = run_window(ms, 0.05), run_window(ms, 0.05)
+    assert w0.energy_j == pytest.approx(30.0)
+    assert w1.energy_j is None and any("backwards" in f for f in w1.flags)
+    s = ms.finish()
+    e = s["energy"]
+    assert e["gpu_j_total"] == pytest.approx(30.0)  # valid windows only
+    assert e["gpu_j_per_step"] == pytest.approx(30.0 / 5)
+    assert any("cover 1 of 2 windows" in f for f in e["flags"])
+    assert any("window 1" in f and "backwards" in f for f in e["flags"])
+
+
+def test_all_windows_invalid_gives_none_with_reason_never_zero(tmp_path):
+    ms = session(tmp_path, ScriptedCounterReader([5_000, 5_000, 9_000, 100]))  # no move, then reset
+    ms.start()
+    run_window(ms, 0.02)
+    run_window(ms, 0.02)
+    s = ms.finish()
+    for k in ("gpu_j_total", "gpu_j_per_step", "gpu_j_per_token", "gpu_mean_w", "gpu_j_above_idle"):
+        assert s["energy"][k] is None
+        assert s["unavailable"][f"energy.{k}"]
+    assert any("did not move" in f for f in s["energy"]["flags"])
+
+
+def test_nvml_error_mid_run_is_recorded_and_run_continues(tmp_path):
+    err = RuntimeError("NVMLError_Unknown: simulated")
+    ms = session(tmp_path, ScriptedCounterReader([0, 10_000, 10_000, err, 20_000, 45_000]))
+    ms.start()
+    ws = [run_window(ms, 0.02) for _ in range(3)]
+    assert [w.energy_j for w in ws] == [10.0, None, 25.0]
+    assert "NVML read failed at window end" in ws[1].flags[0]
+    s = ms.finish()
+    assert s["energy"]["gpu_j_total"] == pytest.approx(35.0)
+
+
+def test_missing_nvml_gives_none_with_reason(tmp_path):
+    ms = MeasurementSession(torch.device("cpu"), tmp_path, codecarbon=False, idle_seconds=1.0, label="cpu")
+    ms.start()
+    ws = run_window(ms, 0.01)
+    assert ws.energy_j is None
+    s = ms.finish()
+    for k in ENERGY_KEYS:
+        assert s["energy"][k] is None, k
+        assert "no GPU energy counter" in s["unavailable"][f"energy.{k}"]
+    assert read_csv(tmp_path / "power_cpu.csv") == []  # header-only file still written
+    # a CUDA device on a machine without the NVML library: a reason, not an exception
+    reader, reason = open_nvml_reader(torch.device("cuda", 0))
+    assert reader is None and reason
+    # NVML switched off by configuration
+    ms2 = MeasurementSession(torch.device("cpu"), tmp_path / "off", nvml=False, codecarbon=False, idle_seconds=0)
+    ms2.start()
+    s2 = ms2.finish()
+    assert s2["unavailable"]["energy.gpu_j_total"] == "NVML disabled by configuration"
+
+
+def test_sampler_stops_cleanly_when_reader_raises(tmp_path):
+    reader = FailingSampleReader(ok=5)
+    ms = session(tmp_path, reader)
+    ms.start()
+    time.sleep(0.2)
+    assert not ms.sampler.alive  # died after the 6th sample
+    ws = run_window(ms, 0.1)
+    assert ws.energy_j is not None  # the counter still works
+    s = ms.finish()
+    rows = read_csv(tmp_path / "power_t.csv")
+    assert len(rows) == 5
+    for r in rows:
+        assert len(r) == len(SAMPLE_FIELDS) and float(r[1]) == 100.0
+    assert any("power sampler stopped" in f and "GpuIsLost" in f for f in s["energy"]["flags"])
+    assert s["energy"]["sampled_vs_counter_ratio"] is None
+    assert "do not bracket" in s["unavailable"]["energy.sampled_vs_counter_ratio"]
+
+
+def test_sampler_standalone_stop_and_closing_sample(tmp_path):
+    sp = PowerSampler(ConstantPowerReader(50.0), tmp_path / "p.csv", interval_s=0.05)
+    sp.start()
+    time.sleep(0.12)
+    t_stop = time.perf_counter()
+    sp.stop()
+    assert not sp.alive and sp.error is None
+    assert sp.times[-1] >= t_stop  # closing sample taken after stop()
+    j, n = sp.integrate(sp.times[0], sp.times[-1])
+    assert j == pytest.approx(50.0 * (sp.times[-1] - sp.times[0]))
+    assert len(read_csv(tmp_path / "p.csv")) == len(sp.times)
+
+
+def test_integrate_linear_ramp_and_bracketing():
+    ts = [0.0, 1.0, 2.0, 3.0]
+    ps = [0.0, 10.0, 20.0, 30.0]  # P = 10 t
+    j, n = integrate(ts, ps, 0.5, 2.5)  # integral of 10t from 0.5 to 2.5 = 5*(6.25-0.25) = 30
+    assert j == pytest.approx(30.0) and n == 2
+    assert integrate(ts, ps, -1.0, 2.0) == (None, 2)  # not bracketed at the start
+    assert integrate(ts, ps, 1.0, 3.5)[0] is None
+
+
+# --- CodeCarbon -----------------------------------------------------------------------
+
+class _RaisingStart:
+    def __init__(self, **kw):
+        self.kw = kw
+
+    def start(self):
+        raise RuntimeError("simulated CodeCarbon failure")
+
+    def stop(self):
+        return None
+
+
+class CPU:  # named like codecarbon.external.hardware.CPU
+    _mode = "intel_rapl"
+    _model = "Fake Xeon"
+
+
+class _FakeTracker:
+    def __init__(self, **kw):
+        self.kw = kw
+        self._hardware = [CPU()]
+
+    def start(self):
+        pass
+
+    def stop(self):
+        self.final_emissions_data = SimpleNamespace(
+            emissions=1e-6, cpu_energy=2e-6, ram_energy=3e-6, gpu_energy=4e-6, duration=1.0,
+            country_iso_code=self.kw["country_iso_code"], cpu_model="Fake Xeon", pue=1.0, gpu_count=1)
+        return 1e-6
+
+
+def test_codecarbon_start_failure_is_unavailable(tmp_path):
+    ms = session(tmp_path, codecarbon=True, carbon_factory=_RaisingStart)
+    ms.start()
+    s = ms.finish()
+    for k in ("co2eq_kg", "cpu_energy_kwh", "ram_energy_kwh", "gpu_energy_kwh", "cpu_power_method"):
+        assert s["emissions"][k] is None
+        assert "simulated CodeCarbon failure" in s["unavailable"][f"emissions.{k}"]
+    assert s["emissions"]["country_iso_code"] == "USA"
+
+    def boom(**kw):
+        raise OSError("no disk")
+
+    ms = session(tmp_path / "b", codecarbon=True, carbon_factory=boom)
+    ms.start()
+    assert "no disk" in ms.finish()["unavailable"]["emissions.co2eq_kg"]
+
+
+def test_codecarbon_values_and_cpu_method(tmp_path):
+    seen = {}
+
+    def factory(**kw):
+        seen.update(kw)
+        return _FakeTracker(**kw)
+
+    ms = session(tmp_path, codecarbon=True, carbon_factory=factory, country_iso_code="FRA")
+    ms.start()
+    s = ms.finish()
+    assert seen["output_file"] == "emissions_t.csv" and seen["output_dir"] == str(tmp_path)
+    assert seen["country_iso_code"] == "FRA" and seen["log_level"] == "warning"
+    em = s["emissions"]
+    assert em["co2eq_kg"] == 1e-6 and em["gpu_energy_kwh"] == 4e-6 and em["cpu_power_method"] == "intel_rapl"
+    assert em["country_iso_code"] == "FRA"
+    assert not any(k.startswith("emissions.") for k in s["unavailable"])
+
+
+def test_real_codecarbon_offline_records_cpu_method(tmp_path):
+    pytest.importorskip("codecarbon")
+    ms = session(tmp_path, codecarbon=True, codecarbon_measure_power_secs=1.0)
+    ms.start()
+    run_window(ms, 0.2)
+    s = ms.finish()
+    em = s["emissions"]
+    if em["co2eq_kg"] is None:
+        pytest.skip(f"CodeCarbon did not run here: {s['unavailable'].get('emissions.co2eq_kg')}")
+    assert em["cpu_power_method"] in ("intel_rapl", "cpu_load", "constant", "intel_power_gadget", "windows_emi",
+                                      "apple_powermetrics")
+    assert em["gpu_energy_kwh"] is None and "emissions.gpu_energy_kwh" in s["unavailable"]  # CPU box
+    assert (tmp_path / "emissions_t.csv").exists()
+
+
+# --- percentiles, memory, peak ---------------------------------------------------------
+
+def test_percentiles():
+    p = percentiles(range(1, 11))
+    assert p == {"p50": 5.5, "p90": pytest.approx(9.1), "min": 1.0, "max": 10.0, "n": 10}
+    assert percentiles([3.0]) == {"p50": 3.0, "p90": 3.0, "min": 3.0, "max": 3.0, "n": 1}
+    assert percentiles([]) == {"p50": None, "p90": None, "min": None, "max": None, "n": 0}
+    assert percentiles([1.0, float("nan"), None, 3.0])["n"] == 2
+
+
+def test_peak_memory_cpu():
+    measure.reset_peak_memory(torch.device("cpu"))
+    m = peak_memory(torch.device("cpu"))
+    assert m["peak_allocated_bytes"] is None and "cpu" in m["unavailable"]["peak_allocated_bytes"]
+    assert m["peak_reserved_bytes"] is None and m["nvml_used_bytes"] is None
+    assert m["peak_rss_bytes"] > 10 << 20
+
+
+def test_peak_flops_table(monkeypatch):
+    assert measure.peak_flops("cpu")["peak_tflops"] is None
+    assert "cpu" in measure.peak_flops("cpu")["unavailable"]
+    assert measure.peak_flops("cpu", peak_tflops=123.0)["peak_tflops"] == 123.0
+    for name, want in [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H200", 989.0),
+                       ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA GeForce RTX 4090", None)]:
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None, n=name: n)
+        assert measure.peak_flops(torch.device("cuda"))["peak_tflops"] == want, name
+    assert measure.peak_flops(torch.device("cuda"), dtype=torch.float32)["peak_tflops"] is None
+
+
+# --- FLOPs ------------------------------------------------------------------------------
+
+def _variant_paths():
+    for name in sorted(attention.VARIANTS):
+        yield name
+
+
+@pytest.mark.parametrize("name", list(_variant_paths()))
+def test_attention_flops_match_flopcounter(name):
+    """Each variant's ``flops_forward`` against FlopCounterMode on a module forward.
+
+    Dense-mask paths must match ``causal_halved=False`` exactly.  Other countable paths must
+    match one of the conventions within 2 % on at least one path; paths with uncounted ops
+    (CPU flash SDPA, ...) are skipped with the reason."""
+    B, T, C, H = 2, 48, 64, 4
+    skipped, compared = [], []
+    for impl in ("reference", "auto"):
+        try:
+            mod = attention.build(name, C, H, impl=impl)
+        except ValueError as err:
+            skipped.append(f"{impl}: {err}")
+            continue
+        r = count_flops(mod, B, T, "cpu", backward=False)
+        f = r["flops"]
+        if f["counted_forward_per_step"] is None:
+            skipped.append(f"{impl}: {r['unavailable']}")
+            continue
+        dense, halved = mod.flops_forward(B, T, causal_halved=False), mod.flops_forward(B, T, causal_halved=True)
+        real_uncounted = [u for u in f["uncounted_ops"] if not u.startswith("attention kernel")]
+        if real_uncounted:
+            skipped.append(f"{impl} ({mod.kernel}): uncounted ops {real_uncounted}")
+            continue
+        counted = f["counted_forward_per_step"]
+        if "dense-mask" in mod.kernel:
+            assert counted == dense, f"{name} {impl} ({mod.kernel}): counted {counted} != analytic dense {dense}"
+        compared.append((impl, mod.kernel, counted, dense, halved))
+    if not compared:
+        pytest.skip(f"{name}: FlopCounterMode cannot count any CPU path: {skipped}")
+    ok = [c for c in compared if min(abs(c[2] - c[3]) / c[3], abs(c[2] - c[4]) / c[4]) <= 0.02]
+    assert ok, f"{name}: no path matches its flops_forward within 2 %: (impl, kernel, counted, dense, halved) = {compared}"
+
+
+class _StandInBlock(nn.Module):
+    def __init__(self, n_embd, n_head, attn):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd)
+        self.attn = attention.build(attn, n_embd, n_head, impl="reference")
+        self.ln_2 = nn.LayerNorm(n_embd)
+        self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(n_embd, 4 * n_embd), c_proj=nn.Linear(4 * n_embd, n_embd)))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp.c_proj(torch.nn.functional.gelu(self.mlp.c_fc(self.ln_2(x))))
+
+
+class _StandInGPT(nn.Module):
+    """nanoGPT-shaped stand-in, used only if attnbench.model is not importable."""
+
+    def __init__(self, n_layer, n_head, n_embd, vocab_size, block_size, attn):
+        super().__init__()
+        self.config = SimpleNamespace(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab_size,
+                                      block_size=block_size)
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(vocab_size, n_embd), wpe=nn.Embedding(block_size, n_embd),
+            h=nn.ModuleList([_StandInBlock(n_embd, n_head, attn) for _ in range(n_layer)]),
+            ln_f=nn.LayerNorm(n_embd)))
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight
+
+    def forward(self, idx, targets=None):
+        x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(idx.shape[1]))
+        for b in self.transformer.h:
+            x = b(x)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None if targets is None else nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return logits, loss
+
+
+def tiny_gpt(attn="sdpa", n_layer=2, n_head=4, n_embd=64, vocab_size=96, block_size=64):
+    try:
+        from attnbench.model import GPT, GPTConfig
+
+        cfg = GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab_size,
+                        block_size=block_size, attention=attn, attention_params={"impl": "reference"})
+        return GPT(cfg)
+    except ImportError:
+        return _StandInGPT(n_layer, n_head, n_embd, vocab_size, block_size, attn)
+
+
+def test_model_flops_analytic_and_counted_agree():
+    B, T, L, H, C, V = 2, 32, 2, 4, 64, 96
+    model = tiny_gpt(n_layer=L, n_head=H, n_embd=C, vocab_size=V)
+    a = model_flops(model, B, T)
+    attn = model.transformer.h[0].attn
+    mlp = 2 * (2 * B * T * C * 4 * C)
+    head = 2 * B * T * C * V
+    assert a["forward_per_step"] == L * (attn.flops_forward(B, T, causal_halved=True) + mlp) + head
+    assert a["forward_per_step_dense"] == L * (attn.flops_forward(B, T, causal_halved=False) + mlp) + head
+    assert a["train_per_step"] == 3 * a["forward_per_step"] and a["n_attention_modules"] == L
+    assert a["breakdown"]["lm_head"] == head and a["unavailable"] == {}
+    grads_before = [p.grad for p in model.parameters()]
+    rng = torch.random.get_rng_state()
+    c = count_flops(model, B, T, "cpu", analytic=a)
+    f = c["flops"]
+    assert c["unavailable"] == {}
+    assert f["counted_forward_per_step"] == a["forward_per_step_dense"]
+    assert f["counted_train_per_step"] == a["train_per_step_dense"]
+    assert f["counted_vs_analytic"] == pytest.approx(1.0)
+    assert f["uncounted_ops"] == []
+    assert f["counted_attention"]["counted_vs_analytic_dense"] == pytest.approx(1.0)
+    assert [p.grad for p in model.parameters()] == grads_before  # grads restored (None)
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    sec, un = measure.flops_section(a, c, 0.5, "cpu")
+    assert sec["achieved_tflops"] == pytest.approx(a["train_per_step"] / 0.5 / 1e12)
+    assert sec["mfu"] is None and "cpu" in un["flops.mfu"]
+    assert sec["counted_train_per_step"] == f["counted_train_per_step"]
+
+
+def test_count_flops_lists_cpu_flash_sdpa_as_uncounted():
+    model = tiny_gpt()
+    for blk in model.transformer.h:
+        blk.attn.impl = "auto"  # SDPA's CPU flash kernel: no FlopCounterMode formula
+    c = count_flops(model, 2, 32, "cpu")
+    f = c["flops"]
+    assert "aten._scaled_dot_product_flash_attention_for_cpu" in f["uncounted_ops"]
+    assert f["counted_vs_analytic"] < 1.0
+
+
+def test_count_flops_never_raises():
+    class Broken(nn.Module):
+        config = SimpleNamespace(vocab_size=10)
+
+        def forward(self, idx, targets=None):
+            raise RuntimeError("kaboom")
+
+    c = count_flops(Broken(), 2, 4, "cpu")
+    assert c["flops"]["counted_train_per_step"] is None
+    assert "kaboom" in c["unavailable"]["flops.counted_train_per_step"]
+
+
+def test_model_flops_without_formula_is_unavailable():
+    class NoFormula(attention.CausalSelfAttention):
+        name = "noformula"
+
+        def forward(self, x):
+            return x
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = NoFormula(16, 2)
+            self.fc = nn.Linear(16, 16)
+
+    a = model_flops(M(), 2, 8)
+    assert a["forward_per_step"] is None and "NotImplementedError" in a["unavailable"]["flops.forward_per_step"]
+    assert not math.isnan(a["breakdown"]["mlp_and_other_linear"])
