@@ -1,0 +1,103 @@
+"""GPT-2 model: equivalence with HF GPT2LMHeadModel, equal init across variants, caches."""
+import pytest
+import torch
+
+import attention
+from attnbench.model import GPT, GPTConfig, non_attention_state
+
+transformers = pytest.importorskip("transformers")
+
+
+def small_cfg(**kw):
+    base = dict(n_layer=2, n_head=4, n_embd=64, block_size=64, vocab_size=50257, dropout=0.0,
+                attention="baseline")
+    base.update(kw)
+    return GPTConfig(**base)
+
+
+def load_into_hf(model: GPT):
+    cfg = model.config
+    hf_cfg = transformers.GPT2Config(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                                     n_positions=cfg.block_size, vocab_size=cfg.vocab_size,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                     activation_function="gelu_new", layer_norm_epsilon=1e-5)
+    hf_cfg._attn_implementation = "eager"
+    hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
+    ours = model.state_dict()
+    new = {}
+    for k in hf.state_dict():
+        src = k
+        if k.startswith("lm_head"):
+            src = "transformer.wte.weight"
+        t = ours[src]
+        # HF uses Conv1D (weight stored as in x out); ours nn.Linear (out x in)
+        if any(k.endswith(f"{n}.weight") for n in ("c_attn", "c_proj", "c_fc")):
+            t = t.t()
+        new[k] = t.clone()
+    hf.load_state_dict(new, strict=False)
+    return hf
+
+
+def test_baseline_equals_hf_gpt2():
+    torch.manual_seed(0)
+    model = GPT(small_cfg(), seed=3).eval()
+    # non-trivial biases so a missing bias would show
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("bias"):
+                p.normal_(0, 0.1)
+    hf = load_into_hf(model)
+    idx = torch.randint(0, 50257, (2, 40))
+    with torch.no_grad():
+        ours, _ = model(idx)
+        theirs = hf(idx).logits
+    assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), (ours - theirs).abs().max()
+
+
+@pytest.mark.parametrize("name", ["sdpa", "gqa", "mla", "linear"])
+def test_non_attention_weights_identical_across_variants(name):
+    if name not in attention.VARIANTS:
+        pytest.skip(f"{name} not built yet")
+    a = GPT(small_cfg(attention="baseline"), seed=11)
+    params = {"n_kv_head": 2} if name == "gqa" else {"kv_lora_rank": 32} if name == "mla" else {}
+    b = GPT(small_cfg(attention=name, attention_params=params), seed=11)
+    sa, sb = non_attention_state(a), non_attention_state(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_seed_changes_weights():
+    a = GPT(small_cfg(), seed=1)
+    b = GPT(small_cfg(), seed=2)
+    assert not torch.equal(a.transformer.wte.weight, b.transformer.wte.weight)
+
+
+def test_cached_decode_matches_full_forward():
+    model = GPT(small_cfg(attention="sdpa"), seed=0).eval()
+    idx = torch.randint(0, 50257, (2, 20))
+    with torch.no_grad():
+        full, _ = model(idx)
+        caches = model.init_caches(2, 20, idx.device, torch.float32)
+        first, _ = model(idx[:, :12], caches=caches)
+        rest = [model(idx[:, t:t + 1], caches=caches)[0] for t in range(12, 20)]
+    dec = torch.cat([first] + rest, dim=1)
+    assert torch.allclose(dec, full, atol=1e-5)
+
+
+def test_loss_ignores_padding_targets():
+    model = GPT(small_cfg(), seed=0).eval()
+    idx = torch.randint(0, 50257, (1, 10))
+    y = torch.randint(0, 50257, (1, 10))
+    y_pad = y.clone()
+    y_pad[:, 6:] = -100
+    with torch.no_grad():
+        logits, loss_pad = model(idx, y_pad)
+    manual = torch.nn.functional.cross_entropy(logits[0, :6], y[0, :6])
+    assert torch.allclose(loss_pad, manual, atol=1e-6)
+
+
+def test_block_size_enforced():
+    model = GPT(small_cfg(block_size=16), seed=0)
+    with pytest.raises(ValueError, match="block_size"):
+        model(torch.zeros(1, 17, dtype=torch.long))

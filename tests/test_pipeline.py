@@ -1,0 +1,103 @@
+"""The whole DAG through the snakemake CLI on the smoke preset, and its incremental reruns."""
+import json
+import os
+import time
+
+import pytest
+
+from pipeline_utils import ROOT, copy_repo, load_yaml, planned_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+SMOKE = load_yaml(ROOT / "config" / "smoke.yaml")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    work = copy_repo(tmp_path_factory.mktemp("smoke"))
+    t0 = time.time()
+    proc = snakemake(work, "--cores", "2", "--resources", "gpu=1", "--configfile", "config/smoke.yaml",
+                     timeout=900)
+    elapsed = time.time() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return work, elapsed
+
+
+def dry(work, configfile="config/smoke.yaml"):
+    proc = snakemake(work, "-n", "--cores", "1", "--configfile", configfile, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return sorted(set(planned_jobs(proc.stdout + proc.stderr)))
+
+
+def per_variant(variant):
+    return [("all", None), ("probe", variant), ("report", None), ("sweep", variant), ("train", variant)]
+
+
+def test_smoke_dag_produces_every_result(smoke_run):
+    work, elapsed = smoke_run
+    print(f"smoke DAG took {elapsed:.0f} s")
+    for variant in SMOKE["variants"]:
+        metrics = json.loads((work / f"results/train/{variant}/metrics.json").read_text())
+        assert metrics["status"] == "ok", metrics.get("failure")
+        assert metrics["kernel"] and metrics["kernel"] != "not-run"
+        assert metrics["training"]["val_loss"] < 11.0  # below log(50304): it learned something
+        probe = json.loads((work / f"results/probe/{variant}/probe.json").read_text())
+        assert probe["status"] == "ok", probe.get("failure")
+        assert probe["decode_matches_full_forward"], probe["decode"]
+        sweep = json.loads((work / f"results/sweep/{variant}/sweep.json").read_text())
+        assert sweep["points"]
+        assert (work / f"logs/train/{variant}.log").exists()
+    assert (work / "results/report/index.html").stat().st_size > 1000
+    assert (work / "results/report/results.csv").exists()
+
+
+def test_second_dry_run_schedules_nothing(smoke_run):
+    work, _ = smoke_run
+    assert dry(work) == []
+
+
+def test_adding_a_variant_schedules_only_its_jobs(smoke_run):
+    work, _ = smoke_run
+    cfg = json.loads(json.dumps(SMOKE))
+    cfg["variants"]["mqa"] = {"variant": "gqa", "n_kv_head": 1}
+    write_config(work, "plus.yaml", cfg)
+    assert dry(work, "config/plus.yaml") == per_variant("mqa")
+
+
+def test_changing_one_variants_params_reruns_only_it(smoke_run):
+    work, _ = smoke_run
+    cfg = json.loads(json.dumps(SMOKE))
+    cfg["variants"]["sliding_window"] = {"window": 16}
+    write_config(work, "window.yaml", cfg)
+    assert dry(work, "config/window.yaml") == per_variant("sliding_window")
+
+
+class edited:
+    """Append a comment to a source file (new content, newer mtime); restore on exit."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        self.text, st = self.path.read_text(), self.path.stat()
+        self.times = (st.st_atime, st.st_mtime)
+        self.path.write_text(self.text + "\n# edited by a test\n")
+        os.utime(self.path, (self.times[0], time.time() + 5))
+
+    def __exit__(self, *exc):
+        self.path.write_text(self.text)
+        os.utime(self.path, self.times)
+
+
+def test_editing_one_variants_source_reruns_only_it(smoke_run):
+    work, _ = smoke_run
+    with edited(work / "attention" / "lsh.py"):
+        assert dry(work) == per_variant("lsh")
+
+
+def test_editing_shared_model_code_reruns_every_variant(smoke_run):
+    work, _ = smoke_run
+    with edited(work / "attnbench" / "model.py"):
+        jobs = dry(work)
+    trained = {v for rule, v in jobs if rule == "train"}
+    assert trained == set(SMOKE["variants"])
