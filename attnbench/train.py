@@ -141,19 +141,16 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path) -> dict[str
             "cache_bytes_at_seq_len": model.cache_bytes(1, T, torch.bfloat16),
         }
         # FLOPs: analytic, plus one counted forward+backward outside any timed window.
-        flops = measure.model_flops(model, B, T)
-        if settings["measure"]["count_flops"]:
-            counted = measure.count_flops(model, B, T, device,
-                                           dtype=torch.bfloat16 if dtype == "bfloat16" else None)
-            flops.update(counted.get("flops", counted))
-            unavailable.update(counted.get("unavailable", {}))
+        torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+        analytic = measure.model_flops(model, B, T)
+        counted = (measure.count_flops(model, B, T, device, dtype=torch_dtype if dtype == "bfloat16" else None,
+                                       analytic=analytic)
+                   if settings["measure"]["count_flops"] else None)
         model.zero_grad(set_to_none=True)
         optimizer, fused = make_optimizer(model, t, device)
-        step_model = model
-        compiled = False
+        step_model, compiled, compile_error = model, False, None
         if should_compile(t, device):
-            step_model = torch.compile(model)
-            compiled = True
+            step_model, compiled = torch.compile(model), True
         order = train_data.order(t["steps"])
         losses = torch.full((t["steps"],), float("nan"), device=device)
         fault = injected_fault(name)
@@ -190,10 +187,22 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path) -> dict[str
         session.start()
         model.train()
         measure.reset_peak_memory(device)
-        # Warm-up: compilation and autotuning happen here; timed separately.
+        # Warm-up: compilation and autotuning happen here; timed separately.  A variant that
+        # torch.compile cannot handle falls back to eager from fresh weights (recorded).
         t0 = time.perf_counter()
-        for step in range(t["warmup_steps"]):
-            train_step(step)
+        try:
+            for step in range(t["warmup_steps"]):
+                train_step(step)
+        except Exception as err:
+            if not compiled or isinstance(err, torch.OutOfMemoryError):
+                raise
+            compile_error = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+            model = build_model(settings, device)
+            optimizer, fused = make_optimizer(model, t, device)
+            step_model, compiled = model, False
+            losses.fill_(float("nan"))
+            for step in range(t["warmup_steps"]):
+                train_step(step)
         if device.type == "cuda":
             torch.cuda.synchronize()
         warmup_s = time.perf_counter() - t0
@@ -256,15 +265,11 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path) -> dict[str
         energy, emissions, e_unavail = _split_summary(energy_summary)
         result["energy"], result["emissions"] = energy, emissions
         unavailable.update(e_unavail)
-        achieved = flops.get("train_per_step")
-        if achieved and timed_s > 0:
-            flops["achieved_tflops"] = achieved * timed_steps / timed_s / 1e12
-            peak = measure.peak_flops(device, settings["measure"]["peak_tflops"])
-            flops["peak_tflops"] = peak["peak_tflops"]
-            flops["mfu"] = flops["achieved_tflops"] / peak["peak_tflops"] if peak["peak_tflops"] else None
-            if peak.get("unavailable"):
-                unavailable["flops.mfu"] = peak["unavailable"]
+        flops, flops_unavailable = measure.flops_section(
+            analytic, counted, timed_s / timed_steps if timed_steps else None, device,
+            peak_tflops=settings["measure"]["peak_tflops"], dtype=torch_dtype)
         result["flops"] = flops
+        unavailable.update(flops_unavailable)
         _write_steps_csv(out_dir / "steps.csv", loss_values, step_ms_per_step, t["warmup_steps"], B * T)
         _save_weights(model, out_dir / "model.safetensors")
         result["model"]["bytes_on_disk"] = (out_dir / "model.safetensors").stat().st_size
