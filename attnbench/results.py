@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 TRAIN_SCHEMA = "attnbench.train/1"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 PROBE_SCHEMA = "attnbench.probe/1"
 
 
@@ -59,6 +61,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp, path)
     except BaseException:
         try:

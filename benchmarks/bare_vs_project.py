@@ -1,0 +1,158 @@
+"""A bare compiled GPT-2 training loop and the project's loop, side by side in one process.
+
+The bare loop is the minimal nanoGPT-style reference of ../shared/notes/gpu-machine.md:
+GPT-2 124M, tied embeddings, vocab 50304, torch.compile, bf16 autocast, fused AdamW, SDPA
+pinned to one backend, random tokens, no measurement.  The project's loop is
+``attnbench.train.run`` with every measurement on (NVML windows, power sampler, CodeCarbon,
+FlopCounterMode cross-check), on the tokenized data, with the same model shape and batch.
+Both are timed over steps after warm-up; the ratio project/bare is printed last.
+
+    python benchmarks/bare_vs_project.py --tokens-dir results/tokens --variants sdpa flash2 \
+        --batch-size 16 --out /tmp/bare_vs_project.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+class BareBlock(nn.Module):
+    def __init__(self, d, h, backend):
+        super().__init__()
+        self.h, self.backend = h, backend
+        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.c_attn, self.c_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc, self.proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.h, C // self.h).transpose(1, 2) for t in (q, k, v))
+        from torch.nn.attention import sdpa_kernel
+
+        with sdpa_kernel(self.backend):
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+        return x + self.proj(F.gelu(self.fc(self.ln_2(x)), approximate="tanh"))
+
+
+class BareGPT(nn.Module):
+    def __init__(self, n_layer=12, d=768, h=12, vocab=50304, block=1024, backend=None):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(block, d)
+        self.blocks = nn.ModuleList([BareBlock(d, h, backend) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab, bias=False)
+        self.head.weight = self.wte.weight
+        for p in self.parameters():
+            if p.dim() >= 2:
+                nn.init.normal_(p, 0, 0.02)
+
+    def forward(self, idx, y):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
+        for b in self.blocks:
+            x = b(x)
+        logits = self.head(self.ln_f(x))
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
+
+
+def bare_loop(batch_size: int, seq_len: int, backend_name: str, warmup: int, steps: int) -> dict:
+    from torch.nn.attention import SDPBackend
+
+    backend = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[backend_name]
+    torch.manual_seed(0)
+    model = BareGPT(backend=backend).cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    cmodel = torch.compile(model)
+    x = torch.randint(0, 50257, (batch_size, seq_len + 1), device="cuda")
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = cmodel(x[:, :-1], x[:, 1:])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    warm = time.perf_counter() - t0
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return {"loop": f"bare ({backend_name})", "tokens_per_s": steps * batch_size * seq_len / dt,
+            "step_ms": 1000 * dt / steps, "warmup_s": warm,
+            "peak_allocated_bytes": torch.cuda.max_memory_allocated()}
+
+
+def project_loop(variant: str, config_path: Path, tokens_dir: Path, batch_size: int, steps: int,
+                 warmup: int, out_dir: Path) -> dict:
+    from attnbench import settings as S
+    from attnbench import train
+
+    cfg = yaml.safe_load(config_path.read_text())
+    cfg["train"].update(batch_size=batch_size, steps=steps, warmup_steps=warmup, eval_every=0, eval_batches=2)
+    cfg = S.validate(cfg)
+    job = S.job_settings(cfg, variant)
+    res = train.run(job, tokens_dir, out_dir / variant)
+    if res["status"] != "ok":
+        return {"loop": f"project ({variant})", "status": res["status"], "failure": res["failure"]}
+    return {"loop": f"project ({variant})", "kernel": res["kernel"], "tokens_per_s": res["timing"]["tokens_per_s"],
+            "step_ms": res["timing"]["step_ms_p50"], "warmup_s": res["timing"]["warmup_s"],
+            "peak_allocated_bytes": res["memory"]["peak_allocated_bytes"],
+            "gpu_mj_per_token": (res["energy"].get("gpu_j_per_token") or math.nan) * 1000,
+            "mfu": res["flops"].get("mfu")}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", type=Path, default=ROOT / "config" / "paper.yaml")
+    ap.add_argument("--tokens-dir", type=Path, required=True)
+    ap.add_argument("--variants", nargs="+", default=["sdpa"])
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=15)
+    ap.add_argument("--backend", default="cudnn", choices=["cudnn", "flash"])
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("this benchmark needs a CUDA GPU")
+    rows = [bare_loop(args.batch_size, 512, args.backend, 10, 60)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for v in args.variants:
+            rows.append(project_loop(v, args.config, args.tokens_dir, args.batch_size, args.steps, args.warmup,
+                                     Path(tmp)))
+    rows.append(bare_loop(args.batch_size, 512, args.backend, 10, 60))  # again: drift between the two
+    bare = sum(r["tokens_per_s"] for r in (rows[0], rows[-1])) / 2
+    for r in rows:
+        if r.get("tokens_per_s"):
+            r["ratio_to_bare"] = r["tokens_per_s"] / bare
+    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch_size": args.batch_size,
+           "seq_len": 512, "bare_tokens_per_s_mean": bare, "rows": rows}
+    args.out.write_text(json.dumps(out, indent=2))
+    print(f"{'loop':<28} {'tokens/s':>10} {'step ms':>8} {'ratio':>6}")
+    for r in rows:
+        print(f"{r['loop']:<28} {r.get('tokens_per_s', float('nan')):>10.0f} {r.get('step_ms', float('nan')):>8.2f} "
+              f"{r.get('ratio_to_bare', float('nan')):>6.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Run the pipeline's per-variant stages on a GPU machine without Snakemake, then the report.
+
+The GPU machine used for the committed results has no Snakemake; this driver runs the same
+thin CLIs the rules run (``scripts/train.py``, ``probe.py``, ``sweep.py``, ``report.py``)
+with the same job settings (``attnbench.settings.job_settings`` of the validated config),
+one subprocess per stage with a time limit, and skips stages whose output exists — so a
+campaign split over several calls keeps each call's finished variants.  Model weights are
+deleted after the probe (they are 0.5 GB per variant and not needed for the report).
+
+    python benchmarks/gpu_campaign.py --config config/paper.yaml --variants sdpa flash2 \
+        --results results --budget-s 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from attnbench import settings as S  # noqa: E402
+
+
+def run_stage(cmd: list[str], log: Path, timeout: float) -> tuple[int | str, float]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(log, "w") as fh:
+        try:
+            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, cwd=ROOT).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    return rc, time.time() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", type=Path, default=ROOT / "config" / "paper.yaml")
+    ap.add_argument("--variants", nargs="*", help="default: every variant of the config")
+    ap.add_argument("--stages", nargs="+", default=["train", "probe", "sweep"])
+    ap.add_argument("--results", type=Path, default=ROOT / "results")
+    ap.add_argument("--budget-s", type=float, default=500, help="start no stage after this many seconds")
+    ap.add_argument("--stage-timeout-s", type=float, default=300)
+    ap.add_argument("--report", action="store_true", help="render the report over every finished variant")
+    args = ap.parse_args()
+    cfg = S.validate(yaml.safe_load(args.config.read_text()))
+    variants = args.variants or list(cfg["variants"])
+    res, tokens = args.results, args.results / "tokens"
+    if not (tokens / "stats.json").exists():
+        raise SystemExit(f"{tokens}/stats.json missing: tokenize first (scripts/tokenize_dataset.py)")
+    start = time.time()
+    py = sys.executable
+    status = {}
+    for v in variants:
+        job = S.job_settings(cfg, v)
+        settings_file = res / "settings" / f"{v}.json"
+        settings_file.parent.mkdir(parents=True, exist_ok=True)
+        settings_file.write_text(json.dumps(job, sort_keys=True))
+        for stage in args.stages:
+            out = {"train": res / "train" / v / "metrics.json", "probe": res / "probe" / v / "probe.json",
+                   "sweep": res / "sweep" / v / "sweep.json"}[stage]
+            if out.exists():
+                status[(v, stage)] = "exists"
+                continue
+            left = args.budget_s - (time.time() - start)
+            if left < 30:
+                status[(v, stage)] = "no time left"
+                continue
+            cmd = {"train": [py, "scripts/train.py", "--settings", f"@{settings_file}", "--tokens-dir", str(tokens),
+                             "--out-dir", str(res / "train" / v)],
+                   "probe": [py, "scripts/probe.py", "--settings", f"@{settings_file}", "--train-dir",
+                             str(res / "train" / v), "--tokens-dir", str(tokens), "--out", str(out)],
+                   "sweep": [py, "scripts/sweep.py", "--settings", f"@{settings_file}", "--out", str(out)]}[stage]
+            rc, dt = run_stage(cmd, res / "logs" / stage / f"{v}.log", min(args.stage_timeout_s, left))
+            status[(v, stage)] = f"rc={rc} {dt:.0f}s"
+            print(f"{v:>16} {stage:>6}: rc={rc} in {dt:.0f} s", flush=True)
+        weights = res / "train" / v / "model.safetensors"
+        if "probe" in args.stages and (res / "probe" / v / "probe.json").exists() and weights.exists():
+            weights.unlink()
+    if args.report:
+        done = [v for v in cfg["variants"] if (res / "train" / v / "metrics.json").exists()]
+        probes = [str(res / "probe" / v / "probe.json") for v in done if (res / "probe" / v / "probe.json").exists()]
+        sweeps = [str(res / "sweep" / v / "sweep.json") for v in done if (res / "sweep" / v / "sweep.json").exists()]
+        cmd = [py, "scripts/report.py", "--train", *[str(res / "train" / v / "metrics.json") for v in done],
+               "--probe", *probes, "--sweep", *sweeps, "--stats", str(tokens / "stats.json"),
+               "--config", json.dumps(cfg), "--out-dir", str(res / "report")]
+        rc, dt = run_stage(cmd, res / "logs" / "report.log", 120)
+        print(f"report: rc={rc} in {dt:.0f} s")
+    print(json.dumps({f"{v}/{s}": st for (v, s), st in status.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
