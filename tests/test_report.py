@@ -1,0 +1,307 @@
+"""The HTML report from small result documents in the documented schemas (CPU, fast)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import json
+import re
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "browser"))
+from report_fixture import NO_CUDA, NO_NVML, VARIANTS, XSS, write_fixture  # noqa: E402
+
+from attnbench.report import build_report, pareto_front  # noqa: E402
+
+
+class Page(HTMLParser):
+    """Collects the summary table cells, figures and script tags of the report."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.rows: dict[str, dict[str, dict]] = {}
+        self.row_order: list[str] = []
+        self.row_classes: dict[str, str] = {}
+        self.failures: list[list[str]] = []  # cells of each row of the failures table
+        self.figures: dict[str, dict] = {}  # id -> {"svg": bool, "missing": text of the placeholder | None}
+        self.scripts = 0
+        self._row = self._cell = self._fig = None
+        self._text: list[str] = []
+        self._fig_text: list[str] = []
+        self._fig_depth = 0
+        self._failure_row = None
+        self._failure_cells: list[str] = []
+        self._missing: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "script":
+            self.scripts += 1
+        if tag == "tr" and "data-variant" in a:
+            self._row = a["data-variant"]
+            self.row_order.append(self._row)
+            self.rows[self._row] = {}
+            self.row_classes[self._row] = a.get("class") or ""
+        if tag == "tr" and "data-failure" in a:
+            self._failure_row, self._failure_cells = a["data-failure"], []
+        if tag == "td" and self._failure_row:
+            self._text = []
+        if tag == "td" and self._row and "data-col" in a:
+            self._cell = {"key": a["data-col"], "class": a.get("class", ""), "title": a.get("title"),
+                          "sort": a.get("data-sort")}
+            self._text = []
+        if tag == "figure":
+            self._fig = a.get("id")
+            self.figures[self._fig] = {"svg": False, "missing": None}
+        if self._fig and tag == "svg":
+            self.figures[self._fig]["svg"] = True
+        if self._fig and tag == "div" and "not-measured" in (a.get("class") or ""):
+            self._missing = []
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self._cell["text"] = "".join(self._text).strip()
+            self.rows[self._row][self._cell["key"]] = self._cell
+            self._cell = None
+        if tag == "td" and self._failure_row:
+            self._failure_cells.append(" ".join("".join(self._text).split()))
+        if tag == "tr":
+            if self._failure_row:
+                self.failures.append(self._failure_cells)
+            self._row = self._failure_row = None
+        if tag == "div" and self._missing is not None:
+            self.figures[self._fig]["missing"] = " ".join("".join(self._missing).split())
+            self._missing = None
+        if tag == "figure":
+            self._fig = None
+
+    def handle_data(self, data):
+        if self._cell is not None or self._failure_row:
+            self._text.append(data)
+        if self._missing is not None:
+            self._missing.append(data)
+
+
+def build(tmp_path: Path, gpu: bool = True, **overrides):
+    kw = write_fixture(tmp_path / "results", gpu=gpu)
+    kw.update(overrides)
+    out = tmp_path / "report"
+    doc = build_report(out_dir=out, **kw)
+    html = (out / "index.html").read_text(encoding="utf-8")
+    page = Page()
+    page.feed(html)
+    return doc, html, page, out
+
+
+@pytest.fixture(scope="module")
+def gpu_report(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("gpu"), gpu=True)
+
+
+@pytest.fixture(scope="module")
+def cpu_report(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("cpu"), gpu=False)
+
+
+def test_every_variant_has_a_row_in_config_order(gpu_report):
+    doc, html, page, out = gpu_report
+    assert page.row_order == VARIANTS
+    for name in VARIANTS:
+        assert set(page.rows[name]) >= {"kernel", "params_total", "tokens_per_s", "step_ms_p50", "mfu",
+                                        "peak_allocated_bytes", "gpu_j_per_token", "energy_total_kwh", "co2eq_kg",
+                                        "final_train_loss", "val_loss", "prefill_ms_p50",
+                                        "decode_ms_per_token_p50", "cache_bytes_per_token"}
+    assert page.rows["baseline"]["kernel"]["text"] == "sdpa_flash"
+    assert page.rows["linear"]["kernel"]["text"] == "linear_chunked"
+
+
+def test_failed_variant_is_listed_with_its_reason_not_dropped(gpu_report):
+    doc, html, page, out = gpu_report
+    assert "failed" in page.row_classes["lsh"]
+    assert page.failures[0][:5] == ["lsh", "train", "failed", "oom", "12"]
+    assert page.failures[0][5].startswith("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert page.failures[1][:4] == ["lsh", "probe", "skipped", "skipped"]
+    assert "training failed" in page.failures[1][5]
+    # its cells say why they are empty
+    cell = page.rows["lsh"]["tokens_per_s"]
+    assert cell["text"] == "—" and "oom at step 12" in cell["title"]
+    assert any("lsh (oom at step 12)" in f for f in doc["findings"])
+    assert [f["variant"] for f in doc["failures"]] == ["lsh", "lsh"]
+
+
+def test_html_from_documents_is_escaped(gpu_report):
+    doc, html, page, out = gpu_report
+    assert XSS not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert page.scripts == 1  # only the page's own sorting script
+    # the data itself is kept verbatim in the downloads
+    data = json.loads((out / "results.json").read_text())
+    assert data["variants"][1]["train"]["attention"]["params"]["note"] == XSS
+    assert XSS in (out / "results.csv").read_text()
+
+
+def test_escaping_inside_svg_plots(tmp_path):
+    kw = write_fixture(tmp_path / "results", gpu=True)
+    # a variant whose name carries markup (the pipeline forbids it; the report must still cope)
+    p = kw["train"][1]
+    d = json.loads(p.read_text())
+    d["variant"] = 'g<b onload="x()">qa'
+    p.write_text(json.dumps(d))
+    build_report(out_dir=tmp_path / "r", **kw)
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert '<b onload="x()">' not in html
+    assert "g&lt;b onload=&#34;x()&#34;&gt;qa" in html or "g&lt;b onload=&quot;x()&quot;&gt;qa" in html
+
+
+def test_null_metrics_are_rendered_as_unavailable_never_zero(gpu_report):
+    doc, html, page, out = gpu_report
+    cell = page.rows["linear"]["gpu_j_per_token"]
+    assert cell["text"] == "—"
+    assert "na" in cell["class"].split()
+    assert cell["title"] == f"not measured: {NO_NVML}"
+    assert cell["sort"] == ""  # sorts last, never as 0
+    mfu = page.rows["linear"]["mfu"]
+    assert mfu["text"] == "—" and "no peak TFLOP/s" in mfu["title"]
+    # CSV: empty cell; JSON: null
+    rows = {r["variant"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    assert rows["linear"]["gpu_j_per_token"] == ""
+    assert rows["lsh"]["tokens_per_s"] == "" and rows["lsh"]["val_loss"] == ""
+    summary = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["summary"]}
+    assert summary["linear"]["gpu_j_per_token"] is None
+    assert float(rows["baseline"]["gpu_j_per_token"]) > 0
+    # every unavailable metric has a note with its reason
+    notes = {(n["document"], n["metric"]): n for n in doc["unavailable"]}
+    assert notes[("train", "energy.gpu_j_per_token")]["reason"] == NO_NVML
+    assert notes[("train", "energy.gpu_j_per_token")]["variants"] == ["linear"]
+    assert NO_NVML in html
+
+
+def test_best_values_and_baseline_ratios(gpu_report):
+    doc, html, page, out = gpu_report
+    assert "best" in page.rows["linear"]["tokens_per_s"]["class"].split()
+    assert "best" not in page.rows["baseline"]["tokens_per_s"]["class"].split()
+    assert "best" in page.rows["baseline"]["val_loss"]["class"].split()
+    assert "best" in page.rows["gqa"]["gpu_j_per_token"]["class"].split()
+    assert "×1.25" in page.rows["gqa"]["tokens_per_s"]["text"]
+    assert "+0.020" in page.rows["gqa"]["val_loss"]["text"]
+    # a failed variant is never "best"
+    assert all("best" not in c["class"].split() for c in page.rows["lsh"].values())
+
+
+def test_csv_and_json_are_written(gpu_report):
+    doc, html, page, out = gpu_report
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["variant"] for r in rows] == VARIANTS
+    assert rows[3]["status"] == "failed" and rows[3]["failure_kind"] == "oom" and rows[3]["failure_step"] == "12"
+    assert abs(float(rows[0]["tokens_per_s"]) - 20480) < 1e-6
+    data = json.loads((out / "results.json").read_text())
+    assert data["schema"] == "attnbench.report/1"
+    assert [v["variant"] for v in data["variants"]] == VARIANTS
+    h = data["header"]
+    assert h["run_name"] == "fixture" and h["device"] == "NVIDIA H100 80GB HBM3"
+    assert h["git_commit"].startswith("0123456789") and h["train_tokens"] == 41234 and h["driver"] == "550.54.15"
+    assert doc["files"]["html"].endswith("index.html")
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_header_shows_provenance_and_dataset(gpu_report):
+    doc, html, page, out = gpu_report
+    for text in ("NVIDIA H100 80GB HBM3", "550.54.15", "2.5.1+cu124", "12.4", "0123456789abcdef", "chitchat",
+                 "41,234", "2,101", doc["header"]["config_hash"]):
+        assert text in html, text
+    assert 'href="results.csv"' in html and 'href="results.json"' in html
+
+
+def test_page_is_self_contained(gpu_report):
+    doc, html, page, out = gpu_report
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", html, re.I)
+    assert "<link rel=\"stylesheet\"" not in html and "@import" not in html
+    # the CSP allows exactly the page's script, by hash
+    csp = re.search(r"script-src 'sha256-([^']+)'", html).group(1)
+    script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
+    assert base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() == csp
+    assert html.count("<svg") >= 8
+
+
+def test_plots_present_and_missing_data_says_not_measured(gpu_report):
+    doc, html, page, out = gpu_report
+    for fid in ("plot-loss-step", "plot-loss-energy", "plot-energy-loss", "plot-prefill", "plot-decode",
+                "plot-sweep-time", "plot-sweep-mem", "plot-mem-peak_allocated_bytes"):
+        assert page.figures[fid] == {"svg": True, "missing": None}, fid
+    power = {fid: f for fid, f in page.figures.items() if fid.startswith("plot-power-")}
+    assert len(power) == 4
+    assert power["plot-power-2"] == {"svg": False, "missing": f"not measured: {NO_NVML}"}  # linear: no samples
+    assert power["plot-power-0"]["svg"]
+
+
+def test_cpu_run_says_energy_was_not_measured(cpu_report):
+    doc, html, page, out = cpu_report
+    for fid in ("plot-loss-energy", "plot-energy-loss", "plot-sweep-mem", "plot-mem-peak_allocated_bytes"):
+        assert not page.figures[fid]["svg"] and page.figures[fid]["missing"].startswith("not measured: "), fid
+    assert page.figures["plot-energy-loss"]["missing"].startswith(f"not measured: {NO_NVML}")
+    assert page.figures["plot-sweep-mem"]["missing"].startswith(f"not measured: {NO_CUDA}")
+    assert page.figures["plot-loss-step"]["svg"] and page.figures["plot-sweep-time"]["svg"]
+    power = [f for fid, f in page.figures.items() if fid.startswith("plot-power-")]
+    assert len(power) == 4 and all(not f["svg"] and f["missing"].startswith("not measured") for f in power)
+    text = " ".join(doc["findings"])
+    assert "GPU energy was not measured" in text and NO_NVML in text
+    assert "Least GPU energy" not in text and "Pareto" not in text
+    assert "CPU run" in text
+    for name in ("baseline", "gqa", "linear"):
+        c = page.rows[name]["peak_allocated_bytes"]
+        assert c["text"] == "—" and NO_CUDA in c["title"]
+        assert page.rows[name]["peak_rss_bytes"]["text"] != "—"  # host RSS shown on CPU runs
+
+
+def test_pareto_front():
+    pts = [("a", 1.0, 5.0), ("b", 2.0, 4.0), ("c", 3.0, 4.5), ("d", 0.5, 6.0), ("e", 2.0, 4.0)]
+    assert [n for n, _, _ in pareto_front(pts)] == ["d", "a", "b", "e"]
+
+
+def test_missing_and_unreadable_documents(tmp_path):
+    kw = write_fixture(tmp_path / "results", gpu=True)
+    kw["probe"] = kw["probe"][:2]  # no probe for linear, lsh
+    kw["sweep"][0].write_text("{not json")
+    kw["train"].append(tmp_path / "results" / "train" / "ghost" / "metrics.json")  # never written
+    out = tmp_path / "report"
+    doc = build_report(out_dir=out, **kw)
+    page = Page()
+    page.feed((out / "index.html").read_text())
+    assert page.row_order == VARIANTS + ["ghost"]
+    assert "missing" in page.rows["ghost"]["tokens_per_s"]["title"]
+    assert "no probe result document" in page.rows["linear"]["prefill_ms_p50"]["title"]
+    assert any(f["variant"] == "baseline" and f["stage"] == "sweep" for f in doc["failures"])
+    assert any(f["variant"] == "ghost" and f["stage"] == "train" for f in doc["failures"])
+
+
+def test_no_baseline_means_no_ratios(tmp_path):
+    kw = write_fixture(tmp_path / "results", gpu=True)
+    kw["train"], kw["probe"], kw["sweep"] = kw["train"][1:], kw["probe"][1:], kw["sweep"][1:]
+    out = tmp_path / "report"
+    doc = build_report(out_dir=out, **kw)
+    page = Page()
+    page.feed((out / "index.html").read_text())
+    assert "×" not in page.rows["gqa"]["tokens_per_s"]["text"]
+    assert "no ratios" in (out / "index.html").read_text()
+
+
+def test_all_variants_failed(tmp_path):
+    kw = write_fixture(tmp_path / "results", gpu=True)
+    for p in kw["train"]:
+        d = json.loads(p.read_text())
+        d.update(status="failed", failure={"kind": "nan", "message": "non-finite loss nan at step 3", "step": 3})
+        for k in ("training", "timing", "energy", "memory", "flops", "emissions", "kernel"):
+            d.pop(k, None)
+        p.write_text(json.dumps(d))
+        (p.parent / "steps.csv").unlink(missing_ok=True)
+    out = tmp_path / "report"
+    doc = build_report(out_dir=out, **kw)
+    assert any("No variant finished training" in f for f in doc["findings"])
+    assert len([f for f in doc["failures"] if f["stage"] == "train"]) == 4
+    html = (out / "index.html").read_text()
+    assert "not measured: train failed: nan at step 3" in html
