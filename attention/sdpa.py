@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.bias import causal_lower_right
 
 from .base import CausalSelfAttention, causal_pairs, core_attention_flops, KVCache, causal_mask, dense_attention, dtype_bytes, merge_heads, split_heads
 
@@ -35,6 +36,66 @@ def auto_backend_name(q: torch.Tensor) -> str:
     return "flash?"
 
 
+_BACKEND_NAMES = {
+    SDPBackend.MATH: "math",
+    SDPBackend.FLASH_ATTENTION: "flash",
+    SDPBackend.EFFICIENT_ATTENTION: "efficient",
+    SDPBackend.CUDNN_ATTENTION: "cudnn",
+}
+
+
+def sdpa_choice(q, k, v, *, causal: bool, dropout_p: float = 0.0, enable_gqa: bool = False,
+                attn_mask=None) -> str:
+    """Name of the backend SDPA's own dispatcher picks for these inputs (``"auto"`` dispatch).
+
+    Asks ``torch._fused_sdp_choice`` (respects the enabled backends and the cuDNN-first
+    priority on Hopper), so the recorded kernel is what runs, not a guess.  The CPU fused
+    kernel is reported as ``"cpu-flash"``.  Falls back to :func:`auto_backend_name` (a
+    guess, marked with ``?``) where the query is not possible, e.g. while compiling.
+    """
+    if torch.compiler.is_compiling():
+        return auto_backend_name(q)
+    try:
+        choice = torch._fused_sdp_choice(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                         is_causal=causal, enable_gqa=enable_gqa)
+        name = _BACKEND_NAMES.get(SDPBackend(choice), str(SDPBackend(choice)).split(".")[-1].lower())
+    except Exception:  # private API; never let naming break a forward
+        return auto_backend_name(q)
+    if name == "flash" and q.device.type == "cpu":
+        name = "cpu-flash"
+    return name
+
+
+def causal_sdpa_choice(q, k, v, *, dropout_p: float = 0.0, enable_gqa: bool = False) -> str:
+    """:func:`sdpa_choice` for the call :func:`causal_sdpa` makes with these shapes."""
+    tq, tk = q.shape[2], k.shape[2]
+    if tq == tk:
+        return sdpa_choice(q, k, v, causal=True, dropout_p=dropout_p, enable_gqa=enable_gqa)
+    if tq == 1:
+        return sdpa_choice(q, k, v, causal=False, dropout_p=dropout_p, enable_gqa=enable_gqa)
+    # lower-right causal bias: SDPA tries flash, then efficient, then a materialised mask
+    return "lower-right:" + sdpa_choice(q, k, v, causal=False, dropout_p=dropout_p, enable_gqa=enable_gqa)
+
+
+def auto_kernel_name(module, q, k, v, *, dropout_p: float = 0.0, enable_gqa: bool = False) -> str:
+    """:func:`causal_sdpa_choice`, memoised on ``module`` per call signature.
+
+    The dispatcher's choice depends on device, dtype, head counts/dim, dropout, grad mode and
+    the masking case, not on the exact sequence length (for the backends named here), so one
+    query per combination keeps the per-step overhead off decode loops.
+    """
+    key = (q.device, q.dtype, q.shape[1], k.shape[1], q.shape[-1], v.shape[-1],
+           q.shape[2] == k.shape[2], q.shape[2] == 1, dropout_p > 0.0,
+           torch.is_grad_enabled() and q.requires_grad)
+    memo = module.__dict__.setdefault("_sdpa_choice_memo", {})
+    name = memo.get(key)
+    if name is None:
+        name = causal_sdpa_choice(q, k, v, dropout_p=dropout_p, enable_gqa=enable_gqa)
+        if not name.endswith("?"):
+            memo[key] = name
+    return name
+
+
 def sdpa(q, k, v, *, causal: bool, backend: str | None, dropout_p: float = 0.0,
          enable_gqa: bool = False, attn_mask=None) -> torch.Tensor:
     """Call SDPA, pinned to ``backend`` when one is named."""
@@ -51,16 +112,20 @@ def causal_sdpa(q, k, v, *, backend: str | None, dropout_p: float = 0.0, enable_
     """Causal SDPA that also handles decoding (queries = last Tq of Tk keys).
 
     ``is_causal=True`` is top-left aligned in SDPA, which is wrong when Tq < Tk; one-token
-    decode needs no mask at all, chunked decode gets an explicit bottom-right mask.
+    decode needs no mask at all, chunked decode gets a bottom-right causal bias
+    (``causal_lower_right``), which SDPA runs in the flash or efficient kernel where they are
+    enabled (a plain boolean mask would rule out a pinned FLASH backend) and materialises as
+    a boolean mask otherwise.
     """
     tq, tk = q.shape[2], k.shape[2]
     if tq == tk:
         return sdpa(q, k, v, causal=True, backend=backend, dropout_p=dropout_p, enable_gqa=enable_gqa)
     if tq == 1:
         return sdpa(q, k, v, causal=False, backend=backend, dropout_p=dropout_p, enable_gqa=enable_gqa)
-    mask = causal_mask(tq, tk, q.device)
+    if tq > tk:
+        raise ValueError(f"causal_sdpa: {tq} queries but only {tk} keys")
     return sdpa(q, k, v, causal=False, backend=backend, dropout_p=dropout_p,
-                enable_gqa=enable_gqa, attn_mask=mask)
+                enable_gqa=enable_gqa, attn_mask=causal_lower_right(tq, tk))
 
 
 class SDPAAttention(CausalSelfAttention):
@@ -88,7 +153,7 @@ class SDPAAttention(CausalSelfAttention):
         else:
             backend = None if self.impl == "auto" else self.impl
             y = causal_sdpa(q, k, v, backend=backend, dropout_p=p)
-            self.kernel = f"sdpa:{backend}" if backend else f"sdpa:auto->{auto_backend_name(q)}"
+            self.kernel = f"sdpa:{backend}" if backend else f"sdpa:auto->{auto_kernel_name(self, q, k, v, dropout_p=p)}"
         return self.resid_dropout(self.c_proj(merge_heads(y)))
 
     def init_cache(self, batch_size, max_len, device, dtype):

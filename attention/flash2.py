@@ -1,0 +1,113 @@
+"""FlashAttention-2 (Dao 2023, arXiv 2307.08691): exact causal attention in one tiled kernel.
+
+Same projections and math as ``baseline``/``sdpa`` (fused ``c_attn``, ``c_proj``, same
+parameter names, so weights copy across).  Kernels, in the order ``impl="auto"`` tries them:
+
+* ``"flash_attn"`` — Dao-AILab ``flash_attn.flash_attn_func`` when the package imports.  Its
+  layout is **(B, T, H, D)** (the seed benchmark passed (B, H, T, D) and attended over heads);
+  ``causal=True`` is bottom-right aligned (flash-attn >= 2.1), so cached decoding needs no
+  extra mask.  fp16/bf16 on CUDA only.  Kernel name ``"flash_attn:fa2"``.
+* ``"sdpa_flash"`` — PyTorch SDPA pinned to ``SDPBackend.FLASH_ATTENTION``, the FA2 code
+  vendored in PyTorch (the route on the H100 machine, which has no flash-attn wheel).  Kernel
+  name ``"sdpa:flash"``; on CPU the same pin selects PyTorch's CPU flash kernel, recorded as
+  ``"sdpa:cpu-flash"`` (a FlashAttention-style CPU loop, not FA2).
+* otherwise (CPU, or fp32 tensors on CUDA, which FA2 rejects) the explicit masked softmax,
+  recorded as ``"reference:dense-mask"`` — FlashAttention-2 is not available there and the
+  kernel name says so.
+
+Cache: full K/V, 2*n_embd values per token.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .base import (CausalSelfAttention, KVCache, causal_mask, causal_pairs, core_attention_flops,
+                   dense_attention, dtype_bytes, merge_heads, split_heads)
+from .sdpa import causal_sdpa
+
+try:  # Dao-AILab flash-attn (source build only; absent on the benchmark machines so far)
+    from flash_attn import flash_attn_func as _flash_attn_func
+except Exception:  # ImportError, or a broken CUDA extension (OSError / RuntimeError)
+    _flash_attn_func = None
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+def flash_attn_available() -> bool:
+    return _flash_attn_func is not None
+
+
+def flash_attn_causal(q, k, v, *, dropout_p: float = 0.0, window: int | None = None) -> torch.Tensor:
+    """``flash_attn_func`` on SDPA-layout tensors: q (B, H, Tq, D), k/v (B, H_kv, Tk, D).
+
+    Transposes to flash-attn's (B, T, H, D) layout (a view; flash-attn needs only the last
+    dim contiguous), runs causal attention (bottom-right aligned), returns (B, H, Tq, D).
+    ``window`` = keys visible per query including itself (``window_size=(window-1, 0)``).
+    GQA/MQA: flash-attn takes K/V with fewer heads directly.
+    """
+    if _flash_attn_func is None:
+        raise RuntimeError("flash_attn is not importable")
+    kwargs = {} if window is None else {"window_size": (window - 1, 0)}  # flash-attn >= 2.3
+    out = _flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                           dropout_p=dropout_p, causal=True, **kwargs)  # (B, Tq, H, D)
+    return out.transpose(1, 2)
+
+
+class FlashAttention2(CausalSelfAttention):
+    name = "flash2"
+    param_defaults = {}
+    kernels = ("flash_attn", "sdpa_flash")
+
+    @classmethod
+    def check_params(cls, params):
+        if params["impl"] == "flash_attn" and not flash_attn_available():
+            raise ValueError("attention variant 'flash2': impl='flash_attn' needs the flash_attn package, "
+                             "which is not importable here; use impl='sdpa_flash' (PyTorch's vendored FA2) "
+                             "or impl='auto'")
+
+    def __init__(self, n_embd: int, n_head: int, **params):
+        super().__init__(n_embd, n_head, **params)
+        bias = self.params["bias"]
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.resid_dropout = nn.Dropout(self.dropout)
+
+    def _path(self, q: torch.Tensor) -> str:
+        if self.impl != "auto":
+            return self.impl
+        if q.device.type == "cuda" and q.dtype in HALF:
+            return "flash_attn" if flash_attn_available() else "sdpa_flash"
+        return "reference"
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))  # (B, H, T, D)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, H, pos+T, D)
+        p = self.dropout if self.training else 0.0
+        path = self._path(q)
+        if path == "flash_attn":
+            y = flash_attn_causal(q, k, v, dropout_p=p)
+            self.kernel = "flash_attn:fa2"
+        elif path == "sdpa_flash":
+            y = causal_sdpa(q, k, v, backend="flash", dropout_p=p)
+            self.kernel = "sdpa:flash" if q.device.type == "cuda" else "sdpa:cpu-flash"
+        else:
+            y = dense_attention(q, k, v, causal_mask(q.shape[2], k.shape[2], x.device),
+                                dropout_p=p, training=self.training)
+            self.kernel = "reference:dense-mask"
+        return self.resid_dropout(self.c_proj(merge_heads(y)))  # (B, T, C)
+
+    def init_cache(self, batch_size, max_len, device, dtype):
+        return KVCache.empty(batch_size, self.n_head, max_len, self.head_dim, device, dtype)
+
+    def cache_bytes_per_token(self, dtype=torch.bfloat16):
+        return 2 * self.n_embd * dtype_bytes(dtype)
+
+    def flops_forward(self, batch_size, seq_len, causal_halved=True):
+        tokens = batch_size * seq_len
+        proj = 2 * tokens * self.n_embd * (3 * self.n_embd) + 2 * tokens * self.n_embd * self.n_embd
+        pairs = causal_pairs(seq_len) if causal_halved else seq_len * seq_len
+        return proj + core_attention_flops(batch_size, self.n_head, seq_len, self.head_dim, self.head_dim, pairs)

@@ -1,0 +1,281 @@
+"""FlexAttention (Dong et al. 2024, arXiv 2412.05496): causal attention via ``torch.nn.attention.flex_attention``.
+
+GPT-2 projections (fused ``c_attn``, ``c_proj``; same names as ``baseline``/``sdpa``) and
+exact causal softmax attention, expressed as a FlexAttention ``mask_mod``
+(:func:`causal_mask_mod`) plus an optional ``score_mod``:
+
+* ``score_mod="none"`` (default) — plain causal attention;
+* ``score_mod="alibi"`` — ALiBi (Press et al. 2022, arXiv 2108.12409): score + m_h * (j - i)
+  with the standard geometric head slopes m_h (:func:`alibi_slopes`), on top of GPT-2's
+  learned positions.
+
+Kernels (``module.kernel``):
+
+* ``"flex:compiled"`` (``impl="flex"``; the ``auto`` choice on CUDA) — one module-level
+  ``torch.compile(flex_attention)`` shared by all instances, a causal ``BlockMask`` built once
+  per (q_len, kv_len, device) and shared, one ``score_mod`` object per (n_head, device): new
+  closures per call would recompile and, past dynamo's recompile limit, silently fall back
+  to the unfused O(T^2) path.
+* ``"flex:eager"`` (``impl="flex_eager"``) — uncompiled flex (materialises scores; forward
+  only on CPU, where FlexAttention has no backward).  For tests.
+* ``"sdpa:<backend>+mask"`` (``impl="sdpa_mask"``; the ``auto`` choice on CPU) — SDPA with the
+  same mask (and ALiBi bias) materialised.
+* ``"reference:dense-mask"`` (``impl="reference"``) — explicit masked softmax with the bias
+  added to fp32 scores.
+
+Cached decoding (queries fewer than keys) runs the ``sdpa_mask`` path with the bottom-right
+aligned mask, recorded as ``"...(decode)"``: a flex block mask per decode offset would
+recompile every step.  Attention-weight dropout is not applied (FlexAttention has none);
+``dropout`` acts on the output projection only, in every path alike.
+Cache: full K/V, 2*n_embd values per token.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn as nn
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+from .base import (CausalSelfAttention, KVCache, causal_mask, causal_pairs, core_attention_flops,
+                   dtype_bytes, merge_heads, split_heads)
+from .sdpa import sdpa, sdpa_choice
+
+SCORE_MODS = ("none", "alibi")
+
+
+# --- mask and score mods (attention-gym style: small named functions, built once) -----------
+
+def causal_mask_mod(b, h, q_idx, kv_idx):
+    """Query q sees key kv iff kv <= q."""
+    return q_idx >= kv_idx
+
+
+def alibi_slopes(n_head: int) -> list[float]:
+    """ALiBi head slopes (Press et al., reference code): 2^(-8/n * i) for i = 1..n when n is a
+    power of two; otherwise those of the nearest lower power of two followed by every other
+    slope of the next power of two."""
+    def power_of_2(n):
+        start = 2.0 ** (-(2.0 ** -(math.log2(n) - 3)))
+        return [start * start ** i for i in range(n)]
+    if math.log2(n_head).is_integer():
+        return power_of_2(n_head)
+    closest = 2 ** math.floor(math.log2(n_head))
+    return power_of_2(closest) + alibi_slopes(2 * closest)[0::2][: n_head - closest]
+
+
+@functools.lru_cache(maxsize=None)
+def alibi_score_mod(n_head: int, device: str):
+    """The ALiBi ``score_mod`` for ``n_head`` heads on ``device``: one function object per
+    (n_head, device), shared by every layer, so compiled flex compiles it once per shape."""
+    slopes = torch.tensor(alibi_slopes(n_head), dtype=torch.float32, device=device)
+
+    def alibi(score, b, h, q_idx, kv_idx):
+        return score + slopes[h] * (kv_idx - q_idx)
+
+    return alibi
+
+
+def alibi_bias(n_head: int, q_len: int, k_len: int, device, offset: int | None = None) -> torch.Tensor:
+    """(H, q_len, k_len) fp32 ALiBi bias m_h * (j - i), queries bottom-right aligned."""
+    offset = k_len - q_len if offset is None else offset
+    slopes = torch.tensor(alibi_slopes(n_head), dtype=torch.float32, device=device)
+    q_pos = torch.arange(q_len, device=device)[:, None] + offset
+    k_pos = torch.arange(k_len, device=device)[None, :]
+    return slopes[:, None, None] * (k_pos - q_pos).float()
+
+
+# --- shared machinery ------------------------------------------------------------------------
+
+_BLOCK_MASKS: dict = {}
+_COMPILED_FLEX = None
+
+
+def block_mask(mask_mod, q_len: int, kv_len: int, device):
+    """The ``BlockMask`` of ``mask_mod`` for (q_len, kv_len) on ``device``, built once and
+    shared by all modules (same for every batch element and head)."""
+    key = (mask_mod, q_len, kv_len, str(device))
+    bm = _BLOCK_MASKS.get(key)
+    if bm is None:
+        bm = create_block_mask(mask_mod, None, None, q_len, kv_len, device=device)
+        _BLOCK_MASKS[key] = bm
+    return bm
+
+
+def compiled_flex_attention():
+    """The process-wide ``torch.compile(flex_attention)``, created on first use.
+
+    Each new shape recompiles (``dynamic=False`` keeps kernels static); a model with several
+    shapes (train, eval, prefill lengths) easily passes dynamo's default recompile limit of 8,
+    after which flex silently runs unfused with O(T^2) memory, so the limit is raised here.
+    """
+    global _COMPILED_FLEX
+    if _COMPILED_FLEX is None:
+        cfg = torch._dynamo.config
+        for attr in ("recompile_limit", "cache_size_limit"):
+            if hasattr(cfg, attr):
+                setattr(cfg, attr, max(getattr(cfg, attr), 64))
+                break
+        _COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
+    return _COMPILED_FLEX
+
+
+def scored_dense_attention(q, k, v, mask: torch.Tensor, bias: torch.Tensor | None = None,
+                           scale: float | None = None) -> torch.Tensor:
+    """Reference: softmax(q k^T * scale + bias, masked) v; scores, bias, softmax in >= fp32.
+
+    q: (B, H, Tq, D), k/v: (B, H, Tk, D), mask: (Tq, Tk) bool (True = visible),
+    bias: broadcastable to (B, H, Tq, Tk) or None.  Same order of operations as flex: the
+    score_mod sees the already scaled score.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    att = q @ k.transpose(-2, -1)
+    att = att.to(torch.promote_types(att.dtype, torch.float32)) * scale  # fp32 (fp64 stays fp64)
+    if bias is not None:
+        att = att + bias
+    att = att.masked_fill(~mask, float("-inf"))
+    att = torch.softmax(att, dim=-1).to(v.dtype)
+    return att @ v
+
+
+class MaskModAttention(CausalSelfAttention):
+    """Shared body of the FlexAttention-based variants (``flex``, ``sliding_window``).
+
+    Subclasses define the mask: :meth:`mask_mod` (for flex), :meth:`dense_mask` (the same
+    predicate as a (Tq, Tk) boolean tensor, queries bottom-right aligned), optionally
+    :meth:`score_bias` / :meth:`flex_score_mod`, :meth:`all_visible`, and extra kernels in
+    :meth:`_run_kernel`.
+    """
+
+    kernels = ("flex", "flex_eager", "sdpa_mask")
+    mask_label = "mask"
+
+    def __init__(self, n_embd: int, n_head: int, **params):
+        super().__init__(n_embd, n_head, **params)
+        bias = self.params["bias"]
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.resid_dropout = nn.Dropout(self.dropout)
+
+    # --- hooks --------------------------------------------------------------------------
+    def mask_mod(self):
+        return causal_mask_mod
+
+    def dense_mask(self, q_len: int, k_len: int, device) -> torch.Tensor:
+        return causal_mask(q_len, k_len, device)
+
+    def all_visible(self, q_len: int, k_len: int) -> bool:
+        """True when every query sees every key (then SDPA runs without a mask)."""
+        return q_len == 1
+
+    def flex_score_mod(self, device):
+        return None
+
+    def score_bias(self, q_len: int, k_len: int, device) -> torch.Tensor | None:
+        return None
+
+    def kernel_suffix(self) -> str:
+        return ""
+
+    def auto_path(self, q: torch.Tensor) -> str:
+        return "flex" if q.device.type == "cuda" else "sdpa_mask"
+
+    # --- paths --------------------------------------------------------------------------
+    def _flex(self, q, k, v, compiled: bool):
+        bm = block_mask(self.mask_mod(), q.shape[2], k.shape[2], q.device)
+        fn = compiled_flex_attention() if compiled else flex_attention
+        return fn(q, k, v, score_mod=self.flex_score_mod(q.device), block_mask=bm)
+
+    def _choice(self, q, k, v, mask, case: str) -> str:
+        """SDPA's backend choice, asked once per (case, device, dtype, heads, grad mode)."""
+        key = (case, q.device, q.dtype, q.shape[1], q.shape[-1], torch.is_grad_enabled() and q.requires_grad)
+        memo = self.__dict__.setdefault("_sdpa_choice_memo", {})
+        name = memo.get(key)
+        if name is None:
+            name = sdpa_choice(q, k, v, causal=False, attn_mask=mask)
+            if not name.endswith("?"):
+                memo[key] = name
+        return name
+
+    def _sdpa_mask(self, q, k, v):
+        tq, tk = q.shape[2], k.shape[2]
+        bias = self.score_bias(tq, tk, q.device)
+        if bias is None and self.all_visible(tq, tk):
+            return sdpa(q, k, v, causal=False, backend=None), self._choice(q, k, v, None, "no-mask")
+        mask = self.dense_mask(tq, tk, q.device)
+        if bias is not None:  # additive float mask in the query dtype
+            mask = bias.masked_fill(~mask, float("-inf")).to(q.dtype)
+        return (sdpa(q, k, v, causal=False, backend=None, attn_mask=mask),
+                self._choice(q, k, v, mask, "bias" if bias is not None else "bool") + "+" + self.mask_label)
+
+    def _run_kernel(self, path, q, k, v):
+        """Run ``path`` if it applies; return (y, kernel name) or None."""
+        return None
+
+    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))  # (B, H, T, D)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, H, Tk, D), the last T keys are the new ones
+        tq, tk = q.shape[2], k.shape[2]
+        path = self.auto_path(q) if self.impl == "auto" else self.impl
+        out = self._run_kernel(path, q, k, v)
+        if out is not None:
+            y, kernel = out
+        elif path in ("flex", "flex_eager") and tq == tk:
+            y = self._flex(q, k, v, compiled=path == "flex")
+            kernel = "flex:compiled" if path == "flex" else "flex:eager"
+        elif path == "reference":
+            y = scored_dense_attention(q, k, v, self.dense_mask(tq, tk, q.device),
+                                       self.score_bias(tq, tk, q.device))
+            kernel = "reference:dense-mask"
+        else:  # sdpa_mask, and flex paths while decoding
+            y, choice = self._sdpa_mask(q, k, v)
+            kernel = f"sdpa:{choice}" + ("(decode)" if path != "sdpa_mask" else "")
+        self.kernel = kernel + self.kernel_suffix()
+        return self.resid_dropout(self.c_proj(merge_heads(y)))  # (B, T, C)
+
+    # --- contract -----------------------------------------------------------------------
+    def init_cache(self, batch_size, max_len, device, dtype):
+        return KVCache.empty(batch_size, self.n_head, max_len, self.head_dim, device, dtype)
+
+    def cache_bytes_per_token(self, dtype=torch.bfloat16):
+        return 2 * self.n_embd * dtype_bytes(dtype)
+
+    def attention_pairs(self, seq_len: int) -> int:
+        return causal_pairs(seq_len)
+
+    def flops_forward(self, batch_size, seq_len, causal_halved=True):
+        tokens = batch_size * seq_len
+        proj = 2 * tokens * self.n_embd * (3 * self.n_embd) + 2 * tokens * self.n_embd * self.n_embd
+        pairs = self.attention_pairs(seq_len) if causal_halved else seq_len * seq_len
+        return proj + core_attention_flops(batch_size, self.n_head, seq_len, self.head_dim, self.head_dim, pairs)
+
+
+class FlexAttention(MaskModAttention):
+    name = "flex"
+    param_defaults = {"score_mod": "none"}
+    mask_label = "causal-mask"
+
+    @classmethod
+    def check_params(cls, params):
+        if params["score_mod"] not in SCORE_MODS:
+            raise ValueError(f"attention variant 'flex': score_mod={params['score_mod']!r} is not one of "
+                             f"{list(SCORE_MODS)}")
+
+    def __init__(self, n_embd: int, n_head: int, **params):
+        super().__init__(n_embd, n_head, **params)
+        self.score_mod = self.params["score_mod"]
+
+    def flex_score_mod(self, device):
+        return alibi_score_mod(self.n_head, str(device)) if self.score_mod == "alibi" else None
+
+    def score_bias(self, q_len, k_len, device):
+        if self.score_mod == "alibi":
+            return alibi_bias(self.n_head, q_len, k_len, device)
+        return None
+
+    def kernel_suffix(self):
+        return "+alibi" if self.score_mod == "alibi" else ""
