@@ -381,20 +381,22 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     ap.add_argument("--out", default="results/attention_kernels", help="output directory")
     ap.add_argument("--tiny", action="store_true", help="small shapes and few repeats (smoke test)")
-    ap.add_argument("--n-embd", type=int, default=768)
-    ap.add_argument("--n-head", type=int, default=12)
-    ap.add_argument("--seq-lens", type=int, nargs="+", default=[512, 2048])
-    ap.add_argument("--tokens", type=int, default=32768, help="B*T per call")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--n-embd", type=int, default=None, help="default 768 (--tiny: 64)")
+    ap.add_argument("--n-head", type=int, default=None, help="default 12 (--tiny: 4)")
+    ap.add_argument("--seq-lens", type=int, nargs="+", default=None, help="default 512 2048 (--tiny: 32 64)")
+    ap.add_argument("--tokens", type=int, default=None, help="B*T per call, default 32768 (--tiny: 128)")
+    ap.add_argument("--warmup", type=int, default=None, help="default 3 (--tiny: 1)")
+    ap.add_argument("--repeats", type=int, default=None, help="default 20 (--tiny: 3)")
     ap.add_argument("--variants", nargs="*", default=None, help="subset of attention.VARIANTS (default: all)")
     ap.add_argument("--no-extra", action="store_true", help="skip the extra configs " + str(EXTRA_CONFIGS))
     ap.add_argument("--budget-s", type=float, default=200.0,
                     help="stop starting new steps after this many seconds (default 200)")
     args = ap.parse_args(argv)
-    if args.tiny:
-        args.n_embd, args.n_head, args.seq_lens, args.tokens = 64, 4, [32, 64], 128
-        args.warmup, args.repeats = 1, 3
+    defaults = (dict(n_embd=64, n_head=4, seq_lens=[32, 64], tokens=128, warmup=1, repeats=3) if args.tiny else
+                dict(n_embd=768, n_head=12, seq_lens=[512, 2048], tokens=32768, warmup=3, repeats=20))
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("CUDA is not available; use --device cpu", file=sys.stderr)

@@ -22,6 +22,15 @@ from attention.sliding_window import RollingKVCache
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is as fast and does not stall on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 B, T, C, H = 2, 37, 32, 4
 D = C // H
 
@@ -459,3 +468,25 @@ def test_sdpa_choice_names_the_dispatch():
     assert sdpa_choice(q, q, q, causal=True) == "cpu-flash"
     with sdpa_kernel(SDPBackend.MATH):
         assert sdpa_choice(q, q, q, causal=True) == "math"
+
+
+# --- the GPU benchmark script's CPU path ------------------------------------------------------------
+
+def test_attention_kernels_benchmark_cpu_smoke(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "attention_kernels.py"
+    spec = importlib.util.spec_from_file_location("attention_kernels_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--device", "cpu", "--tiny", "--variants", "sdpa", "sliding_window", "--no-extra",
+                       "--repeats", "1", "--seq-lens", "32", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "attention_kernels.json").read_text())
+    for name in ("sdpa", "sliding_window"):
+        v = res["variants"][name]
+        assert v["check"]["paths"]["auto"]["pass"] is True
+        assert v["decode"]["pass"] is True
+        assert v["throughput"][0]["fwd_bwd_ms"] > 0
+    assert any(r["kernel"] == "sdpa_math" and "fwd_ms" in r for r in res["raw_kernels"])
