@@ -186,6 +186,12 @@ class MaskModAttention(CausalSelfAttention):
     def _flex(self, q, k, v, compiled: bool):
         bm = block_mask(self.mask_mod(), q.shape[2], k.shape[2], q.device)
         fn = compiled_flex_attention() if compiled else flex_attention
+        if compiled and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            # Seen on torch 2.11 (H100): compiled flex called under no_grad/inference_mode traces
+            # the HOP's dense fallback and fails in dynamo (_safe_softmax).  In grad mode it
+            # takes the fused kernel; the inputs do not require grad, so nothing is recorded.
+            with torch.enable_grad():
+                return fn(q, k, v, score_mod=self.flex_score_mod(q.device), block_mask=bm)
         return fn(q, k, v, score_mod=self.flex_score_mod(q.device), block_mask=bm)
 
     def _choice(self, q, k, v, mask, case: str) -> str:
@@ -224,9 +230,19 @@ class MaskModAttention(CausalSelfAttention):
         out = self._run_kernel(path, q, k, v)
         if out is not None:
             y, kernel = out
+        elif path in ("flex", "flex_eager") and tq == tk and not self.__dict__.get("_flex_no_grad_failed"):
+            try:
+                y = self._flex(q, k, v, compiled=path == "flex")
+                kernel = "flex:compiled" if path == "flex" else "flex:eager"
+            except Exception as err:  # inference only: fall back, say so in the kernel name
+                if torch.is_grad_enabled() or torch.compiler.is_compiling():
+                    raise
+                self._flex_no_grad_failed = f"{type(err).__name__}"
+                y, choice = self._sdpa_mask(q, k, v)
+                kernel = f"sdpa:{choice}(flex failed without grad)"
         elif path in ("flex", "flex_eager") and tq == tk:
-            y = self._flex(q, k, v, compiled=path == "flex")
-            kernel = "flex:compiled" if path == "flex" else "flex:eager"
+            y, choice = self._sdpa_mask(q, k, v)
+            kernel = f"sdpa:{choice}(flex failed without grad)"
         elif path == "reference":
             y = scored_dense_attention(q, k, v, self.dense_mask(tq, tk, q.device),
                                        self.score_bias(tq, tk, q.device))

@@ -108,6 +108,8 @@ def run(settings: dict, out_path) -> dict[str, Any]:
         for T in s["seq_lens"]:
             B = max(1, s["tokens"] // T)
             for kind, module in (("attention", attn), ("block", block)):
+                if kind not in s["scopes"]:
+                    continue
                 points.append(sweep_point(module, attn, kind, B, T, m["n_embd"], device, dtype,
                                           s["repeats"], s["warmup"], session))
     finally:
