@@ -93,6 +93,8 @@ def _e(value: Any) -> str:
 def _num(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
+    if isinstance(value, int):
+        return value
     try:
         f = float(value)
     except (TypeError, ValueError):
@@ -562,6 +564,10 @@ def probe_context(variants: list[Variant]) -> Context:
     return ctx
 
 
+def _delta(d: float) -> str:
+    return "±0" if abs(d) < 5e-5 else f"{d:+.4f}"
+
+
 def fill_cells(variants: list[Variant], cols: list[Column], ctx: Context) -> None:
     for v in variants:
         for col in cols:
@@ -575,11 +581,13 @@ def fill_cells(variants: list[Variant], cols: list[Column], ctx: Context) -> Non
     for col in cols:
         if col.better is None:
             continue
-        vals = [v.cells[col.key].value for v in variants if v.ok and isinstance(v.cells[col.key].value, (int, float))]
-        if len(vals) >= 2 and len(set(vals)) > 1:
-            best = min(vals) if col.better == "min" else max(vals)
+        # Best as displayed: values that print the same tie (e.g. equal losses to 4 decimals).
+        shown = [(v.cells[col.key].value, v.cells[col.key].text) for v in variants
+                 if v.ok and isinstance(v.cells[col.key].value, (int, float))]
+        if len(shown) >= 2 and len({t for _, t in shown}) > 1:
+            best_val, best_text = (min if col.better == "min" else max)(shown, key=lambda vt: vt[0])
             for v in variants:
-                if v.ok and v.cells[col.key].value == best:
+                if v.ok and v.cells[col.key].text == best_text:
                     v.cells[col.key].best = True
         b = base.cells[col.key].value if base else None
         if not isinstance(b, (int, float)):
@@ -592,8 +600,8 @@ def fill_cells(variants: list[Variant], cols: list[Column], ctx: Context) -> Non
                 c.compare = f"×{c.value / b:.2f}"
                 c.detail = "; ".join(filter(None, [c.detail, f"{c.value / b:.3f} × {BASELINE}"]))
             elif col.compare == "delta":
-                c.compare = f"{c.value - b:+.3f}"
-                c.detail = "; ".join(filter(None, [c.detail, f"{c.value - b:+.4f} vs {BASELINE}"]))
+                c.compare = _delta(c.value - b)
+                c.detail = "; ".join(filter(None, [c.detail, f"{c.value - b:+.6f} vs {BASELINE}"]))
 
 
 # --- SVG plots -----------------------------------------------------------------------------
@@ -863,6 +871,26 @@ def plot_loss_vs_step(variants: list[Variant]) -> Plot:
                 "Lines: training loss (bin means when there are many steps); open dots: validation loss.")
 
 
+def plot_loss_vs_baseline(variants: list[Variant]) -> Plot:
+    """Per-step training loss minus the baseline's (same seed and batches, so the gap is the variant's)."""
+    base = next((v for v in variants if v.name == BASELINE and v.ok), None)
+    title = f"Training loss minus {BASELINE}'s, per step"
+    if base is None or not _steps_points(base):
+        why = (f"no finished {BASELINE} variant to compare with" if base is None
+               else f"{BASELINE}: {base.steps_reason or 'no steps.csv'}")
+        return Plot("loss-delta", title, None, why)
+    ref = dict(_steps_points(base))
+    series = []
+    for v in variants:
+        pts = [(s_, y - ref[s_]) for s_, y in _steps_points(v) if s_ in ref]
+        series.append(Series(v.name, v.color, _downsample(pts), v.dash, missing=v.steps_reason,
+                             failed_variant=not v.ok))
+    svg = line_chart(series, title=title, xlabel="step", ylabel=f"loss − {BASELINE} loss")
+    return Plot("loss-delta", title, svg, None if svg else _common_reason(x.missing for x in series),
+                f"Every variant sees the same batches in the same order, so this isolates the loss gap to {BASELINE} "
+                "(below 0 = lower loss). Bin means when there are many steps.")
+
+
 def _window_energy_points(v: Variant) -> tuple[list[tuple[float, float]], str | None]:
     if not v.ok:
         return [], v.train.not_ok_reason()
@@ -946,8 +974,9 @@ def plot_power(variants: list[Variant]) -> list[Plot]:
             if t is not None and p is not None:
                 pts.append((t, p))
         data[v.name] = pts
-    ymax = max((p for pts in data.values() for _, p in pts), default=None)
     plots = []
+    if variants and not any(data.values()):
+        return [Plot("power-all", "All variants", None, _common_reason(v.power_reason for v in variants))]
     for v in variants:
         pts = data[v.name]
         if not pts:
@@ -957,9 +986,10 @@ def plot_power(variants: list[Variant]) -> list[Plot]:
                          xlabel="time since start (s)", ylabel="power (W)", width=340, height=190, legend=False,
                          y_zero=True, fmt_y=lambda w: f"{w:.0f}")
         mean = sum(p for _, p in pts) / len(pts)
-        plots.append(Plot(f"power-{v.index}", v.name, svg, None,
-                          f"{len(pts)} samples, mean {mean:.0f} W, max {max(p for _, p in pts):.0f} W"))
-    del ymax
+        cap = f"{len(pts)} samples, mean {mean:.0f} W, max {max(p for _, p in pts):.0f} W"
+        if not v.ok:
+            cap += f"; {v.train.not_ok_reason()}"
+        plots.append(Plot(f"power-{v.index}", v.name, svg, None, cap))
     return plots
 
 
@@ -1243,17 +1273,24 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
         out.append(f"Fastest training: {r[0].name} at {fmt_rate(r[1])} tokens/s{_vs_base(r[0], base, 'tokens_per_s')}"
                    f"; slowest: {slow[0].name} at {fmt_rate(slow[1])} tokens/s.")
     elif ok and not r:
-        out.append(f"Training throughput was not measured ({reason_of('tokens_per_s')}).")
+        out.append(f"Training throughput was not measured. Reason: {reason_of('tokens_per_s')}.")
     r = best("gpu_j_per_token", "min")
     if r:
         out.append(f"Least GPU energy per training token: {r[0].name} at {fmt_joule(r[1])}/token"
                    f"{_vs_base(r[0], base, 'gpu_j_per_token')}.")
     elif ok:
-        out.append(f"GPU energy was not measured ({reason_of('gpu_j_per_token')}), so this run does not rank "
-                   "the variants by energy.")
+        out.append("GPU energy was not measured, so this run does not rank the variants by energy. "
+                   f"Reason: {reason_of('gpu_j_per_token')}.")
     r = best("val_loss", "min")
-    if r:
-        out.append(f"Lowest validation loss: {r[0].name} at {fmt_loss(r[1])}{_vs_base(r[0], base, 'val_loss', False)}.")
+    if r and len(ok) > 1:
+        ties = [v.name for v in ok if _cv(v, "val_loss") is not None and fmt_loss(_cv(v, "val_loss")) == fmt_loss(r[1])]
+        worst = best("val_loss", "max")
+        text = (f"Lowest validation loss: {', '.join(ties)} at {fmt_loss(r[1])}" if len(ties) > 1
+                else f"Lowest validation loss: {r[0].name} at {fmt_loss(r[1])}")
+        if base is not None and _cv(base, "val_loss") is not None and base.name not in ties:
+            text += f" ({BASELINE}: {fmt_loss(_cv(base, 'val_loss'))}, difference {_delta(r[1] - _cv(base, 'val_loss'))})"
+        text += f"; highest: {worst[0].name} at {fmt_loss(worst[1])}."
+        out.append(text)
     pts, _ = energy_loss_points(ok)
     if len(pts) >= 2:
         front = pareto_front(pts)
@@ -1276,15 +1313,26 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
         out.append(f"Lowest peak GPU memory in training: {r[0].name} at {fmt_bytes(r[1])}"
                    f"{_vs_base(r[0], base, 'peak_allocated_bytes')}.")
     elif ok and not r:
-        out.append(f"Peak GPU memory was not measured ({reason_of('peak_allocated_bytes')}).")
+        out.append(f"Peak GPU memory was not measured. Reason: {reason_of('peak_allocated_bytes')}.")
     r = best("decode_ms_per_token_p50", "min")
     if r and len(ok) > 1:
         out.append(f"Fastest cached decoding (batch {ctx.decode_B}, {ctx.decode_P}-token prompt): {r[0].name} at "
                    f"{fmt_ms(r[1])}/token{_vs_base(r[0], base, 'decode_ms_per_token_p50')}.")
     r = best("cache_bytes_per_token", "min")
     if r and len(ok) > 1:
-        out.append(f"Smallest inference cache: {r[0].name} at {fmt_bytes(r[1])} per token"
-                   f"{_vs_base(r[0], base, 'cache_bytes_per_token')}.")
+        zero = [v.name for v in ok if _cv(v, "cache_bytes_per_token") == 0]
+        if zero:
+            out.append(f"Inference cache that does not grow with length (0 bytes per token): {', '.join(zero)}.")
+        else:
+            out.append(f"Smallest inference cache: {r[0].name} at {fmt_bytes(r[1])} per token"
+                       f"{_vs_base(r[0], base, 'cache_bytes_per_token')}.")
+    mismatch = [v.name for v in ok if v.probe.ok and v.probe.data.get("decode_matches_full_forward") is False]
+    checked = [v.name for v in ok if v.probe.ok and v.probe.data.get("decode_matches_full_forward") is not None]
+    if mismatch:
+        out.append("Cached decoding did NOT reproduce the logits of a full forward for: " + ", ".join(mismatch)
+                   + " (see decode rows in results.json).")
+    elif checked:
+        out.append(f"Cached decoding reproduced the logits of a full forward for all {len(checked)} probed variants.")
     out.extend(_sweep_findings(variants))
     train_fails = [f for f in fails if f["stage"] == "train"]
     if train_fails:
@@ -1406,6 +1454,7 @@ def build_report(train: list[Path], probe: list[Path], sweep: list[Path], stats:
     sweep_main, sweep_more = plot_sweep(variants)
     plots = {
         "loss_step": plot_loss_vs_step(variants),
+        "loss_delta": plot_loss_vs_baseline(variants),
         "loss_energy": plot_loss_vs_energy(variants),
         "energy_loss": plot_energy_vs_loss(variants),
         "power": plot_power(variants),
