@@ -248,8 +248,9 @@ def _failure_text(failure: Any) -> str:
         return str(failure) if failure else "no reason recorded"
     kind = failure.get("kind") or "error"
     step = failure.get("step")
-    where = f" at step {step}" if step is not None else ""
-    return f"{kind}{where}: {failure.get('message') or 'no message'}"
+    message = str(failure.get("message") or "no message")
+    where = f" at step {step}" if step is not None and f"step {step}" not in message else ""
+    return f"{kind}{where}: {message}"
 
 
 @dataclass
@@ -839,13 +840,23 @@ def _downsample(points: list[tuple[float, float]], n: int = MAX_POINTS) -> list[
     return out
 
 
-def _common_reason(reasons: Iterable[str | None]) -> str:
-    rs = [r for r in reasons if r]
-    if not rs:
+def _common_reason(reasons: Iterable[str | None | tuple[str, str | None]]) -> str:
+    """One line saying why something has no data: the most common reason, then any other
+    reason with the variants it applies to (items are reasons or ``(variant, reason)``)."""
+    pairs = [(r if isinstance(r, tuple) else ("", r)) for r in reasons]
+    pairs = [(n, r) for n, r in pairs if r]
+    if not pairs:
         return "no data"
-    (top, n), = Counter(rs).most_common(1)
-    others = len(set(rs)) - 1
-    return top + (f" (and {others} other reason{'s' if others > 1 else ''}; see the legend tooltips)" if others else "")
+    top = Counter(r for _, r in pairs).most_common(1)[0][0]
+    others: "OrderedDict[str, list[str]]" = OrderedDict()
+    for n, r in pairs:
+        if r != top:
+            others.setdefault(r, []).append(n)
+    parts = [top]
+    for r, names in others.items():
+        who = ", ".join(n for n in names if n)
+        parts.append(f"{who}: {r}" if who else r)
+    return "; ".join(parts)
 
 
 def _steps_points(v: Variant) -> list[tuple[float, float]]:
@@ -867,7 +878,7 @@ def plot_loss_vs_step(variants: list[Variant]) -> Plot:
                              missing=v.steps_reason, failed_variant=not v.ok))
     svg = line_chart(series, title="Loss vs step", xlabel="step", ylabel="loss")
     return Plot("loss-step", "Loss vs training step", svg,
-                None if svg else _common_reason(s.missing for s in series),
+                None if svg else _common_reason((s.name, s.missing) for s in series),
                 "Lines: training loss (bin means when there are many steps); open dots: validation loss.")
 
 
@@ -886,7 +897,7 @@ def plot_loss_vs_baseline(variants: list[Variant]) -> Plot:
         series.append(Series(v.name, v.color, _downsample(pts), v.dash, missing=v.steps_reason,
                              failed_variant=not v.ok))
     svg = line_chart(series, title=title, xlabel="step", ylabel=f"loss − {BASELINE} loss")
-    return Plot("loss-delta", title, svg, None if svg else _common_reason(x.missing for x in series),
+    return Plot("loss-delta", title, svg, None if svg else _common_reason((x.name, x.missing) for x in series),
                 f"Every variant sees the same batches in the same order, so this isolates the loss gap to {BASELINE} "
                 "(below 0 = lower loss). Bin means when there are many steps.")
 
@@ -923,7 +934,7 @@ def plot_loss_vs_energy(variants: list[Variant]) -> Plot:
     svg = line_chart(series, title="Training loss vs cumulative GPU energy", xlabel="cumulative GPU energy (J)",
                      ylabel="training loss (window mean)", fmt_x=fmt_joule)
     return Plot("loss-energy", "Training loss vs GPU energy", svg,
-                None if svg else _common_reason(s.missing for s in series),
+                None if svg else _common_reason((s.name, s.missing) for s in series),
                 "One point per timed window: cumulative GPU energy (counter) against the mean training loss "
                 "of that window; warm-up and evaluation are not included.")
 
@@ -962,7 +973,7 @@ def plot_energy_vs_loss(variants: list[Variant]) -> Plot:
            "no other variant has both less energy and a lower loss."
            + (f" Pareto-optimal: {', '.join(n for n, _, _ in front)}." if front else ""))
     return Plot("energy-loss", "Energy vs validation loss (Pareto front)", svg,
-                None if svg else _common_reason(missing.values()), cap)
+                None if svg else _common_reason(missing.items()), cap)
 
 
 def plot_power(variants: list[Variant]) -> list[Plot]:
@@ -976,7 +987,7 @@ def plot_power(variants: list[Variant]) -> list[Plot]:
         data[v.name] = pts
     plots = []
     if variants and not any(data.values()):
-        return [Plot("power-all", "All variants", None, _common_reason(v.power_reason for v in variants))]
+        return [Plot("power-all", "All variants", None, _common_reason((v.name, v.power_reason) for v in variants))]
     for v in variants:
         pts = data[v.name]
         if not pts:
@@ -1007,7 +1018,7 @@ def plot_memory(variants: list[Variant]) -> list[Plot]:
             items.append((v.name, v.color, c.value if isinstance(c.value, (int, float)) else None, c.reason,
                           not v.ok))
         svg = bar_chart(items, title=title, fmt=fmt_bytes)
-        plots.append(Plot(f"mem-{key}", title, svg, None if svg else _common_reason(it[3] for it in items)))
+        plots.append(Plot(f"mem-{key}", title, svg, None if svg else _common_reason((it[0], it[3]) for it in items)))
     return plots
 
 
@@ -1041,7 +1052,7 @@ def plot_inference(variants: list[Variant], ctx: Context) -> list[Plot]:
     svg = line_chart(s, title="Prefill latency vs prompt length", xlabel="prompt length (tokens)",
                      ylabel="prefill latency p50 (ms)", logx=True, logy=True)
     plots.append(Plot("prefill", f"Prefill latency vs prompt length (batch {ctx.prefill_B})", svg,
-                      None if svg else _common_reason(x.missing for x in s),
+                      None if svg else _common_reason((x.name, x.missing) for x in s),
                       "One forward over the prompt, median over repeats. × = out of memory / error."))
     # Decode: against context length when several were measured, else against batch size.
     lens = {r.get("prompt_len") for v in variants if v.probe.ok for r in v.probe.data.get("decode") or []
@@ -1057,13 +1068,16 @@ def plot_inference(variants: list[Variant], ctx: Context) -> list[Plot]:
         cap = ("Cached greedy decoding, median time per generated token. Decoding was measured at one "
                f"context length ({ctx.decode_P} prompt tokens), so the x-axis is the batch size.")
     svg = line_chart(s, title=title, xlabel=xlabel, ylabel="ms per token (p50)", logx=True, logy=True)
-    plots.append(Plot("decode", title, svg, None if svg else _common_reason(x.missing for x in s), cap))
+    plots.append(Plot("decode", title, svg, None if svg else _common_reason((x.name, x.missing) for x in s), cap))
     return plots
 
 
 def _sweep_series(variants: list[Variant], scope: str, mode: str, ykey: str, alt_reason: str | None = None
                   ) -> list[Series]:
     series = []
+    # a null metric without a reason in sweep.json: the same metric's reason in a train document
+    fallback = next((v.train.unavailable[alt_reason] for v in variants
+                     if alt_reason and alt_reason in v.train.unavailable), None)
     for v in variants:
         pts, failed, why = [], [], v.sweep.not_ok_reason()
         if not why:
@@ -1079,7 +1093,7 @@ def _sweep_series(variants: list[Variant], scope: str, mode: str, ykey: str, alt
                     pts.append((T, _num(m.get(ykey))))
             if not pts:
                 unav = v.sweep.unavailable
-                why = (unav.get(f"points.{ykey}") or (alt_reason and v.train.unavailable.get(alt_reason))
+                why = (unav.get(f"points.{ykey}") or (alt_reason and v.train.unavailable.get(alt_reason)) or fallback
                        or (f"every length failed ({failed[0][1]})" if failed else None)
                        or f"{ykey} is null in sweep.json with no reason recorded")
         series.append(Series(v.name, v.color, sorted(pts), v.dash, failed=failed, missing=why))
@@ -1104,7 +1118,7 @@ def plot_sweep(variants: list[Variant]) -> tuple[list[Plot], list[Plot]]:
         s = _sweep_series(variants, scope, mode, ykey, alt)
         svg = line_chart(s, title=title, xlabel="sequence length T (tokens, log)", ylabel=ylabel + " (log)",
                          logx=True, logy=True, fmt_y=fy)
-        dest.append(Plot(pid, title, svg, None if svg else _common_reason(x.missing for x in s),
+        dest.append(Plot(pid, title, svg, None if svg else _common_reason((x.name, x.missing) for x in s),
                          "Fixed tokens per call (B×T constant). × at the top = out of memory / error at that T."))
     return main, more
 
@@ -1265,7 +1279,7 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
         return (min if mode == "min" else max)(cand, key=lambda t: t[1])
 
     def reason_of(key: str) -> str:
-        return _common_reason(v.cells[key].reason for v in ok if key in v.cells) if ok else "no variant finished"
+        return _common_reason((v.name, v.cells[key].reason) for v in ok if key in v.cells) if ok else "no variant finished"
 
     r = best("tokens_per_s", "max")
     if r and len(ok) > 1:

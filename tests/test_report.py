@@ -16,6 +16,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "browser"))
 from report_fixture import NO_CUDA, NO_NVML, VARIANTS, XSS, write_fixture  # noqa: E402
 
+BASELINE_WORD = "× baseline"
+
 from attnbench.report import build_report, pareto_front  # noqa: E402
 
 
@@ -289,6 +291,7 @@ def test_no_baseline_means_no_ratios(tmp_path):
     page = Page()
     page.feed((out / "index.html").read_text())
     assert "×" not in page.rows["gqa"]["tokens_per_s"]["text"]
+    assert not any(BASELINE_WORD in f for f in doc["findings"][1:])
     assert "no ratios" in (out / "index.html").read_text()
 
 
@@ -306,4 +309,4 @@ def test_all_variants_failed(tmp_path):
     assert any("No variant finished training" in f for f in doc["findings"])
     assert len([f for f in doc["failures"] if f["stage"] == "train"]) == 4
     html = (out / "index.html").read_text()
-    assert "not measured: train failed: nan at step 3" in html
+    assert "not measured: train failed: nan: non-finite loss nan at step 3" in html
