@@ -315,9 +315,13 @@ class LSHAttention(CausalSelfAttention):
     def current_rotations(self, cached: bool) -> torch.Tensor:
         if self.training and self.resample and not cached and self.n_buckets > 1:
             self._step += 1
-            self.hash_state[1].fill_(self._step)        # in place, no host sync on CUDA
             return self._draw_rotations(self._step)
         return self.rotations
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        # a fresh CPU snapshot: no device sync per forward, and earlier state_dicts stay as taken
+        destination[prefix + "hash_state"] = torch.tensor([self.seed, self._step], dtype=torch.long)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "hash_state"

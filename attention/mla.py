@@ -9,7 +9,7 @@ Follows ``deepseek-ai/DeepSeek-V3`` ``inference/model.py::MLA``.  Names: H heads
     c_kv         = kv_norm(c_kv)              RMSNorm(d_c, eps=1e-6), as DeepSeek
     [k_nope | v] = wkv_b(c_kv)                per head                     (B, T, H, d_n + d_v)
     k            = [k_nope ; RoPE(k_pe) broadcast to all heads]            (one shared rope key)
-    y            = wo(causal_softmax(q k^T * (d_n + d_r)^-0.5) v)
+    y            = c_proj(causal_softmax(q k^T * (d_n + d_r)^-0.5) v)   (DeepSeek's wo)
 
 Defaults for GPT-2 (head_dim D = C / H): d_c = min(4 D, C) (256 for D = 64), d_q = 0,
 d_n = D, d_r = 0, d_v = D.  ``kv_lora_rank`` must be <= n_embd (a latent wider than the model
@@ -148,7 +148,7 @@ class MultiHeadLatentAttention(CausalSelfAttention):
         self.wkv_a = nn.Linear(C, dc + dr, bias=bias)
         self.kv_norm = nn.RMSNorm(dc, eps=KV_NORM_EPS)
         self.wkv_b = nn.Linear(dc, H * (dn + dv), bias=False)
-        self.wo = nn.Linear(H * dv, C, bias=bias)
+        self.c_proj = nn.Linear(H * dv, C, bias=bias)     # DeepSeek's wo, GPT-2's name (residual init)
         self.resid_dropout = nn.Dropout(self.dropout)
 
     # --- formulas -----------------------------------------------------------------------
@@ -203,7 +203,7 @@ class MultiHeadLatentAttention(CausalSelfAttention):
             c_all, pe_all = cache.append(c_kv, k_pe)
             y = self._absorbed(q_nope, q_pe, c_all, pe_all, p)
         B, H, T, dv = y.shape
-        return self.resid_dropout(self.wo(y.transpose(1, 2).reshape(B, T, H * dv)))
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, H * dv)))
 
     def _naive(self, q_nope, q_pe, c_kv, k_pe, p):
         """Up-project the latent to per-head k, v; causal attention over (B, H, T, *)."""

@@ -379,10 +379,10 @@ def test_lsh_rotation_stream_travels_with_state_dict():
     torch.manual_seed(123)
     c = attention.build("lsh", C, H).to(torch.float64).train()
     assert c.seed != a.seed
-    state = {k: v.clone() for k, v in a.state_dict().items()}
+    state = a.state_dict()                                  # not cloned: must stay as taken
+    ya = a(x)
     b.load_state_dict(state)
     c.load_state_dict(state)
-    ya = a(x)
     torch.testing.assert_close(b(x), ya, atol=1e-12, rtol=0)   # reference path, same rotations
     torch.testing.assert_close(c(x), ya, atol=1e-12, rtol=0)
     assert a.state_dict()["hash_state"].tolist() == [a.seed, 1]
