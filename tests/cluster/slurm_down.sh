@@ -2,6 +2,9 @@
 # Stop the daemons tests/cluster/slurm_up.sh started, by their recorded PIDs only
 # (reverse start order: slurmd, slurmctld, slurmdbd, mariadbd, munged).  Daemons that were
 # already running before slurm_up.sh (not in the PID file) are left alone.
+#   bash tests/cluster/slurm_down.sh              # all recorded daemons
+#   bash tests/cluster/slurm_down.sh slurmd ...   # only these (the pytest fixture stops
+#                                                 # just the ones its own slurm_up started)
 # Bounded: SIGTERM, wait up to ${ATTNBENCH_SLURM_STOP_WAIT:-20}s each, then SIGKILL.
 set -uo pipefail
 
@@ -13,6 +16,7 @@ say() { echo "[slurm_down] $*" >&2; }
 [ -f "$PIDS" ] || { say "no PID file $PIDS: nothing to stop"; exit 0; }
 
 for name in slurmd slurmctld slurmdbd mariadbd munged; do
+    if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
     pid=$(awk -v n="$name" '$1==n {p=$2} END {print p}' "$PIDS")
     [ -n "$pid" ] || continue
     if kill -0 "$pid" 2>/dev/null && grep -q "$name" "/proc/$pid/cmdline" 2>/dev/null; then
