@@ -2,7 +2,7 @@
 #
 #   snakemake --cores 1 --resources gpu=1                          # config/config.yaml
 #   snakemake --cores 1 --resources gpu=1 --configfile config/smoke.yaml
-#   snakemake --profile profiles/slurm --configfile config/paper.yaml
+#   snakemake --profile profiles/slurm --workflow-profile none --configfile config/paper.yaml
 #
 # DAG: download -> tokenize -> train (per variant) -> probe + sweep (per variant) -> report.
 from snakemake.utils import min_version
