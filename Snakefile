@@ -18,6 +18,12 @@ if not workflow.config_settings.configfiles:
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    variant="|".join(VARIANTS),
+
+
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/probe.smk"

@@ -24,10 +24,6 @@ ROOT = Path(workflow.basedir)
 PYTHON = "python" if "conda" in str(workflow.deployment_settings.deployment_method) else sys.executable
 
 
-wildcard_constraints:
-    variant="|".join(VARIANTS),
-
-
 def dataset_tag():
     from attnbench.data import dataset_tag as tag
 
@@ -35,7 +31,7 @@ def dataset_tag():
 
 
 def package_sources(*names):
-    """Source files of attnbench modules (as rule inputs: editing them reruns the rule)."""
+    """Source files of attnbench modules, declared as inputs so that editing them reruns the job."""
     return [str(ROOT / "attnbench" / n) for n in names]
 
 
@@ -58,7 +54,7 @@ def _relative_imports(path):
         seen.add(p)
         for node in ast.walk(ast.parse(p.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-                todo.append(p.parent / (node.module.replace(".", "/") + ".py"))
+                todo.append(p.parent.joinpath(*node.module.split(".")).with_suffix(".py"))
     return seen
 
 
