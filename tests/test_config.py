@@ -68,3 +68,10 @@ def test_snakemake_refuses_bad_config_before_any_job(tmp_path, case):
     assert key in proc.stdout + proc.stderr
     for out in ("results", "data", "logs"):
         assert not (work / out).exists(), f"{out}/ written by a refused run"
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    work = copy_repo(tmp_path)
+    proc = snakemake(work, "--lint", "--configfile", "config/smoke.yaml", timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Congratulations" in out, out[-3000:]
