@@ -86,6 +86,16 @@ def config_hash(obj: Any) -> str:
 
 
 def git_commit(repo_dir: str | os.PathLike | None = None) -> str | None:
+    """HEAD of the checkout (``-dirty`` when tracked files changed).
+
+    A copy without ``.git`` (e.g. a working tree shipped to a GPU machine) can name its
+    commit in ``ATTNBENCH_GIT_COMMIT`` or a ``.attnbench-commit`` file at the repo root.
+    """
+    if os.environ.get("ATTNBENCH_GIT_COMMIT"):
+        return os.environ["ATTNBENCH_GIT_COMMIT"]
+    marker = Path(__file__).resolve().parent.parent / ".attnbench-commit"
+    if not (marker.parent / ".git").exists() and marker.is_file():
+        return marker.read_text().strip() or None
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir or Path(__file__).parent,
                              capture_output=True, text=True, timeout=10)

@@ -101,3 +101,10 @@ def test_editing_shared_model_code_reruns_every_variant(smoke_run):
         jobs = dry(work)
     trained = {v for rule, v in jobs if rule == "train"}
     assert trained == set(SMOKE["variants"])
+
+
+def test_editing_a_report_template_reruns_only_the_report(smoke_run):
+    work, _ = smoke_run
+    template = sorted((work / "reports" / "templates").glob("*"))[0]
+    with edited(template):
+        assert dry(work) == [("all", None), ("report", None)]
