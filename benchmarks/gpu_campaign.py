@@ -62,6 +62,11 @@ def main():
         settings_file = res / "settings" / f"{v}.json"
         settings_file.parent.mkdir(parents=True, exist_ok=True)
         settings_file.write_text(json.dumps(job, sort_keys=True))
+        metrics, weights = res / "train" / v / "metrics.json", res / "train" / v / "model.safetensors"
+        if ("probe" in args.stages and not (res / "probe" / v / "probe.json").exists() and metrics.exists()
+                and not weights.exists()):
+            # the probe needs the weights, which an earlier call deleted or never brought back
+            metrics.rename(metrics.with_name("metrics.previous.json"))
         for stage in args.stages:
             out = {"train": res / "train" / v / "metrics.json", "probe": res / "probe" / v / "probe.json",
                    "sweep": res / "sweep" / v / "sweep.json"}[stage]
@@ -80,7 +85,6 @@ def main():
             rc, dt = run_stage(cmd, res / "logs" / stage / f"{v}.log", min(args.stage_timeout_s, left))
             status[(v, stage)] = f"rc={rc} {dt:.0f}s"
             print(f"{v:>16} {stage:>6}: rc={rc} in {dt:.0f} s", flush=True)
-        weights = res / "train" / v / "model.safetensors"
         if "probe" in args.stages and (res / "probe" / v / "probe.json").exists() and weights.exists():
             weights.unlink()
     if args.report:
