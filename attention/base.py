@@ -188,6 +188,47 @@ class KVCache:
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
+class FusedQKVAttention(CausalSelfAttention):
+    """GPT-2's projections (fused ``c_attn`` -> q, k, v; ``c_proj``; residual dropout) and
+    a full K/V cache, shared by the variants that differ only in how they compute softmax
+    attention (baseline, sdpa, flash2, flex, sliding_window)."""
+
+    def __init__(self, n_embd: int, n_head: int, **params):
+        super().__init__(n_embd, n_head, **params)
+        bias = self.params["bias"]
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.resid_dropout = nn.Dropout(self.dropout)
+
+    def project_qkv(self, x: torch.Tensor, cache=None):
+        """(B, T, C) -> q (B, H, T, D) and k, v (B, H, Tk, D), appended to ``cache`` if given."""
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))
+        if cache is not None:
+            k, v = cache.append(k, v)
+        return q, k, v
+
+    def project_out(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, D) -> (B, T, C)."""
+        return self.resid_dropout(self.c_proj(merge_heads(y)))
+
+    def init_cache(self, batch_size, max_len, device, dtype):
+        return KVCache.empty(batch_size, self.n_head, max_len, self.head_dim, device, dtype)
+
+    def cache_bytes_per_token(self, dtype=torch.bfloat16):
+        return 2 * self.n_embd * dtype_bytes(dtype)
+
+    def attention_pairs(self, seq_len: int) -> int:
+        """Query-key pairs the mask admits (causal; a window narrows it)."""
+        return causal_pairs(seq_len)
+
+    def flops_forward(self, batch_size, seq_len, causal_halved=True):
+        tokens = batch_size * seq_len
+        proj = 2 * tokens * self.n_embd * (3 * self.n_embd) + 2 * tokens * self.n_embd * self.n_embd
+        pairs = self.attention_pairs(seq_len) if causal_halved else seq_len * seq_len
+        return proj + core_attention_flops(batch_size, self.n_head, seq_len, self.head_dim, self.head_dim, pairs)
+
+
 def on_cuda(x: torch.Tensor) -> bool:
     return x.device.type == "cuda"
 

@@ -21,10 +21,8 @@ Cache: full K/V, 2*n_embd values per token.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
-from .base import (CausalSelfAttention, KVCache, causal_mask, causal_pairs, core_attention_flops,
-                   dense_attention, dtype_bytes, merge_heads, split_heads)
+from .base import FusedQKVAttention, KVCache, causal_mask, dense_attention
 from .sdpa import causal_sdpa
 
 try:  # Dao-AILab flash-attn (source build only; absent on the benchmark machines so far)
@@ -55,7 +53,7 @@ def flash_attn_causal(q, k, v, *, dropout_p: float = 0.0, window: int | None = N
     return out.transpose(1, 2)
 
 
-class FlashAttention2(CausalSelfAttention):
+class FlashAttention2(FusedQKVAttention):
     name = "flash2"
     param_defaults = {}
     kernels = ("flash_attn", "sdpa_flash")
@@ -67,13 +65,6 @@ class FlashAttention2(CausalSelfAttention):
                              "which is not importable here; use impl='sdpa_flash' (PyTorch's vendored FA2) "
                              "or impl='auto'")
 
-    def __init__(self, n_embd: int, n_head: int, **params):
-        super().__init__(n_embd, n_head, **params)
-        bias = self.params["bias"]
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
-        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
-        self.resid_dropout = nn.Dropout(self.dropout)
-
     def _path(self, q: torch.Tensor) -> str:
         if self.impl != "auto":
             return self.impl
@@ -82,10 +73,7 @@ class FlashAttention2(CausalSelfAttention):
         return "reference"
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))  # (B, H, T, D)
-        if cache is not None:
-            k, v = cache.append(k, v)  # (B, H, pos+T, D)
+        q, k, v = self.project_qkv(x, cache)  # (B, H, T, D); k, v (B, H, pos+T, D)
         p = self.dropout if self.training else 0.0
         path = self._path(q)
         if path == "flash_attn":
@@ -98,16 +86,7 @@ class FlashAttention2(CausalSelfAttention):
             y = dense_attention(q, k, v, causal_mask(q.shape[2], k.shape[2], x.device),
                                 dropout_p=p, training=self.training)
             self.kernel = "reference:dense-mask"
-        return self.resid_dropout(self.c_proj(merge_heads(y)))  # (B, T, C)
+        return self.project_out(y)  # (B, T, C)
 
-    def init_cache(self, batch_size, max_len, device, dtype):
-        return KVCache.empty(batch_size, self.n_head, max_len, self.head_dim, device, dtype)
 
-    def cache_bytes_per_token(self, dtype=torch.bfloat16):
-        return 2 * self.n_embd * dtype_bytes(dtype)
 
-    def flops_forward(self, batch_size, seq_len, causal_halved=True):
-        tokens = batch_size * seq_len
-        proj = 2 * tokens * self.n_embd * (3 * self.n_embd) + 2 * tokens * self.n_embd * self.n_embd
-        pairs = causal_pairs(seq_len) if causal_halved else seq_len * seq_len
-        return proj + core_attention_flops(batch_size, self.n_head, seq_len, self.head_dim, self.head_dim, pairs)

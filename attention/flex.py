@@ -36,11 +36,9 @@ import functools
 import math
 
 import torch
-import torch.nn as nn
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-from .base import (CausalSelfAttention, KVCache, causal_mask, causal_pairs, core_attention_flops,
-                   dtype_bytes, merge_heads, split_heads)
+from .base import FusedQKVAttention, causal_mask
 from .sdpa import sdpa, sdpa_choice
 
 SCORE_MODS = ("none", "alibi")
@@ -140,7 +138,7 @@ def scored_dense_attention(q, k, v, mask: torch.Tensor, bias: torch.Tensor | Non
     return att @ v
 
 
-class MaskModAttention(CausalSelfAttention):
+class MaskModAttention(FusedQKVAttention):
     """Shared body of the FlexAttention-based variants (``flex``, ``sliding_window``).
 
     Subclasses define the mask: :meth:`mask_mod` (for flex), :meth:`dense_mask` (the same
@@ -151,13 +149,6 @@ class MaskModAttention(CausalSelfAttention):
 
     kernels = ("flex", "flex_eager", "sdpa_mask")
     mask_label = "mask"
-
-    def __init__(self, n_embd: int, n_head: int, **params):
-        super().__init__(n_embd, n_head, **params)
-        bias = self.params["bias"]
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
-        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
-        self.resid_dropout = nn.Dropout(self.dropout)
 
     # --- hooks --------------------------------------------------------------------------
     def mask_mod(self):
@@ -221,10 +212,7 @@ class MaskModAttention(CausalSelfAttention):
         return None
 
     def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))  # (B, H, T, D)
-        if cache is not None:
-            k, v = cache.append(k, v)  # (B, H, Tk, D), the last T keys are the new ones
+        q, k, v = self.project_qkv(x, cache)  # (B, H, T, D); k, v (B, H, Tk, D), last T new
         tq, tk = q.shape[2], k.shape[2]
         path = self.auto_path(q) if self.impl == "auto" else self.impl
         out = self._run_kernel(path, q, k, v)
@@ -251,23 +239,12 @@ class MaskModAttention(CausalSelfAttention):
             y, choice = self._sdpa_mask(q, k, v)
             kernel = f"sdpa:{choice}" + ("(decode)" if path != "sdpa_mask" else "")
         self.kernel = kernel + self.kernel_suffix()
-        return self.resid_dropout(self.c_proj(merge_heads(y)))  # (B, T, C)
+        return self.project_out(y)  # (B, T, C)
 
     # --- contract -----------------------------------------------------------------------
-    def init_cache(self, batch_size, max_len, device, dtype):
-        return KVCache.empty(batch_size, self.n_head, max_len, self.head_dim, device, dtype)
 
-    def cache_bytes_per_token(self, dtype=torch.bfloat16):
-        return 2 * self.n_embd * dtype_bytes(dtype)
 
-    def attention_pairs(self, seq_len: int) -> int:
-        return causal_pairs(seq_len)
 
-    def flops_forward(self, batch_size, seq_len, causal_halved=True):
-        tokens = batch_size * seq_len
-        proj = 2 * tokens * self.n_embd * (3 * self.n_embd) + 2 * tokens * self.n_embd * self.n_embd
-        pairs = self.attention_pairs(seq_len) if causal_halved else seq_len * seq_len
-        return proj + core_attention_flops(batch_size, self.n_head, seq_len, self.head_dim, self.head_dim, pairs)
 
 
 class FlexAttention(MaskModAttention):

@@ -11,12 +11,11 @@ Cache: full K/V, 2*n_embd values per token.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
-from .base import CausalSelfAttention, causal_pairs, core_attention_flops, KVCache, causal_mask, dense_attention, dtype_bytes, merge_heads, split_heads
+from .base import FusedQKVAttention, KVCache, causal_mask, dense_attention
 
 BACKENDS = {
     "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -128,23 +127,13 @@ def causal_sdpa(q, k, v, *, backend: str | None, dropout_p: float = 0.0, enable_
                 enable_gqa=enable_gqa, attn_mask=causal_lower_right(tq, tk))
 
 
-class SDPAAttention(CausalSelfAttention):
+class SDPAAttention(FusedQKVAttention):
     name = "sdpa"
     param_defaults = {}
     kernels = tuple(BACKENDS)
 
-    def __init__(self, n_embd: int, n_head: int, **params):
-        super().__init__(n_embd, n_head, **params)
-        bias = self.params["bias"]
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
-        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
-        self.resid_dropout = nn.Dropout(self.dropout)
-
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))
-        if cache is not None:
-            k, v = cache.append(k, v)
+        q, k, v = self.project_qkv(x, cache)  # (B, H, T, D), keys/values incl. the cache
         p = self.dropout if self.training else 0.0
         if self.impl == "reference":
             y = dense_attention(q, k, v, causal_mask(q.shape[2], k.shape[2], x.device),
@@ -154,16 +143,7 @@ class SDPAAttention(CausalSelfAttention):
             backend = None if self.impl == "auto" else self.impl
             y = causal_sdpa(q, k, v, backend=backend, dropout_p=p)
             self.kernel = f"sdpa:{backend}" if backend else f"sdpa:auto->{auto_kernel_name(self, q, k, v, dropout_p=p)}"
-        return self.resid_dropout(self.c_proj(merge_heads(y)))
+        return self.project_out(y)
 
-    def init_cache(self, batch_size, max_len, device, dtype):
-        return KVCache.empty(batch_size, self.n_head, max_len, self.head_dim, device, dtype)
 
-    def cache_bytes_per_token(self, dtype=torch.bfloat16):
-        return 2 * self.n_embd * dtype_bytes(dtype)
 
-    def flops_forward(self, batch_size, seq_len, causal_halved=True):
-        tokens = batch_size * seq_len
-        proj = 2 * tokens * self.n_embd * (3 * self.n_embd) + 2 * tokens * self.n_embd * self.n_embd
-        pairs = causal_pairs(seq_len) if causal_halved else seq_len * seq_len
-        return proj + core_attention_flops(batch_size, self.n_head, seq_len, self.head_dim, self.head_dim, pairs)

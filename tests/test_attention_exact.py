@@ -16,7 +16,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import attention
 from attention.base import causal_pairs, core_attention_flops
 from attention.flex import alibi_slopes
-from attention.gqa import GroupedQueryAttention
 from attention.sdpa import causal_sdpa, sdpa_choice
 from attention.sliding_window import RollingKVCache
 
