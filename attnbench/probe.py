@@ -25,11 +25,6 @@ from .settings import resolve_device
 from .train import _jsonable, build_model, load_weights
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def prompt_tokens(tokens_dir, batch_size: int, length: int, device) -> torch.Tensor:
     """Real validation tokens as prompts (deterministic), shape (batch_size, length)."""
     arr = np.load(Path(tokens_dir) / "val.npy")
@@ -40,23 +35,10 @@ def prompt_tokens(tokens_dir, batch_size: int, length: int, device) -> torch.Ten
     return torch.from_numpy(flat).view(batch_size, length).to(device)
 
 
-def time_call(fn, device, repeats: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        out.append(1000 * (time.perf_counter() - t0))
-    return out
-
-
 @torch.inference_mode()
 def prefill_probe(model, tokens, device, repeats, warmup) -> dict:
     measure.reset_peak_memory(device)
-    ms = time_call(lambda: model(tokens), device, repeats, warmup)
+    ms = measure.timed_calls(lambda: model(tokens), device, repeats, warmup)
     pct = measure.percentiles(ms)
     mem = measure.peak_memory(device)
     B, L = tokens.shape
@@ -80,7 +62,7 @@ def decode_probe(model, prompt, n_new: int, device, dtype, session, warmup: int)
             t0 = time.perf_counter() if record is not None else None
             logits, _ = model(tok, caches=caches)
             if record is not None:
-                _sync(device)
+                measure.synchronize(device)
                 record.append(1000 * (time.perf_counter() - t0))
             steps_logits.append(logits[:, -1])
             tok = logits[:, -1].argmax(-1, keepdim=True)

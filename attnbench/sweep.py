@@ -10,7 +10,6 @@ goes on.  This is where the sub-quadratic variants should overtake exact attenti
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +22,6 @@ from .settings import register_user_class, resolve_device
 from .train import _jsonable
 
 SWEEP_SCHEMA = "attnbench.sweep/1"
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _time(fn, device, repeats, warmup):
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        out.append(1000 * (time.perf_counter() - t0))
-    return out
 
 
 def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: int, T: int, n_embd: int,
@@ -61,7 +42,7 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
         try:
             measure.reset_peak_memory(device)
             w = session.begin_window()
-            ms = _time(fn, device, repeats, warmup)
+            ms = measure.timed_calls(fn, device, repeats, warmup)
             ws = session.end_window(w, steps=repeats + warmup, tokens=(repeats + warmup) * B * T)
             mem = measure.peak_memory(device)
             pct = measure.percentiles(ms)

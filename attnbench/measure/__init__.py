@@ -23,10 +23,10 @@ from .flops import CONVENTION, count_flops, flops_section, model_flops, peak_flo
 from .memory import peak_memory, peak_rss_bytes, reset_peak_memory
 from .readers import EnergyReader, NvmlReader, Sample, open_nvml_reader
 from .sampler import PowerSampler, integrate
-from .timing import percentiles, synchronize
+from .timing import percentiles, synchronize, timed_calls
 
 __all__ = [
-    "MeasurementSession", "Window", "WindowStats", "percentiles", "synchronize",
+    "MeasurementSession", "Window", "WindowStats", "percentiles", "synchronize", "timed_calls",
     "model_flops", "count_flops", "flops_section", "peak_flops", "CONVENTION",
     "peak_memory", "reset_peak_memory", "peak_rss_bytes",
     "EnergyReader", "NvmlReader", "Sample", "open_nvml_reader", "PowerSampler", "integrate",

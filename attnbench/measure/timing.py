@@ -33,3 +33,20 @@ def percentiles(values: Iterable[float]) -> dict:
         return {"p50": None, "p90": None, "min": None, "max": None, "n": 0}
     return {"p50": _quantile(vals, 0.5), "p90": _quantile(vals, 0.9), "min": vals[0], "max": vals[-1],
             "n": len(vals)}
+
+
+def timed_calls(fn, device, repeats: int, warmup: int) -> list[float]:
+    """Milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones, each call
+    bracketed by :func:`synchronize` (wall clock of the work, launch overhead included)."""
+    import time
+
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        out.append(1000 * (time.perf_counter() - t0))
+    return out
