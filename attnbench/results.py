@@ -28,6 +28,12 @@ Schema ``attnbench.train/1`` (``results/train/<variant>/metrics.json``)::
 Schema ``attnbench.probe/1`` (``results/probe/<variant>/probe.json``): schema, variant,
 status, kernel, prefill: [{batch_size, prompt_len, ms_p50, ms_p90, repeats}], decode: [...],
 memory, energy, provenance, unavailable.
+
+Schema ``attnbench.sweep/1`` (``results/sweep/<variant>/sweep.json``): schema, variant,
+status, dtype, tokens_per_call, flop_convention, points: [{scope ("attention" | "block"),
+seq_len, batch_size, forward: {...}, forward_backward: {status ("ok" | "oom" | "error"),
+ms_p50, ms_p90, ms_min, tflops, peak_allocated_bytes, peak_rss_bytes, gpu_j_per_call,
+kernel, error}}], provenance, unavailable.
 """
 
 from __future__ import annotations
