@@ -73,8 +73,17 @@ def variant_sources(wildcards):
     return sorted(str(f) for f in files)
 
 
+# train.checkpoint_every and train.resume do not change results: they reach the train job
+# through its (string) resources, not its params, so setting them reruns no job but the report.
+RUNTIME_TRAIN_KEYS = ("checkpoint_every", "resume")
+TRAIN_CHECKPOINT_EVERY = str(config["train"]["checkpoint_every"])
+TRAIN_RESUME = "on" if config["train"]["resume"] else "off"
+
+
 def job_settings(wildcards):
-    return json.dumps(_settings.job_settings(config, wildcards.variant), sort_keys=True)
+    s = _settings.job_settings(config, wildcards.variant)
+    s["train"] = {k: v for k, v in s["train"].items() if k not in RUNTIME_TRAIN_KEYS}
+    return json.dumps(s, sort_keys=True)
 
 
 def retry_token(wildcards):
@@ -96,4 +105,11 @@ def report_templates():
 
 
 def raw_dataset(wildcards):
+    """The JSONL that tokenize reads.  A user's ``jsonl:<path>`` is read in place: tokenize
+    validates it (errors name that file and its line numbers), counts the rows that
+    ``data.on_bad_rows: skip`` drops (tokenize stats, report), and editing the file reruns
+    tokenize.  A missing file stops the workflow before any job runs, naming the path."""
+    source = config["data"]["dataset"]
+    if source.startswith("jsonl:"):
+        return source[len("jsonl:"):]
     return f"data/raw/{dataset_tag()}.jsonl"

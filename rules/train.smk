@@ -15,10 +15,15 @@ rule train:
         python=PYTHON,
     resources:
         gpu=gpu_count(),
+        # Not params: they do not change results, so they must not trigger reruns (strings:
+        # the scheduler does not count them).
+        attnbench_checkpoint_every=TRAIN_CHECKPOINT_EVERY,
+        attnbench_resume=TRAIN_RESUME,
     log:
         "logs/train/{variant}.log",
     conda:
         "../envs/train.yaml"
     shell:
         "{params.python:q} scripts/train.py --settings {params.settings:q} "
-        "--tokens-dir results/tokens --out-dir results/train/{wildcards.variant} > {log:q} 2>&1"
+        "--checkpoint-every {resources.attnbench_checkpoint_every:q} --resume {resources.attnbench_resume:q} "
+        "--tokens-dir results/tokens --out-dir results/train/{wildcards.variant:q} > {log:q} 2>&1"

@@ -1,6 +1,5 @@
 """Render the HTML report, results.csv and results.json from all result documents."""
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -11,11 +10,11 @@ from attnbench.report import build_report  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--train", nargs="+", required=True, type=cli.existing_path)
-    ap.add_argument("--probe", nargs="*", default=[], type=cli.existing_path)
-    ap.add_argument("--sweep", nargs="*", default=[], type=cli.existing_path)
-    ap.add_argument("--stats", required=True, type=cli.existing_path)
-    ap.add_argument("--config", required=True, type=cli.settings_arg, help="the run's config (JSON)")
+    ap.add_argument("--train", nargs="+", required=True, type=cli.existing_file)
+    ap.add_argument("--probe", nargs="*", default=[], type=cli.existing_file)
+    ap.add_argument("--sweep", nargs="*", default=[], type=cli.existing_file)
+    ap.add_argument("--stats", required=True, type=cli.existing_file)
+    ap.add_argument("--config", required=True, type=cli.json_arg("--config"), help="the run's config (JSON)")
     ap.add_argument("--out-dir", required=True)
     args = ap.parse_args()
     build_report(train=args.train, probe=args.probe, sweep=args.sweep, stats=args.stats,

@@ -10,12 +10,12 @@ from attnbench import cli, data  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--raw", required=True, type=cli.existing_path)
-    ap.add_argument("--data", required=True, type=cli.settings_arg, help="the config's data section (JSON)")
+    ap.add_argument("--raw", required=True, type=cli.existing_file)
+    ap.add_argument("--data", required=True, type=cli.json_arg("--data"), help="the config's data section (JSON)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", required=True)
     args = ap.parse_args()
-    d = args.data
+    d = cli.require_keys("--data", args.data, ("max_len", "val_fraction", "mode", "tokenizer", "on_bad_rows"))
     stats = data.tokenize(args.raw, args.out_dir, max_len=d["max_len"], val_fraction=d["val_fraction"],
                           seed=args.seed, mode=d["mode"], tokenizer=d["tokenizer"],
                           on_bad_rows=d["on_bad_rows"], max_conversations=d.get("max_conversations"))

@@ -1,0 +1,273 @@
+"""Training faults on CPU: interruption (SIGTERM, SIGKILL), checkpoint/resume, injected
+NaN/OOM, measurement faults.  No run may leave an output Snakemake would take as complete."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from reliability_utils import (
+    ROOT,
+    error_lines,
+    losses,
+    start_train,
+    synthetic_tokens,
+    tiny_settings,
+)
+
+from attnbench import measure, train
+from attnbench.interrupt import Interrupted
+from attnbench.settings import ConfigError
+
+OUTPUTS = ("metrics.json", "steps.csv", "model.safetensors")
+LONG = dict(steps=60, eval_every=20)  # long enough to be killed mid-run
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory):
+    return synthetic_tokens(tmp_path_factory.mktemp("tokens"))
+
+
+@pytest.fixture(scope="module")
+def reference(tokens, tmp_path_factory):
+    """An uninterrupted run without checkpoints (its own process, one thread)."""
+    out = tmp_path_factory.mktemp("ref") / "baseline"
+    proc = start_train(tiny_settings(**LONG), tokens, out, "--checkpoint-every", "0")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    return out, json.loads((out / "metrics.json").read_text())
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.monotonic()
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended ({proc.returncode}) before {path.name} appeared: "
+                                 + proc.stderr.read()[-2000:])
+        assert time.monotonic() - t0 < timeout, f"{path} did not appear"
+        time.sleep(0.005)
+
+
+def assert_no_outputs(out: Path) -> None:
+    present = [n for n in OUTPUTS if (out / n).exists()]
+    assert not present, f"interrupted run left {present}"
+    assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
+
+
+def assert_same_result(out: Path, reference) -> dict:
+    ref_out, ref = reference
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["status"] == "ok", m["failure"]
+    assert losses(out) == losses(ref_out)
+    assert m["training"]["final_train_loss"] == ref["training"]["final_train_loss"]  # exact, not approx
+    assert m["training"]["val_loss"] == ref["training"]["val_loss"]
+    assert m["training"]["val_history"] == ref["training"]["val_history"]
+    assert (out / "model.safetensors").read_bytes() == (ref_out / "model.safetensors").read_bytes()
+    assert not (out / train.CHECKPOINT).exists(), "checkpoint kept after a finished run"
+    return m
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killed_run_leaves_no_output_and_resumes_to_the_same_loss(tokens, reference, tmp_path, sig):
+    out = tmp_path / "baseline"
+    settings = tiny_settings(**LONG)
+    proc = start_train(settings, tokens, out, "--checkpoint-every", "8")
+    wait_for(out / train.CHECKPOINT, proc)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM
+        lines = error_lines(stderr)
+        assert len(lines) == 1 and lines[0].startswith("error: interrupted by SIGTERM"), stderr[-2000:]
+        assert "Traceback" not in stderr
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert_no_outputs(out)
+    from safetensors import safe_open
+
+    with safe_open(str(out / train.CHECKPOINT), framework="pt") as fh:  # complete, not truncated
+        state = json.loads(fh.metadata()["attnbench"])
+    assert 0 < state["step"] < LONG["steps"]
+
+    proc = start_train(settings, tokens, out, "--checkpoint-every", "8")
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    m = assert_same_result(out, reference)
+    assert m["training"]["resumed_from_step"] == state["step"], stdout
+    assert m["timing"]["n_windows"] >= 1 and sum(w["steps"] for w in m["timing"]["windows"]) == 58
+
+
+def test_sigterm_without_checkpoints_removes_a_stale_result(tokens, tmp_path):
+    """A rerun that is interrupted must not leave the previous run's metrics.json in place."""
+    out = tmp_path / "baseline"
+    out.mkdir()
+    for name in OUTPUTS:
+        (out / name).write_text('{"status": "ok", "stale": true}')
+    proc = start_train(tiny_settings(**LONG), tokens, out, "--checkpoint-every", "0")
+    wait_for(out / "power_train.csv", proc)  # the measurement session has started: training is next
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-2000:]
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and "no checkpoint" in lines[0] and "Traceback" not in stderr, stderr[-2000:]
+    assert_no_outputs(out)
+    assert not (out / train.CHECKPOINT).exists()
+    assert not (out / "failures.log").exists(), "an interruption is not a variant failure"
+
+
+def test_atomic_writes_survive_sigkill(tmp_path):
+    """SIGKILL at random moments of a write loop: the file is absent or complete, never torn."""
+    target = tmp_path / "metrics.json"
+    code = ("import sys; sys.path.insert(0, sys.argv[2]); from attnbench.results import atomic_write_json\n"
+            "i = 0\nwhile True:\n"
+            "    atomic_write_json(sys.argv[1], {'i': i, 'payload': 'x' * 2_000_000}); i += 1\n")
+    for delay in (0.05, 0.11, 0.17, 0.23, 0.31, 0.43):
+        proc = subprocess.Popen([sys.executable, "-c", code, str(target), str(ROOT)])
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        if target.exists():
+            doc = json.loads(target.read_text())  # raises on a torn file
+            assert len(doc["payload"]) == 2_000_000
+    # leftovers are hidden temporaries only; train.run removes them when it starts
+    assert all(p.name.startswith(".metrics.json.") and p.name.endswith(".tmp")
+               for p in tmp_path.iterdir() if p != target)
+
+
+# --- in-process runs ------------------------------------------------------------------------
+
+def interrupt_at(monkeypatch, step: int):
+    """Send SIGTERM to this process when training reaches ``step`` (once)."""
+    orig = train.lr_at
+    fired = []
+
+    def lr_at(i, t):
+        if i == step and not fired:
+            fired.append(i)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return orig(i, t)
+
+    monkeypatch.setattr(train, "lr_at", lr_at)
+    return lambda: monkeypatch.setattr(train, "lr_at", orig)
+
+
+def test_checkpoint_of_other_settings_or_corrupt_is_not_resumed(tokens, tmp_path, monkeypatch):
+    out = tmp_path / "baseline"
+    undo = interrupt_at(monkeypatch, 13)
+    with pytest.raises(Interrupted, match="resumes from step 14"):
+        train.run(tiny_settings(), tokens, out, checkpoint_every=5)
+    undo()
+    assert (out / train.CHECKPOINT).exists() and not (out / "metrics.json").exists()
+    # other results settings (lr): the checkpoint is not theirs
+    m = train.run(tiny_settings(lr=0.001), tokens, out, checkpoint_every=5)
+    assert m["status"] == "ok" and m["training"]["resumed_from_step"] is None
+    assert not (out / train.CHECKPOINT).exists()
+
+    # a truncated checkpoint: ignored, run starts afresh
+    undo = interrupt_at(monkeypatch, 13)
+    with pytest.raises(Interrupted):
+        train.run(tiny_settings(), tokens, out, checkpoint_every=5)
+    undo()
+    blob = (out / train.CHECKPOINT).read_bytes()
+    (out / train.CHECKPOINT).write_bytes(blob[: len(blob) // 2])
+    m = train.run(tiny_settings(), tokens, out, checkpoint_every=5)
+    assert m["status"] == "ok" and m["training"]["resumed_from_step"] is None
+
+    # resume off: an existing checkpoint is dropped
+    undo = interrupt_at(monkeypatch, 13)
+    with pytest.raises(Interrupted):
+        train.run(tiny_settings(), tokens, out, checkpoint_every=5)
+    undo()
+    m = train.run(tiny_settings(), tokens, out, checkpoint_every=5, resume=False)
+    assert m["training"]["resumed_from_step"] is None
+    # and a resumed run of the same settings ends where an uninterrupted one does (lsh: its
+    # rotation stream is part of the state)
+    ref = train.run(tiny_settings("lsh"), tokens, tmp_path / "lsh_ref")
+    undo = interrupt_at(monkeypatch, 21)
+    with pytest.raises(Interrupted):
+        train.run(tiny_settings("lsh"), tokens, tmp_path / "lsh", checkpoint_every=4)
+    undo()
+    m = train.run(tiny_settings("lsh"), tokens, tmp_path / "lsh", checkpoint_every=4)
+    assert m["training"]["resumed_from_step"] == 22
+    assert m["training"]["final_train_loss"] == ref["training"]["final_train_loss"]
+    assert losses(tmp_path / "lsh") == losses(tmp_path / "lsh_ref")
+
+
+@pytest.mark.parametrize("kind,step", [("nan", 5), ("oom", 1)])
+def test_injected_fault_is_recorded_as_failed(tokens, tmp_path, monkeypatch, kind, step):
+    monkeypatch.setenv(train.FAULT_ENV, f"lsh:nan:3,baseline:{kind}:{step}")
+    out = tmp_path / "baseline"
+    m = train.run(tiny_settings(), tokens, out)
+    assert m["status"] == "failed"
+    f = m["failure"]
+    assert f["kind"] == kind and f["step"] == step
+    if kind == "nan":
+        assert f["loss"] == "nan" and f"at step {step}" in f["message"]
+    else:
+        assert f["allocator"]["device"] == "cpu" and f["allocator"]["peak_rss_bytes"] > 0
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["status"] == "failed" and on_disk["failure"]["step"] == step
+    assert kind in (out / "failures.log").read_text()
+    assert not (out / "steps.csv").exists() and not (out / "model.safetensors").exists()
+
+
+def test_malformed_fault_spec_is_refused(tokens, tmp_path, monkeypatch):
+    monkeypatch.setenv(train.FAULT_ENV, "baseline:nan")  # step missing
+    with pytest.raises(ConfigError, match=train.FAULT_ENV):
+        train.run(tiny_settings(), tokens, tmp_path / "b")
+    assert not (tmp_path / "b" / "metrics.json").exists()
+
+
+class FlakyReader:
+    """An NVML-like reader whose counter and samples fail after ``ok`` energy reads."""
+
+    power_source = "fake"
+
+    def __init__(self, ok: int):
+        self.ok, self.calls, self.t0 = ok, 0, time.perf_counter()
+
+    def energy_mj(self) -> int:
+        self.calls += 1
+        if self.calls > self.ok:
+            raise RuntimeError("NVMLError_GpuIsLost: simulated")
+        return int(1e6 + 150_000 * (time.perf_counter() - self.t0))  # 150 W
+
+    def sample(self):
+        if self.calls > self.ok:
+            raise RuntimeError("NVMLError_GpuIsLost: simulated")
+        return measure.Sample(power_w=150.0)
+
+    def close(self):
+        pass
+
+
+def failing_codecarbon(**kw):
+    raise RuntimeError("simulated CodeCarbon start failure")
+
+
+def test_measurement_faults_leave_training_ok(tokens, tmp_path, monkeypatch):
+    session = functools.partial(measure.MeasurementSession, reader=FlakyReader(ok=4),
+                                carbon_factory=failing_codecarbon, codecarbon_measure_power_secs=1.0)
+    monkeypatch.setattr(measure, "MeasurementSession", session)
+    s = tiny_settings()
+    s["measure"].update(codecarbon=True, sample_interval_s=0.01)
+    m = train.run(s, tokens, tmp_path / "baseline")
+    assert m["status"] == "ok", m["failure"]
+    assert m["training"]["val_loss"] is not None and (tmp_path / "baseline" / "model.safetensors").exists()
+    un = m["unavailable"]
+    # NVML failed after 4 reads (2 windows): totals are unavailable with the reason, not undercounted
+    assert m["energy"]["gpu_j_total"] is None and "NVMLError_GpuIsLost" in un["energy.gpu_j_total"]
+    assert "windows" in un["energy.gpu_j_total"]
+    assert m["energy"]["gpu_j_per_step"] == pytest.approx(m["energy"]["gpu_mean_w"] * sum(
+        w["seconds"] for w in m["timing"]["windows"] if w["energy_j"] is not None) / sum(
+        w["steps"] for w in m["timing"]["windows"] if w["energy_j"] is not None))
+    assert any(w.get("energy_error") for w in m["timing"]["windows"])
+    for k in ("co2eq_kg", "cpu_energy_kwh"):
+        assert m["emissions"][k] is None and "simulated CodeCarbon start failure" in un[f"emissions.{k}"]
