@@ -39,6 +39,22 @@ def run_stage(cmd: list[str], log: Path, timeout: float) -> tuple[int | str, flo
     return rc, time.time() - t0
 
 
+def record_killed_train(metrics: Path, variant: str, rc, seconds: float, log: Path) -> None:
+    """A train job that this driver had to kill (time limit) or that died without writing
+    its result: record it as a failed row, so the report lists it with the reason."""
+    from attnbench.results import TRAIN_SCHEMA, atomic_write_json, provenance
+
+    tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
+    kind = "timeout" if rc == "timeout" else "error"
+    message = (f"killed by benchmarks/gpu_campaign.py after its {seconds:.0f} s stage limit"
+               if rc == "timeout" else f"train job exited with code {rc} without a result")
+    atomic_write_json(metrics, {
+        "schema": TRAIN_SCHEMA, "variant": variant, "status": "failed",
+        "failure": {"kind": kind, "message": message, "step": None, "log_tail": tail},
+        "recorded_by": "benchmarks/gpu_campaign.py", "provenance": provenance(),
+        "unavailable": {"training": message}})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", type=Path, default=ROOT / "config" / "paper.yaml")
@@ -82,7 +98,10 @@ def main():
                    "probe": [py, "scripts/probe.py", "--settings", f"@{settings_file}", "--train-dir",
                              str(res / "train" / v), "--tokens-dir", str(tokens), "--out", str(out)],
                    "sweep": [py, "scripts/sweep.py", "--settings", f"@{settings_file}", "--out", str(out)]}[stage]
-            rc, dt = run_stage(cmd, res / "logs" / stage / f"{v}.log", min(args.stage_timeout_s, left))
+            log = res / "logs" / stage / f"{v}.log"
+            rc, dt = run_stage(cmd, log, min(args.stage_timeout_s, left))
+            if stage == "train" and not out.exists():
+                record_killed_train(out, v, rc, dt, log)
             status[(v, stage)] = f"rc={rc} {dt:.0f}s"
             print(f"{v:>16} {stage:>6}: rc={rc} in {dt:.0f} s", flush=True)
         if "probe" in args.stages and (res / "probe" / v / "probe.json").exists() and weights.exists():
