@@ -72,6 +72,8 @@ def check_combinations(config: dict) -> None:
         raise ConfigError(f"train.seq_len={t['seq_len']} exceeds data.max_len={d['max_len']}")
     if m["vocab_size"] < 50257:
         raise ConfigError(f"model.vocab_size={m['vocab_size']} is smaller than the GPT-2 vocabulary (50257)")
+    if t["min_lr"] > t["lr"]:
+        raise ConfigError(f"train.min_lr={t['min_lr']} exceeds train.lr={t['lr']} (the cosine decays from lr to min_lr)")
     if t["warmup_steps"] >= t["steps"]:
         raise ConfigError(f"train.warmup_steps={t['warmup_steps']} must be smaller than train.steps={t['steps']}")
     probe = config["probe"]

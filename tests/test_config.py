@@ -29,6 +29,7 @@ CASES = {
     "n_head not dividing n_embd": (lambda c: c["model"].update(n_head=5), "n_head"),
     "bad class spec": (lambda c: c["variants"].update(mine={"class": "nopkg.nomod:Nope"}), "nopkg"),
     "bad device": (lambda c: c.update(device="tpu"), "device"),
+    "min_lr above lr": (lambda c: c["train"].update(lr=1e-4, min_lr=1e-3), "min_lr"),
 }
 
 
