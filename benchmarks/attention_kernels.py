@@ -58,7 +58,7 @@ EXTRA_CONFIGS = [
     ("gqa", {"n_kv_head": 1}),
     ("flex", {"score_mod": "alibi"}),
 ]
-# kernel-level figures from /work/shared/notes/gpu-machine.md (H100, torch 2.11; ms fwd / fwd+bwd,
+# kernel-level figures from ../shared/notes/gpu-machine.md (H100, torch 2.11; ms fwd / fwd+bwd,
 # causal, 12 heads x 64, bf16, B*T = 32k tokens)
 NOTES_MS = {
     ("sdpa_cudnn", 512): (0.143, 0.868), ("sdpa_cudnn", 2048): (0.311, 1.357),

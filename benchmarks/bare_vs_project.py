@@ -8,7 +8,7 @@ FlopCounterMode cross-check), on the tokenized data, with the same model shape a
 Both are timed over steps after warm-up; the ratio project/bare is printed last.
 
     python benchmarks/bare_vs_project.py --tokens-dir results/tokens --variants sdpa flash2 \
-        --batch-size 16 --out /tmp/bare_vs_project.json
+        --batch-size 16 --out bare_vs_project.json
 """
 
 from __future__ import annotations

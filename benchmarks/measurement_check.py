@@ -13,7 +13,7 @@ analytic vs counted FLOPs.
       ratio is also shown with the SDPA backward converted to the analytic 2 x convention.
 
 Run on the GPU machine:  python benchmarks/measurement_check.py --out measurement_check.json
-Here (CPU, seconds):     python benchmarks/measurement_check.py --device cpu --tiny --out /tmp/mc.json
+Here (CPU, seconds):     python benchmarks/measurement_check.py --device cpu --tiny --out mc.json
 Without NVML, (a) runs on a simulated constant-power reader (marked "simulated") so the code
 path is exercised; its ratio proves nothing about the hardware.
 """
