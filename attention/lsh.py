@@ -312,6 +312,10 @@ class LSHAttention(CausalSelfAttention):
         shape = (self.n_head, self.n_hashes, self.head_dim, self.n_buckets // 2)
         return torch.randn(shape, generator=gen)
 
+    # Not traced by torch.compile: the step counter is a Python int that dynamo would guard
+    # on, recompiling every training step until its recompile limit (seen on the H100:
+    # 'hit config.recompile_limit (8)' in current_rotations), after which it runs eagerly.
+    @torch.compiler.disable
     def current_rotations(self, cached: bool) -> torch.Tensor:
         if self.training and self.resample and not cached and self.n_buckets > 1:
             self._step += 1

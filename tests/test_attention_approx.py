@@ -495,3 +495,25 @@ def test_mla_bad_params(bad):
     key = next(iter(bad))
     with pytest.raises(ValueError, match=key):
         attention.build("mla", C, H, **bad)
+
+
+def test_lsh_training_steps_do_not_recompile_under_torch_compile():
+    """Fresh rotations per training step must not make dynamo recompile every step (seen on
+    the H100: the recompile limit was hit and LSH ran partly eager)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    m = attention.build("lsh", 32, 4, chunk_size=8).train()
+    cm = torch.compile(m, backend="eager")
+    x = torch.randn(2, 16, 32, requires_grad=True)
+    for _ in range(2):
+        cm(x).sum().backward()
+    old = torch._dynamo.config.error_on_recompile
+    torch._dynamo.config.error_on_recompile = True
+    try:
+        for _ in range(4):
+            cm(x).sum().backward()
+    finally:
+        torch._dynamo.config.error_on_recompile = old
+        torch._dynamo.reset()
+    assert m._step == 6
