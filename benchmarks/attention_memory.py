@@ -184,7 +184,9 @@ def main(argv=None) -> int:
     for label, s in summary.items():
         cells = "".join(f"{s['peak_mib'].get(T, float('nan')):12.1f}" for T in Ts)
         print(f"{label:14s}{cells}   {s['growth_exponent']}")
-    print(f"\nwrote {args.out}")
+    out = Path(args.out).resolve()
+    root = Path(__file__).resolve().parent.parent
+    print(f"\nwrote {out.relative_to(root) if out.is_relative_to(root) else out}")
     return 0
 
 
