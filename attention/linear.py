@@ -145,11 +145,17 @@ def load_fla():
     return _FLA
 
 
+@torch.compiler.disable
 def fla_linear_attention(q, k, v, eps: float, state=None, recurrent: bool = False):
     """Our function through fla: numerator from fla (scale=1, normalize=False), fp32 denominator.
 
     q, k: phi-mapped (B, H, T, D); v: (B, H, T, Dv); state (S0 fp32 (B, H, D, Dv), z0 fp32 (B, H, D)).
     Returns (y in v.dtype, (S_T fp32, z_T fp32)).  Raises if fla is missing or fails.
+
+    Opaque to ``torch.compile`` (one graph break per layer): left traceable, dynamo follows fla's
+    Python wrappers into its autotuned Triton kernels, and on the H100 the compiled GPT-2 had not
+    finished its first step after 150 s.  Called eagerly, fla autotunes once per shape and the
+    projections, feature maps and MLP around it are still compiled.
     """
     fns = load_fla()
     if isinstance(fns, str):
@@ -213,6 +219,8 @@ class LinearAttention(CausalSelfAttention):
         self.resid_dropout = nn.Dropout(self.dropout)
         self.fla_error: str | None = None
         self._warned = False
+        if self.impl in ("auto", "fla"):
+            load_fla()           # import now, not inside a torch.compile trace of forward
 
     def _want_fla(self, x: torch.Tensor) -> bool:
         if self.impl == "fla":
@@ -248,7 +256,13 @@ class LinearAttention(CausalSelfAttention):
         q, k = feature_map(q, self.feature_map), feature_map(k, self.feature_map)
         state = None if cache is None else (cache.S, cache.z)
         y = new_state = None
-        if self._want_fla(x):
+        if self._want_fla(x) and torch.compiler.is_compiling():
+            # no fallback inside a compiled graph (dynamo cannot trace the except branch around a
+            # disabled call); an fla failure then surfaces as the step's error, recorded by train
+            recurrent = cache is not None and x.shape[1] == 1
+            y, new_state = fla_linear_attention(q, k, v, self.eps, state, recurrent=recurrent)
+            self.kernel = "fla:fused_recurrent" if recurrent else "fla:chunk"
+        elif self._want_fla(x):
             recurrent = cache is not None and x.shape[1] == 1
             try:
                 y, new_state = fla_linear_attention(q, k, v, self.eps, state, recurrent=recurrent)

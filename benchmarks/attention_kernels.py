@@ -57,6 +57,7 @@ GRAD_TOL = 5e-2
 EXTRA_CONFIGS = [
     ("gqa", {"n_kv_head": 1}),
     ("flex", {"score_mod": "alibi"}),
+    ("linear", {"impl": "chunked"}),     # the plain PyTorch chunked form beside fla's kernel
 ]
 # kernel-level figures from ../shared/notes/gpu-machine.md (H100, torch 2.11; ms fwd / fwd+bwd,
 # causal, 12 heads x 64, bf16, B*T = 32k tokens)

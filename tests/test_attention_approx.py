@@ -517,3 +517,30 @@ def test_lsh_training_steps_do_not_recompile_under_torch_compile():
         torch._dynamo.config.error_on_recompile = old
         torch._dynamo.reset()
     assert m._step == 6
+
+
+def test_linear_fla_is_opaque_to_torch_compile(monkeypatch):
+    """Under torch.compile the fla call is a graph break that runs eagerly on every call (dynamo
+    does not trace into fla's Triton wrappers), and the compiled module equals the eager one."""
+    calls = []
+
+    def counting_standin(*args, **kw):
+        calls.append(1)
+        return _fla_standin(*args, **kw)
+
+    monkeypatch.setattr(lin, "_FLA", (counting_standin, counting_standin))
+    torch._dynamo.reset()
+    m = build("linear", dtype=torch.float32, impl="fla")
+    compiled = torch.compile(m, backend="aot_eager")
+    x = rand_x(dtype=torch.float32).requires_grad_(True)
+    y_eager = m(x)
+    g_eager, = torch.autograd.grad(y_eager.square().sum(), x)
+    before = len(calls)
+    for _ in range(3):
+        y = compiled(x)
+    assert len(calls) - before == 3           # a traced call would not run the Python again
+    assert m.kernel == "fla:chunk"
+    g, = torch.autograd.grad(y.square().sum(), x)
+    torch.testing.assert_close(y, y_eager, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g, g_eager, atol=1e-5, rtol=1e-5)
+    torch._dynamo.reset()
