@@ -114,9 +114,13 @@ class SlidingWindowAttention(MaskModAttention):
     def __init__(self, n_embd: int, n_head: int, **params):
         super().__init__(n_embd, n_head, **params)
         self.window = self.params["window"]
+        # Looked up here, not in forward: under torch.compile dynamo skips lru_cache and would
+        # make a new closure per trace, miss the shared block-mask cache (keyed by mask_mod),
+        # store a new mask and recompile the whole model every step (seen on the H100: 2x slower).
+        self._mask_mod = sliding_window_mask_mod(self.window)
 
     def mask_mod(self):
-        return sliding_window_mask_mod(self.window)
+        return self._mask_mod
 
     def dense_mask(self, q_len, k_len, device):
         return band_mask(q_len, k_len, self.window, device)

@@ -489,3 +489,30 @@ def test_attention_kernels_benchmark_cpu_smoke(tmp_path):
         assert v["decode"]["pass"] is True
         assert v["throughput"][0]["fwd_bwd_ms"] > 0
     assert any(r["kernel"] == "sdpa_math" and "fwd_ms" in r for r in res["raw_kernels"])
+
+
+@pytest.mark.parametrize("name, params", [("flex", {}), ("flex", {"score_mod": "alibi"}),
+                                          ("sliding_window", {"window": 16})])
+def test_flex_block_mask_is_built_once_under_torch_compile(name, params):
+    """Inside a compiled model the shared block mask is found from the second call on: one
+    graph that builds it, one that only runs flex, and no recompiles after that.  (An
+    lru_cache'd mask_mod looked up in forward made sliding_window recompile every step.)"""
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    m = attention.build(name, C, H, impl="flex", **params)
+    compiled = torch.compile(m, backend=counting_backend)
+    x = torch.randn(B, 48, C)
+    with torch.no_grad():
+        for _ in range(4):
+            compiled(x)
+    torch._dynamo.reset()
+    assert len(graphs) <= 2, f"{len(graphs)} graphs for 4 identical calls"
+    last = [str(n.target) for n in graphs[-1].graph.nodes if n.op == "call_function"]
+    assert "flex_attention" in last
+    assert not any("vmap" in t or "batch_dim" in t for t in last), "block mask rebuilt in the steady-state graph"
