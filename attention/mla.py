@@ -52,12 +52,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import CausalSelfAttention, causal_mask, causal_pairs, dense_attention, dtype_bytes
-from .sdpa import BACKENDS, auto_backend_name
-
-try:  # the dispatcher's own choice, where sdpa.py offers it
-    from .sdpa import sdpa_choice
-except ImportError:  # pragma: no cover
-    sdpa_choice = None
+from .sdpa import BACKENDS, sdpa_choice
 
 KV_NORM_EPS = 1e-6
 
@@ -231,8 +226,7 @@ class MultiHeadLatentAttention(CausalSelfAttention):
             with sdpa_kernel(BACKENDS[backend]):
                 y = F.scaled_dot_product_attention(q, k, v, **kwargs)
         if backend is None:
-            backend = "auto->" + (sdpa_choice(q, k, v, causal=True, dropout_p=p) if sdpa_choice
-                                  else auto_backend_name(q))
+            backend = "auto->" + sdpa_choice(q, k, v, causal=True, dropout_p=p)
         self.kernel = f"naive:sdpa:{backend}{pad}"
         return y[..., :dv]
 

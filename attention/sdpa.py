@@ -26,9 +26,18 @@ BACKENDS = {
 
 
 def auto_backend_name(q: torch.Tensor) -> str:
-    """Best guess of the backend SDPA picks by default (recorded as ``sdpa:auto->...``)."""
+    """Best guess of the backend SDPA picks by default (recorded as ``sdpa:auto->...``).
+
+    Inside ``torch.compile`` it asks the device nothing and returns ``"compiled?"``: a CUDA
+    query in a traced forward is a graph break in every attention layer (on the H100 the
+    compiled module with ``impl="auto"`` ran 20-40 % slower than with the backend pinned, see
+    ``benchmarks/sdpa_under_compile.py``), and the compiled graph's backend is fixed when it is
+    built; that script shows which kernel it is.
+    """
     if q.device.type != "cuda":
         return "cpu-flash" if q.dtype in (torch.float32, torch.bfloat16, torch.float16) else "math"
+    if torch.compiler.is_compiling():
+        return "compiled?"
     major, _ = torch.cuda.get_device_capability(q.device)
     if major >= 9 and torch.backends.cudnn.is_available():
         return "cudnn?"

@@ -516,3 +516,23 @@ def test_flex_block_mask_is_built_once_under_torch_compile(name, params):
     last = [str(n.target) for n in graphs[-1].graph.nodes if n.op == "call_function"]
     assert "flex_attention" in last
     assert not any("vmap" in t or "batch_dim" in t for t in last), "block mask rebuilt in the steady-state graph"
+
+
+def test_auto_kernel_name_asks_the_device_nothing_while_compiling(monkeypatch):
+    """Naming the auto backend inside a torch.compile trace must not query CUDA (each query is
+    a graph break in every layer); outside a trace it may."""
+    from types import SimpleNamespace
+
+    from attention.sdpa import auto_backend_name
+
+    def no_query(*a, **k):
+        raise AssertionError("device queried while compiling")
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", no_query)
+    monkeypatch.setattr(torch.backends.cudnn, "is_available", no_query)
+    fake_cuda_q = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.bfloat16)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert auto_backend_name(fake_cuda_q) == "compiled?"
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: False)
+    with pytest.raises(AssertionError, match="device queried"):
+        auto_backend_name(fake_cuda_q)
