@@ -28,11 +28,11 @@ BACKENDS = {
 def auto_backend_name(q: torch.Tensor) -> str:
     """Best guess of the backend SDPA picks by default (recorded as ``sdpa:auto->...``).
 
-    Inside ``torch.compile`` it asks the device nothing and returns ``"compiled?"``: a CUDA
-    query in a traced forward is a graph break in every attention layer (on the H100 the
-    compiled module with ``impl="auto"`` ran 20-40 % slower than with the backend pinned, see
-    ``benchmarks/sdpa_under_compile.py``), and the compiled graph's backend is fixed when it is
-    built; that script shows which kernel it is.
+    Inside ``torch.compile`` it asks the device nothing and returns ``"compiled?"``: the
+    compiled graph's backend is fixed when the graph is built, and ``benchmarks/
+    sdpa_under_compile.py`` shows which kernel that is (cuDNN on the H100; with ``auto`` the
+    compiled module also ran an extra layout copy and was 20-40 % slower than pinned cuDNN,
+    which is why the presets pin the backend).
     """
     if q.device.type != "cuda":
         return "cpu-flash" if q.dtype in (torch.float32, torch.bfloat16, torch.float16) else "math"
@@ -116,6 +116,27 @@ def sdpa(q, k, v, *, causal: bool, backend: str | None, dropout_p: float = 0.0,
         return F.scaled_dot_product_attention(q, k, v, **kwargs)
 
 
+def may_run_cudnn_backward(q, k, v, backend: str | None) -> bool:
+    """True where SDPA may pick cuDNN (pinned, or ``auto`` on CUDA) and a backward will follow."""
+    return (q.device.type == "cuda" and backend in (None, "cudnn") and torch.is_grad_enabled()
+            and any(t.requires_grad for t in (q, k, v)))
+
+
+def cudnn_safe_layout(q, k, v, backend: str | None):
+    """q, k, v made contiguous where cuDNN's backward may run on them (else returned as they are).
+
+    Measured on the H100 (torch 2.11, cuDNN 9.19; ``reports/h100/kernels/attention_kernels.json``):
+    with q, k, v the strided views of one packed (B, T, 3C) projection and ``is_causal=True``,
+    the cuDNN backward gave input gradients with relative error 1.39 against the float32
+    reference, while FLASH, EFFICIENT and MATH agreed to 3e-3, and cuDNN agreed too when q came
+    from its own projection (``gqa``), the tensors were contiguous (``mla``) or a mask was
+    passed.  One copy of each keeps the fast kernel and gives the right gradient.
+    """
+    if not may_run_cudnn_backward(q, k, v, backend):
+        return q, k, v
+    return q.contiguous(), k.contiguous(), v.contiguous()
+
+
 def causal_sdpa(q, k, v, *, backend: str | None, dropout_p: float = 0.0, enable_gqa: bool = False):
     """Causal SDPA that also handles decoding (queries = last Tq of Tk keys).
 
@@ -150,6 +171,7 @@ class SDPAAttention(FusedQKVAttention):
             self.kernel = "reference:dense-mask"
         else:
             backend = None if self.impl == "auto" else self.impl
+            q, k, v = cudnn_safe_layout(q, k, v, backend)
             y = causal_sdpa(q, k, v, backend=backend, dropout_p=p)
             self.kernel = f"sdpa:{backend}" if backend else f"sdpa:auto->{auto_kernel_name(self, q, k, v, dropout_p=p)}"
         return self.project_out(y)
