@@ -559,3 +559,38 @@ def test_cudnn_copy_only_where_cudnn_backward_may_run():
         assert not may_run_cudnn_backward(cuda_q, cuda_q, cuda_q, "cudnn")
     q, k, v = torch.randn(2, 5, 3 * C).split(C, dim=2)
     assert cudnn_safe_layout(q, k, v, None) == (q, k, v)      # CPU: untouched
+
+
+def _load_benchmark(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sdpa_under_compile_benchmark_cpu_smoke(tmp_path):
+    import json
+
+    bench = _load_benchmark("sdpa_under_compile")
+    # kernel names as the H100 profiler printed them (reports/h100/kernels/sdpa_under_compile.json)
+    assert bench.kernel_family("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26_64") == "cudnn"
+    assert bench.kernel_family("void pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<Flash") == "flash"
+    assert bench.kernel_family("fmha_cutlassF_bf16_aligned_64x64_rb_sm80") == "efficient"
+    assert bench.kernel_family("triton_poi_fused__unsafe_view_add_cat_clone_transpose_0") is None
+    out = tmp_path / "suc.json"
+    assert bench.main(["--device", "cpu", "--tiny", "--cases", "sdpa:auto", "mla:math", "--out", str(out)]) == 0
+    cases = json.loads(out.read_text())["cases"]
+    assert [(c["variant"], c["impl"], c["compiled"]) for c in cases] == [("sdpa", "auto", True), ("mla", "math", True)]
+    assert all("error" not in c and c["fwd_bwd_ms"] > 0 and c["top_kernels"] for c in cases)
+
+
+def test_lsh_bucket_flips_script_runs(capsys):
+    bench = _load_benchmark("lsh_bucket_flips")
+    assert bench.main(["--batch", "2", "--seq-len", "16", "--n-embd", "64", "--n-head", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    fp32 = next(line for line in lines if line.startswith("torch.float32"))
+    assert "bucket flips: 0 of" in fp32        # float32: whole and stepwise projections hash alike
