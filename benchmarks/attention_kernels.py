@@ -207,6 +207,18 @@ def check_decode(name, params, args, device, dtype, prompt=64, steps=16, batch=2
             "full_kernel": full_kernel, "prefill_kernel": prefill_kernel, "decode_kernel": step_kernel}
 
 
+def peak_extra_gib(fn, device) -> float | None:
+    """Peak CUDA memory (GiB) one call of ``fn`` allocates above what is allocated before it."""
+    if device.type != "cuda":
+        return None
+    free(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**30
+
+
 # --- step 2: module throughput -------------------------------------------------------------------
 
 def time_module(name, params, args, device, dtype, T) -> dict:
@@ -227,14 +239,7 @@ def time_module(name, params, args, device, dtype, T) -> dict:
 
     fb = time_calls(fwd_bwd, device, args.warmup, args.repeats)
     f = time_calls(fwd, device, 1, args.repeats)
-    peak = None
-    if device.type == "cuda":
-        free(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fwd_bwd()
-        sync(device)
-        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**30
+    peak = peak_extra_gib(fwd_bwd, device)
     flops = mod.flops_forward(B, T, causal_halved=True)
     row = {"T": T, "B": B, "kernel": mod.kernel, "params": sum(p.numel() for p in mod.parameters()),
            "flops_forward": flops,

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 import attention  # noqa: E402
-from attention_kernels import autocast, environment, free, sync, time_calls  # noqa: E402
+from attention_kernels import autocast, environment, free, peak_extra_gib, sync, time_calls  # noqa: E402
 
 DEFAULT_CASES = [("sdpa", "auto"), ("sdpa", "cudnn"), ("gqa", "auto"), ("gqa", "cudnn"),
                  ("mla", "auto"), ("mla", "cudnn"), ("mla", "flash")]
@@ -93,14 +93,7 @@ def run_case(name, impl, compiled, args, device, dtype) -> dict:
     sync(device)
     first_s = time.perf_counter() - t0
     timing = time_calls(fwd_bwd, device, args.warmup, args.repeats)
-    peak = None
-    if device.type == "cuda":
-        free(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fwd_bwd()
-        sync(device)
-        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**30
+    peak = peak_extra_gib(fwd_bwd, device)
     kernels = profile_kernels(fwd_bwd, device)
     families = sorted({k["family"] for k in kernels if k["family"]})
     return {"variant": name, "impl": impl, "compiled": compiled, "module_kernel": mod.kernel,
