@@ -342,9 +342,8 @@ def main(argv=None):
     report = {"device": str(device), "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
                                                      else "cpu"),
               "torch": torch.__version__, "tiny": tiny, "dtype": str(dtype).replace("torch.", ""),
-              "model_shape": shape, "batch_size": B, "seq_len": T, "args": {k: str(v) for k, v in vars(args).items()}}
+              "model_shape": shape, "batch_size": B, "seq_len": T, "args": {k: (v.name if k == "out" else str(v)) for k, v in vars(args).items()}}
     work = Path(tempfile.mkdtemp(prefix="measurement_check_"))
-    report["work_dir"] = str(work)
     model, source = build_model(shape, "auto", device)
     report["model"] = source
     trainer = Trainer(model, device, dtype, B, T, shape["vocab_size"])

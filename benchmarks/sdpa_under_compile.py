@@ -14,7 +14,7 @@ one profiled call (name and total us, heaviest first), classified by name as cud
 efficient / math (softmax + batched GEMMs over a T x T score) where recognisable.
 
     python benchmarks/sdpa_under_compile.py --out results/sdpa_under_compile.json
-    python benchmarks/sdpa_under_compile.py --device cpu --tiny --out /tmp/x.json   # smoke
+    python benchmarks/sdpa_under_compile.py --device cpu --tiny --out results/sdpa_under_compile_tiny.json   # smoke
 """
 
 from __future__ import annotations

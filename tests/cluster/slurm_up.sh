@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stand up a real single-node SLURM *with accounting* on this (Debian, root) machine,
-# for tests/cluster/test_slurm.py.  Follows /work/shared/notes/slurm-local.md.
+# for tests/cluster/test_slurm.py.  Follows ../shared/notes/slurm-local.md (beside the project root).
 #
 #   bash tests/cluster/slurm_up.sh      # idempotent: re-running keeps what is already up
 #   bash tests/cluster/slurm_down.sh    # stops exactly the daemons this script started
