@@ -256,23 +256,22 @@ class LinearAttention(CausalSelfAttention):
         q, k = feature_map(q, self.feature_map), feature_map(k, self.feature_map)
         state = None if cache is None else (cache.S, cache.z)
         y = new_state = None
-        if self._want_fla(x) and torch.compiler.is_compiling():
-            # no fallback inside a compiled graph (dynamo cannot trace the except branch around a
-            # disabled call); an fla failure then surfaces as the step's error, recorded by train
+        if self._want_fla(x):
             recurrent = cache is not None and x.shape[1] == 1
-            y, new_state = fla_linear_attention(q, k, v, self.eps, state, recurrent=recurrent)
-            self.kernel = "fla:fused_recurrent" if recurrent else "fla:chunk"
-        elif self._want_fla(x):
-            recurrent = cache is not None and x.shape[1] == 1
-            try:
+            if torch.compiler.is_compiling():
+                # no fallback inside a compiled graph (dynamo cannot trace the except branch around
+                # a disabled call); an fla failure then surfaces as the step's error, recorded by train
                 y, new_state = fla_linear_attention(q, k, v, self.eps, state, recurrent=recurrent)
+            else:
+                try:
+                    y, new_state = fla_linear_attention(q, k, v, self.eps, state, recurrent=recurrent)
+                except Exception as err:
+                    self.fla_error = f"{type(err).__name__}: {err}"
+                    if not self._warned:
+                        warnings.warn(f"linear attention: fla failed ({self.fla_error}); using torch chunked form")
+                        self._warned = True
+            if y is not None:
                 self.kernel = "fla:fused_recurrent" if recurrent else "fla:chunk"
-            except Exception as err:
-                self.fla_error = f"{type(err).__name__}: {err}"
-                if not self._warned:
-                    warnings.warn(f"linear attention: fla failed ({self.fla_error}); using torch chunked form")
-                    self._warned = True
-                y = None
         if y is None:
             y, new_state = self._torch_core(q, k, v, state)
             if self.impl == "fla":
