@@ -39,7 +39,7 @@ import torch
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 from .base import FusedQKVAttention, causal_mask
-from .sdpa import sdpa, sdpa_choice
+from .sdpa import memoised_choice, sdpa, sdpa_choice
 
 SCORE_MODS = ("none", "alibi")
 
@@ -188,13 +188,7 @@ class MaskModAttention(FusedQKVAttention):
     def _choice(self, q, k, v, mask, case: str) -> str:
         """SDPA's backend choice, asked once per (case, device, dtype, heads, grad mode)."""
         key = (case, q.device, q.dtype, q.shape[1], q.shape[-1], torch.is_grad_enabled() and q.requires_grad)
-        memo = self.__dict__.setdefault("_sdpa_choice_memo", {})
-        name = memo.get(key)
-        if name is None:
-            name = sdpa_choice(q, k, v, causal=False, attn_mask=mask)
-            if not name.endswith("?"):
-                memo[key] = name
-        return name
+        return memoised_choice(self, key, lambda: sdpa_choice(q, k, v, causal=False, attn_mask=mask))
 
     def _sdpa_mask(self, q, k, v):
         tq, tk = q.shape[2], k.shape[2]

@@ -95,10 +95,16 @@ def auto_kernel_name(module, q, k, v, *, dropout_p: float = 0.0, enable_gqa: boo
     key = (q.device, q.dtype, q.shape[1], k.shape[1], q.shape[-1], v.shape[-1],
            q.shape[2] == k.shape[2], q.shape[2] == 1, dropout_p > 0.0,
            torch.is_grad_enabled() and q.requires_grad)
+    return memoised_choice(module, key, lambda: causal_sdpa_choice(q, k, v, dropout_p=dropout_p,
+                                                                  enable_gqa=enable_gqa))
+
+
+def memoised_choice(module, key, ask) -> str:
+    """``ask()`` once per ``key`` on ``module``; guesses (names ending in ``?``) are not kept."""
     memo = module.__dict__.setdefault("_sdpa_choice_memo", {})
     name = memo.get(key)
     if name is None:
-        name = causal_sdpa_choice(q, k, v, dropout_p=dropout_p, enable_gqa=enable_gqa)
+        name = ask()
         if not name.endswith("?"):
             memo[key] = name
     return name
