@@ -151,35 +151,29 @@ def fmt_pct(v: float) -> str:
     return f"{_sig(100 * v)} %"
 
 
-def fmt_joule(v: float) -> str:
+def _scaled(v: float, units) -> str:
+    """``v`` in the first unit of ``units`` ((min |v|, multiplier, name), largest first) whose
+    minimum |v| reaches; the last unit takes everything smaller."""
     a = abs(v)
-    if a >= 1e6:
-        return f"{_sig(v / 1e6)} MJ"
-    if a >= 1e3:
-        return f"{_sig(v / 1e3)} kJ"
-    if a >= 1 or a == 0:
+    for min_abs, mult, name in units[:-1]:
+        if a >= min_abs:
+            return f"{_sig(v * mult)} {name}"
+    _, mult, name = units[-1]
+    return f"{_sig(v * mult)} {name}"
+
+
+def fmt_joule(v: float) -> str:
+    if v == 0:
         return f"{_sig(v)} J"
-    if a >= 1e-3:
-        return f"{_sig(v * 1e3)} mJ"
-    return f"{_sig(v * 1e6)} µJ"
+    return _scaled(v, ((1e6, 1e-6, "MJ"), (1e3, 1e-3, "kJ"), (1, 1, "J"), (1e-3, 1e3, "mJ"), (0, 1e6, "µJ")))
 
 
 def fmt_kwh(v: float) -> str:
-    a = abs(v)
-    if a >= 1:
-        return f"{_sig(v)} kWh"
-    if a >= 1e-3:
-        return f"{_sig(v * 1e3)} Wh"
-    return f"{_sig(v * 1e6)} mWh"
+    return _scaled(v, ((1, 1, "kWh"), (1e-3, 1e3, "Wh"), (0, 1e6, "mWh")))
 
 
 def fmt_co2(kg: float) -> str:
-    a = abs(kg)
-    if a >= 1:
-        return f"{_sig(kg)} kg"
-    if a >= 1e-3:
-        return f"{_sig(kg * 1e3)} g"
-    return f"{_sig(kg * 1e6)} mg"
+    return _scaled(kg, ((1, 1, "kg"), (1e-3, 1e3, "g"), (0, 1e6, "mg")))
 
 
 def fmt_loss(v: float) -> str:
