@@ -29,8 +29,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -38,59 +36,17 @@ if str(ROOT) not in sys.path:
 
 from attnbench import measure  # noqa: E402
 from attnbench.measure.readers import Sample  # noqa: E402
+from attnbench.model import GPT, GPTConfig  # noqa: E402
 
 
 # --- model ------------------------------------------------------------------------------
 
-class _Block(nn.Module):
-    def __init__(self, C, H):
-        super().__init__()
-        self.H = H
-        self.ln_1, self.ln_2 = nn.LayerNorm(C), nn.LayerNorm(C)
-        self.c_attn, self.c_proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
-        self.c_fc, self.c_proj2 = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)
-
-    def forward(self, x):
-        B, T, C = x.shape
-        q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.H, C // self.H).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
-        x = x + self.c_proj(y)
-        return x + self.c_proj2(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
-
-
-class _FallbackGPT(nn.Module):
-    """Used only when attnbench.model is not importable (no flops_forward: analytic FLOPs
-    will then miss attention)."""
-
-    def __init__(self, n_layer, n_head, n_embd, vocab_size, block_size):
-        super().__init__()
-        self.wte, self.wpe = nn.Embedding(vocab_size, n_embd), nn.Embedding(block_size, n_embd)
-        self.h = nn.ModuleList([_Block(n_embd, n_head) for _ in range(n_layer)])
-        self.ln_f = nn.LayerNorm(n_embd)
-        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
-        self.lm_head.weight = self.wte.weight
-
-    def forward(self, idx, targets=None):
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
-        for b in self.h:
-            x = b(x)
-        logits = self.lm_head(self.ln_f(x))
-        loss = None if targets is None else F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-        return logits, loss
-
-
 def build_model(shape: dict, impl: str, device):
-    try:
-        from attnbench.model import GPT, GPTConfig
-
-        cfg = GPTConfig(n_layer=shape["n_layer"], n_head=shape["n_head"], n_embd=shape["n_embd"],
-                        vocab_size=shape["vocab_size"], block_size=shape["block_size"], attention="sdpa",
-                        attention_params={"impl": impl})
-        return GPT(cfg).to(device), "attnbench.model.GPT"
-    except ImportError as err:
-        return (_FallbackGPT(shape["n_layer"], shape["n_head"], shape["n_embd"], shape["vocab_size"],
-                             shape["block_size"]).to(device), f"fallback stack ({err})")
+    """The project's GPT (what the train stage measures) with the ``sdpa`` variant."""
+    cfg = GPTConfig(n_layer=shape["n_layer"], n_head=shape["n_head"], n_embd=shape["n_embd"],
+                    vocab_size=shape["vocab_size"], block_size=shape["block_size"], attention="sdpa",
+                    attention_params={"impl": impl})
+    return GPT(cfg).to(device), "attnbench.model.GPT"
 
 
 def autocast(device, dtype):
