@@ -28,7 +28,12 @@ Implementations (``impl``; ``self.kernel`` records the one that ran):
   (fla-core, which needs ``einops`` and Triton); if the import or the call fails the module
   falls back to ``torch:chunked``, records ``kernel = "torch:chunked(fla-fallback)"`` and keeps
   the reason in ``self.fla_error``.
-* ``"auto"``: ``fla`` on CUDA when importable and the dtype is not float16, else ``chunked``.
+* ``"auto"``: the faster of the two per call, as measured on an H100
+  (``benchmarks/linear_crossover.py``, ``reports/h100/kernels/linear_crossover.json``; see
+  :func:`auto_uses_fla`): ``chunked`` inside ``torch.compile`` (the pipeline's training) and
+  for eager calls of more than ``fla_max_len`` new tokens (default 2048); ``fla`` for shorter
+  eager calls and one-token decode steps -- on CUDA, when fla imports, and not in float16.
+  Anywhere else ``chunked``.
 * ``"reference"`` -> ``reference:quadratic``: ``(A * tril) V / rowsum(A * tril)`` with
   ``A = phi(Q) phi(K)^T`` -- O(T^2), tests only.  With a cache it runs the token-by-token
   recurrence (``reference:recurrent``, :func:`recurrent_linear_attention`).
@@ -177,6 +182,29 @@ def fla_linear_attention(q, k, v, eps: float, state=None, recurrent: bool = Fals
 
 # --- module ------------------------------------------------------------------------------
 
+def auto_uses_fla(*, on_cuda: bool, float16: bool, fla_importable: bool, compiling: bool,
+                  n_new: int, fla_max_len: int) -> bool:
+    """``impl="auto"``: run fla's kernel for this call?  (False = the torch chunked form.)
+
+    Measured on an H100 (bf16, n_embd 768, 12 heads, B*T = 32768, forward+backward of the
+    module; ``reports/h100/kernels/linear_crossover.json``):
+
+    * compiled (``torch.compile`` -- how the pipeline trains): the chunked form, fused by
+      Inductor, is faster at every length measured, T = 512..16384 (about 3.0 ms flat, fla
+      4.9 ms at 512 rising to 16.8 ms at 16384: fla's chunk kernel parallelises over B*H, which
+      shrinks as T grows at fixed tokens);
+    * eager (probes, sweeps): fla is faster up to T = 2048 (4.9-6.0 ms vs 7.2 ms), the chunked
+      form from T = 4096 (7.2 vs 7.6 ms) -> ``fla_max_len`` = 2048 new tokens per call;
+    * one-token cached decode steps: fla's fused recurrent kernel (0.53 ms vs 0.66 ms per step
+      at batch 1 and 16).
+
+    fla is never used in float16 (its normaliser path is not checked there) or off CUDA.
+    """
+    if not (on_cuda and fla_importable) or float16 or compiling:
+        return False
+    return n_new <= fla_max_len
+
+
 def state_dtype(dtype: torch.dtype) -> torch.dtype:
     """The recurrent state is float32 for bf16/fp16/fp32 models (float64 for float64)."""
     return torch.promote_types(dtype, torch.float32)
@@ -194,7 +222,7 @@ class LinearAttentionState:
 
 class LinearAttention(CausalSelfAttention):
     name = "linear"
-    param_defaults = {"feature_map": "elu", "chunk_size": 64, "eps": 1e-6}
+    param_defaults = {"feature_map": "elu", "chunk_size": 64, "eps": 1e-6, "fla_max_len": 2048}
     kernels = ("chunked", "fla")
 
     @classmethod
@@ -207,6 +235,9 @@ class LinearAttention(CausalSelfAttention):
         eps = params["eps"]
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
             raise ValueError(f"linear: eps={eps!r} must be a number > 0")
+        fml = params["fla_max_len"]
+        if isinstance(fml, bool) or not isinstance(fml, int) or fml < 0:
+            raise ValueError(f"linear: fla_max_len={fml!r} must be an integer >= 0 (0: impl=auto never uses fla)")
 
     def __init__(self, n_embd: int, n_head: int, **params):
         super().__init__(n_embd, n_head, **params)
@@ -214,6 +245,7 @@ class LinearAttention(CausalSelfAttention):
         self.feature_map = self.params["feature_map"]
         self.chunk_size = int(self.params["chunk_size"])
         self.eps = float(self.params["eps"])
+        self.fla_max_len = int(self.params["fla_max_len"])
         self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(self.dropout)
@@ -225,15 +257,16 @@ class LinearAttention(CausalSelfAttention):
     def _want_fla(self, x: torch.Tensor) -> bool:
         if self.impl == "fla":
             return True
-        if self.impl != "auto" or x.device.type != "cuda" or x.dtype == torch.float16:
-            return False
-        if torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.float16:
+        if self.impl != "auto" or x.device.type != "cuda":
             return False
         fns = load_fla()
         if isinstance(fns, str):
             self.fla_error = fns
-            return False
-        return True
+        float16 = x.dtype == torch.float16 or (
+            torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.float16)
+        return auto_uses_fla(on_cuda=True, float16=float16, fla_importable=not isinstance(fns, str),
+                             compiling=torch.compiler.is_compiling(), n_new=x.shape[1],
+                             fla_max_len=self.fla_max_len)
 
     def _torch_core(self, q, k, v, state):
         """Chunked/recurrent/quadratic in float32 (float64 if given) with autocast off."""

@@ -8,10 +8,13 @@ fwd+bwd -- slower than causal cuDNN SDPA -- so "fla is always faster" cannot be 
 For each sequence length T (B*T tokens fixed, default 32768; n_embd 768, 12 heads; bf16
 autocast on CUDA with TF32 matmuls on, as ``attnbench.train`` sets them) and each path
 
-* ``fla``            -- ``impl="fla"`` (``fla:chunk``; eager: fla is opaque to torch.compile),
-* ``chunked``        -- ``impl="chunked"`` eager (``torch:chunked``, float32 inside),
-* ``chunked+compile`` -- the same module under ``torch.compile(dynamic=False)``, as the
-  pipeline trains it (the whole GPT-2 is compiled there),
+* ``fla``             -- ``impl="fla"`` eager (``fla:chunk``),
+* ``fla+compile``     -- the same under ``torch.compile(dynamic=False)``: fla's call is opaque
+  to the compiler (a graph break), the projections and feature maps around it are compiled,
+* ``chunked``         -- ``impl="chunked"`` eager (``torch:chunked``, float32 inside),
+* ``chunked+compile`` -- the same module under ``torch.compile(dynamic=False)``,
+
+(the pipeline trains the whole GPT-2 under ``torch.compile`` and probes it eagerly)
 
 it builds the ``linear`` attention module with the same weights and records: forward+backward
 and forward median ms (CUDA events, after warm-up that includes compilation and fla's
@@ -20,10 +23,10 @@ error of the output and input gradient against the float32 chunked eager path (s
 same inputs).  Then one-token cached decode steps (after a 512-token prefill) for fla's fused
 recurrent kernel against the torch chunked form with a cache, batch 1 and 16.
 
-The summary gives, per T, the faster training path (``chunked+compile`` vs ``fla`` -- the
-two the pipeline can run) and ``fla_min_len``: the smallest measured T from which fla is
-faster at every larger measured T (``None`` if fla never is; the shortest T if it always is).
-``attention/linear.py`` takes its default for ``impl="auto"`` from this measurement.
+The summary gives, for eager and for compiled calls, the faster path per T and
+``fla_min_len``: the smallest measured T from which fla is faster at every longer measured T
+(``None`` if fla never is; the shortest T if it always is).  ``impl="auto"`` in
+``attention/linear.py`` follows this measurement.
 
     python benchmarks/linear_crossover.py --out results/linear_crossover.json
     python benchmarks/linear_crossover.py --device cpu --tiny --out /tmp/lc.json     # smoke (no fla)
@@ -46,7 +49,7 @@ import torch  # noqa: E402
 import attention  # noqa: E402
 from attention_kernels import autocast, environment, free, peak_extra_gib, rel_err, short_error, time_calls  # noqa: E402
 
-PATHS = ("fla", "chunked", "chunked+compile")
+PATHS = ("fla", "fla+compile", "chunked", "chunked+compile")
 
 
 def build(impl: str, args, device) -> torch.nn.Module:
@@ -58,7 +61,7 @@ def build(impl: str, args, device) -> torch.nn.Module:
 def run_path(path, T, args, device, dtype, ref) -> tuple[dict, tuple | None]:
     """Time one path at length T; returns (row, ref) where ``ref`` = (out, dx) of the first path run."""
     B = max(1, args.tokens // T)
-    impl = "fla" if path == "fla" else "chunked"
+    impl = path.split("+")[0]
     mod = build(impl, args, device)
     step = torch.compile(mod, dynamic=False) if path.endswith("+compile") else mod
     gen = torch.Generator(device="cpu").manual_seed(T)
@@ -95,8 +98,7 @@ def run_path(path, T, args, device, dtype, ref) -> tuple[dict, tuple | None]:
 
 def decode_step(path, batch, args, device, dtype, prefill=512) -> dict:
     """Median ms of one cached one-token step after a ``prefill``-token prefill (no grad)."""
-    impl = "fla" if path == "fla" else "chunked"
-    mod = build(impl, args, device).eval()
+    mod = build(path, args, device).eval()
     x = torch.randn(batch, prefill + 1, args.n_embd, device=device)
     with torch.no_grad(), autocast(device, dtype):
         cache = mod.init_cache(batch, prefill + 1, device, dtype)
@@ -112,25 +114,24 @@ def decode_step(path, batch, args, device, dtype, prefill=512) -> dict:
 
 
 def crossover(rows: list[dict]) -> dict:
-    """Per T the faster of fla and chunked+compile, and the smallest T from which fla always wins."""
+    """Per mode (eager, compiled) and T the faster of fla and chunked, and the smallest T from
+    which fla is faster at every longer measured T."""
     by = {(r["path"], r["T"]): r for r in rows if "fwd_bwd_ms" in r}
-    lens = sorted({r["T"] for r in rows})
-    faster = {}
-    for T in lens:
-        a, b = by.get(("fla", T)), by.get(("chunked+compile", T))
-        if a and b:
-            faster[T] = {"faster": "fla" if a["fwd_bwd_ms"] < b["fwd_bwd_ms"] else "chunked+compile",
-                         "fla_ms": a["fwd_bwd_ms"], "chunked_compiled_ms": b["fwd_bwd_ms"],
-                         "ratio_chunked_over_fla": b["fwd_bwd_ms"] / a["fwd_bwd_ms"]}
-    measured = sorted(faster)
-    fla_min_len = None
-    for i, T in enumerate(measured):
-        if all(faster[u]["faster"] == "fla" for u in measured[i:]):
-            fla_min_len = T
-            break
-    return {"per_length": faster, "fla_min_len": fla_min_len,
-            "rule": "fla_min_len = smallest measured T with fla faster (fwd+bwd) at it and every longer "
-                    "measured T; None = fla never faster"}
+    out = {"rule": "fla_min_len = smallest measured T with fla faster (fwd+bwd) at it and every longer "
+                   "measured T; None = fla never faster"}
+    for mode, suffix in (("eager", ""), ("compiled", "+compile")):
+        faster = {}
+        for T in sorted({r["T"] for r in rows}):
+            a, b = by.get(("fla" + suffix, T)), by.get(("chunked" + suffix, T))
+            if a and b:
+                faster[T] = {"faster": "fla" if a["fwd_bwd_ms"] < b["fwd_bwd_ms"] else "chunked",
+                             "fla_ms": a["fwd_bwd_ms"], "chunked_ms": b["fwd_bwd_ms"],
+                             "ratio_chunked_over_fla": b["fwd_bwd_ms"] / a["fwd_bwd_ms"]}
+        measured = sorted(faster)
+        fla_min_len = next((T for i, T in enumerate(measured)
+                            if all(faster[u]["faster"] == "fla" for u in measured[i:])), None)
+        out[mode] = {"per_length": faster, "fla_min_len": fla_min_len}
+    return out
 
 
 def main(argv=None) -> int:
@@ -161,7 +162,7 @@ def main(argv=None) -> int:
         if hasattr(cfg, attr):
             setattr(cfg, attr, max(getattr(cfg, attr), 64))
             break
-    paths = [p for p in PATHS if p in args.paths and not (p == "fla" and device.type != "cuda")]
+    paths = [p for p in PATHS if p in args.paths and not (p.startswith("fla") and device.type != "cuda")]
     doc = {"meta": {**environment(device), "n_embd": args.n_embd, "n_head": args.n_head, "tokens_per_call": args.tokens,
                     "chunk_size": args.chunk_size, "dtype": str(dtype) + (" autocast" if device.type == "cuda" else ""),
                     "tf32": device.type == "cuda", "paths": paths,

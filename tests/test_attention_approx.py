@@ -216,11 +216,26 @@ def test_linear_cache_size_and_flops():
 
 @pytest.mark.parametrize("bad", [dict(feature_map="softmax"), dict(chunk_size=0), dict(eps=0.0),
                                  dict(eps=-1e-6), dict(chunk_size=2.5), dict(window=3),
-                                 dict(impl="recurrent")])
+                                 dict(impl="recurrent"), dict(fla_max_len=-1), dict(fla_max_len=1.5)])
 def test_linear_bad_params(bad):
     key = next(iter(bad))
     with pytest.raises(ValueError, match=key):
         attention.build("linear", C, H, **bad)
+
+
+def test_linear_auto_rule_follows_the_h100_crossover():
+    """impl='auto': chunked under torch.compile at every length, fla for eager calls of at most
+    fla_max_len new tokens (one-token decode steps included), chunked beyond; never fla off CUDA,
+    in float16 or when fla does not import."""
+    def pick(n_new, compiling=False, on_cuda=True, float16=False, fla_importable=True, fla_max_len=2048):
+        return lin.auto_uses_fla(on_cuda=on_cuda, float16=float16, fla_importable=fla_importable,
+                                 compiling=compiling, n_new=n_new, fla_max_len=fla_max_len)
+
+    assert [pick(T) for T in (1, 512, 2048, 2049, 4096, 16384)] == [True, True, True, False, False, False]
+    assert not any(pick(T, compiling=True) for T in (1, 512, 2048, 16384))
+    assert not pick(512, on_cuda=False) and not pick(512, float16=True) and not pick(512, fla_importable=False)
+    assert not pick(1, fla_max_len=0) and pick(8192, fla_max_len=8192)
+    assert attention.build("linear", C, H).fla_max_len == 2048
 
 
 # ===================================== lsh =====================================================
