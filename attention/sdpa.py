@@ -6,6 +6,16 @@ kernel that ran is known (on H100 with torch >= 2.10 the default is cuDNN, not F
 ``"cudnn"``, ``"flash"``, ``"efficient"``, ``"math"``; ``"auto"`` lets SDPA choose and
 records the backend it would pick first; ``"reference"`` runs the explicit masked softmax.
 Cache: full K/V, 2*n_embd values per token.
+
+q, k, v go to SDPA as the strided views of the packed ``c_attn`` output, with no copy.  On the
+H100 (torch 2.11, cuDNN 9.19) the cuDNN backward of such views gave correct gradients in a fresh
+process but wrong ones (input-gradient relative error 1.39) after the same process had run a
+cuDNN backward on q, k, v of the same shape and strides with a differently laid out output
+gradient: the cached backward plan is reused across output-gradient layouts
+(``benchmarks/cudnn_packed_layout.py``, ``reports/h100/kernels/cudnn_packed_layout*.json``).
+Within one model every layer feeds the same layouts, so training is not affected; a process that
+mixes layouts at one shape (as the kernel benchmark once did) must not trust cuDNN's gradients.
+Copying q, k, v to contiguous sidesteps the collision but cost 6 % of training throughput.
 """
 
 from __future__ import annotations
@@ -122,27 +132,6 @@ def sdpa(q, k, v, *, causal: bool, backend: str | None, dropout_p: float = 0.0,
         return F.scaled_dot_product_attention(q, k, v, **kwargs)
 
 
-def may_run_cudnn_backward(q, k, v, backend: str | None) -> bool:
-    """True where SDPA may pick cuDNN (pinned, or ``auto`` on CUDA) and a backward will follow."""
-    return (q.device.type == "cuda" and backend in (None, "cudnn") and torch.is_grad_enabled()
-            and any(t.requires_grad for t in (q, k, v)))
-
-
-def cudnn_safe_layout(q, k, v, backend: str | None):
-    """q, k, v made contiguous where cuDNN's backward may run on them (else returned as they are).
-
-    Measured on the H100 (torch 2.11, cuDNN 9.19; ``reports/h100/kernels/attention_kernels.json``):
-    with q, k, v the strided views of one packed (B, T, 3C) projection and ``is_causal=True``,
-    the cuDNN backward gave input gradients with relative error 1.39 against the float32
-    reference, while FLASH, EFFICIENT and MATH agreed to 3e-3, and cuDNN agreed too when q came
-    from its own projection (``gqa``), the tensors were contiguous (``mla``) or a mask was
-    passed.  One copy of each keeps the fast kernel and gives the right gradient.
-    """
-    if not may_run_cudnn_backward(q, k, v, backend):
-        return q, k, v
-    return q.contiguous(), k.contiguous(), v.contiguous()
-
-
 def causal_sdpa(q, k, v, *, backend: str | None, dropout_p: float = 0.0, enable_gqa: bool = False):
     """Causal SDPA that also handles decoding (queries = last Tq of Tk keys).
 
@@ -177,7 +166,6 @@ class SDPAAttention(FusedQKVAttention):
             self.kernel = "reference:dense-mask"
         else:
             backend = None if self.impl == "auto" else self.impl
-            q, k, v = cudnn_safe_layout(q, k, v, backend)
             y = causal_sdpa(q, k, v, backend=backend, dropout_p=p)
             self.kernel = f"sdpa:{backend}" if backend else f"sdpa:auto->{auto_kernel_name(self, q, k, v, dropout_p=p)}"
         return self.project_out(y)

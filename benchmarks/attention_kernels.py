@@ -305,7 +305,11 @@ def raw_kernels(args, device, dtype, budget, which) -> list[dict]:
                     def fwd(backend=backend):
                         with sdpa_kernel(backend):
                             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-                gy = torch.randn(B, args.n_head, T, head_dim, device=device, dtype=dtype)
+                # the output gradient laid out as the modules produce it (a (B, T, H, D) tensor seen as
+                # (B, H, T, D)): cuDNN reuses its backward plan for q, k, v of one shape and strides
+                # whatever the gradient's layout, so a contiguous one here gave the `sdpa` module
+                # checked later in this process wrong input gradients (cudnn_packed_layout.py)
+                gy = torch.randn(B, T, args.n_head, head_dim, device=device, dtype=dtype).transpose(1, 2)
 
                 def fwd_bwd():
                     return torch.autograd.grad(fwd(), (q, k, v), gy)

@@ -538,29 +538,6 @@ def test_auto_kernel_name_asks_the_device_nothing_while_compiling(monkeypatch):
         auto_backend_name(fake_cuda_q)
 
 
-def test_cudnn_copy_only_where_cudnn_backward_may_run():
-    """The packed-QKV views are copied for cuDNN's backward (wrong gradients on the H100
-    otherwise) only on CUDA, for cudnn or auto, with grad; never on CPU or for inference."""
-    from types import SimpleNamespace
-
-    from attention.sdpa import cudnn_safe_layout, may_run_cudnn_backward
-
-    def fake(device, requires_grad):
-        return SimpleNamespace(device=torch.device(device), requires_grad=requires_grad)
-
-    cuda_q = fake("cuda", True)
-    assert may_run_cudnn_backward(cuda_q, cuda_q, cuda_q, "cudnn")
-    assert may_run_cudnn_backward(cuda_q, cuda_q, cuda_q, None)
-    assert not may_run_cudnn_backward(cuda_q, cuda_q, cuda_q, "flash")
-    assert not may_run_cudnn_backward(fake("cpu", True), cuda_q, cuda_q, None)
-    no_grad_q = fake("cuda", False)
-    assert not may_run_cudnn_backward(no_grad_q, no_grad_q, no_grad_q, "cudnn")
-    with torch.no_grad():
-        assert not may_run_cudnn_backward(cuda_q, cuda_q, cuda_q, "cudnn")
-    q, k, v = torch.randn(2, 5, 3 * C).split(C, dim=2)
-    assert cudnn_safe_layout(q, k, v, None) == (q, k, v)      # CPU: untouched
-
-
 def _load_benchmark(name):
     import importlib.util
     from pathlib import Path
