@@ -76,6 +76,7 @@ def decode_probe(model, prompt, n_new: int, device, dtype, session, warmup: int)
     w = session.begin_window()
     generated, dec_logits = generate(per_token)
     ws = session.end_window(w, steps=n_new, tokens=B * n_new)
+    step_kernel = model.kernel()     # the one-token steps' kernel, before the check's full forward
     mem = measure.peak_memory(device)
     # Correctness: one full forward over prompt + generated tokens must give the same logits.
     full = torch.cat([prompt, generated[:, :-1]], dim=1)
@@ -96,7 +97,7 @@ def decode_probe(model, prompt, n_new: int, device, dtype, session, warmup: int)
         "cache_vs_full_forward_max_abs_diff": diff, "logit_scale": scale,
         "cache_matches_full_forward": bool(diff <= 1e-3 * max(1.0, scale) if dtype == torch.float32
                                            else diff <= 5e-2 * max(1.0, scale)),
-        "kernel": model.kernel(),
+        "kernel": step_kernel,
     }
 
 

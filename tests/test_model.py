@@ -101,3 +101,22 @@ def test_block_size_enforced():
     model = GPT(small_cfg(block_size=16), seed=0)
     with pytest.raises(ValueError, match="block_size"):
         model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_decode_probe_records_the_decode_steps_kernel(tmp_path):
+    """The decode row names the kernel of the one-token steps, not that of the full forward run
+    afterwards for the correctness check (MLA: absorbed matmul vs naive SDPA)."""
+    from attnbench import measure
+    from attnbench.probe import decode_probe
+
+    torch.manual_seed(0)
+    model = GPT(small_cfg(attention="mla")).eval()
+    session = measure.MeasurementSession(torch.device("cpu"), tmp_path, nvml=False, codecarbon=False,
+                                         idle_seconds=0, label="probe")
+    session.start()
+    prompt = torch.randint(0, 50257, (1, 8))
+    row = decode_probe(model, prompt, 4, torch.device("cpu"), torch.float32, session, warmup=0)
+    session.finish()
+    assert row["kernel"] == "absorbed:matmul"
+    assert model.kernel().startswith("naive:")          # what the check's full forward ran
+    assert row["cache_matches_full_forward"]
