@@ -186,17 +186,21 @@ def auto_uses_fla(*, on_cuda: bool, float16: bool, fla_importable: bool, compili
                   n_new: int, fla_max_len: int) -> bool:
     """``impl="auto"``: run fla's kernel for this call?  (False = the torch chunked form.)
 
-    Measured on an H100 (bf16, n_embd 768, 12 heads, B*T = 32768, forward+backward of the
-    module; ``reports/h100/kernels/linear_crossover.json``):
+    Measured on an H100 (bf16, n_embd 768, 12 heads, B*T = 32768 tokens, forward+backward of
+    the module, median ms; ``reports/h100/kernels/linear_crossover.json``, decode also from the
+    first run ``linear_crossover_3paths.json``):
 
     * compiled (``torch.compile`` -- how the pipeline trains): the chunked form, fused by
-      Inductor, is faster at every length measured, T = 512..16384 (about 3.0 ms flat, fla
-      4.9 ms at 512 rising to 16.8 ms at 16384: fla's chunk kernel parallelises over B*H, which
-      shrinks as T grows at fixed tokens);
-    * eager (probes, sweeps): fla is faster up to T = 2048 (4.9-6.0 ms vs 7.2 ms), the chunked
-      form from T = 4096 (7.2 vs 7.6 ms) -> ``fla_max_len`` = 2048 new tokens per call;
-    * one-token cached decode steps: fla's fused recurrent kernel (0.53 ms vs 0.66 ms per step
-      at batch 1 and 16).
+      Inductor, is faster at every length measured, T = 512..16384: 2.96-3.06 ms flat, against
+      fla with compiled projections 4.36 ms at 512 rising to 16.7 ms at 16384 (fla's chunk
+      kernel's parallelism shrinks with B as T grows at fixed tokens);
+    * eager (probes, sweeps): fla is faster up to T = 2048 (4.84 / 5.27 / 6.03 ms vs the chunked
+      form's 7.21 ms), the chunked form from T = 4096 on (7.26 vs 7.54 ms; 7.46 vs 16.8 at 16384)
+      -> ``fla_max_len`` = 2048 new tokens per call;
+    * one-token cached decode steps of the module (launch-bound, so noisy): fla's
+      fused recurrent kernel was faster in three of four comparisons over two runs (batch 1:
+      0.53 vs 0.66 ms, then 0.83 vs 0.73; batch 16: 0.55 vs 0.69, 0.99 vs 1.09), so decode
+      steps keep fla.
 
     fla is never used in float16 (its normaliser path is not checked there) or off CUDA.
     """
