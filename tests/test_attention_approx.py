@@ -559,3 +559,46 @@ def test_linear_fla_is_opaque_to_torch_compile(monkeypatch):
     torch.testing.assert_close(y, y_eager, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(g, g_eager, atol=1e-5, rtol=1e-5)
     torch._dynamo.reset()
+
+
+# --- benchmarks/linear_crossover.py: the per-length decision and its CPU path ----------------------
+
+def _load_benchmark(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_linear_crossover_summary_picks_the_faster_path_per_mode_and_length():
+    bench = _load_benchmark("linear_crossover")
+    ms = {("fla", 512): 4.8, ("chunked", 512): 7.2, ("fla", 4096): 7.5, ("chunked", 4096): 7.3,
+          ("fla", 16384): 16.8, ("chunked", 16384): 7.5,
+          ("fla+compile", 512): 4.4, ("chunked+compile", 512): 3.0,
+          ("fla+compile", 4096): 2.0, ("chunked+compile", 4096): 3.0,
+          ("fla+compile", 16384): 1.9, ("chunked+compile", 16384): 3.1}
+    rows = [{"path": p, "T": T, "fwd_bwd_ms": v} for (p, T), v in ms.items()]
+    rows.append({"path": "fla", "T": 8192, "error": "OOM"})          # unmeasured points are ignored
+    s = bench.crossover(rows)
+    assert [s["eager"]["per_length"][T]["faster"] for T in (512, 4096, 16384)] == ["fla", "chunked", "chunked"]
+    assert s["eager"]["fla_min_len"] is None                         # fla does not win up to the longest T
+    assert s["compiled"]["fla_min_len"] == 4096                      # fla wins from 4096 on
+    assert s["compiled"]["per_length"][512]["ratio_chunked_over_fla"] == pytest.approx(3.0 / 4.4)
+
+
+def test_linear_crossover_benchmark_cpu_smoke(tmp_path):
+    import json
+
+    bench = _load_benchmark("linear_crossover")
+    out = tmp_path / "lc.json"
+    assert bench.main(["--device", "cpu", "--tiny", "--paths", "chunked", "--seq-lens", "32", "64",
+                       "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["paths"] == ["chunked"]                       # no fla off CUDA
+    assert [(r["T"], r["kernel"]) for r in doc["training"]] == [(32, "torch:chunked"), (64, "torch:chunked")]
+    assert all(r["out_rel_err"] == 0.0 and r["fwd_bwd_ms"] > 0 for r in doc["training"])
+    assert doc["decode"][0]["kernel"] == "torch:chunked" and doc["decode"][0]["step_ms"] > 0

@@ -14,7 +14,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import attention
-from attention.base import causal_pairs, core_attention_flops
+from attention.base import causal_mask, causal_pairs, core_attention_flops, dense_attention
 from attention.flex import alibi_slopes
 from attention.sdpa import causal_sdpa, sdpa_choice
 from attention.sliding_window import RollingKVCache
@@ -563,6 +563,28 @@ def test_sdpa_under_compile_benchmark_cpu_smoke(tmp_path):
     cases = json.loads(out.read_text())["cases"]
     assert [(c["variant"], c["impl"], c["compiled"]) for c in cases] == [("sdpa", "auto", True), ("mla", "math", True)]
     assert all("error" not in c and c["fwd_bwd_ms"] > 0 and c["top_kernels"] for c in cases)
+
+
+def test_cudnn_packed_layout_cases_compute_the_same_attention():
+    """The benchmark's cases differ only in which of the packed q/k/v views are copied: on the
+    CPU (MATH backend) every case gives the same output and input gradient."""
+    from torch.nn.attention import SDPBackend
+
+    bench = _load_benchmark("cudnn_packed_layout")
+    torch.manual_seed(0)
+    c_attn = torch.nn.Linear(C, 3 * C)
+    x = torch.randn(2, 9, C, requires_grad=True)
+    ref = None
+    for copy in bench.COPIES.values():
+        y = bench.attend(x, c_attn, H, copy, SDPBackend.MATH)
+        dx, = torch.autograd.grad(y.square().sum(), x)
+        if ref is None:
+            ref = (y.detach(), dx)
+            expected = dense_attention(*(t.view(2, 9, H, C // H).transpose(1, 2) for t in c_attn(x).split(C, 2)),
+                                       causal_mask(9, 9, "cpu")).transpose(1, 2).reshape(2, 9, C)
+            torch.testing.assert_close(y, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(y.detach(), ref[0])
+        torch.testing.assert_close(dx, ref[1])
 
 
 def test_lsh_bucket_flips_script_runs(capsys):
