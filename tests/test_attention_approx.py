@@ -563,19 +563,8 @@ def test_linear_fla_is_opaque_to_torch_compile(monkeypatch):
 
 # --- benchmarks/linear_crossover.py: the per-length decision and its CPU path ----------------------
 
-def _load_benchmark(name):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_linear_crossover_summary_picks_the_faster_path_per_mode_and_length():
-    bench = _load_benchmark("linear_crossover")
+def test_linear_crossover_summary_picks_the_faster_path_per_mode_and_length(load_benchmark):
+    bench = load_benchmark("linear_crossover")
     ms = {("fla", 512): 4.8, ("chunked", 512): 7.2, ("fla", 4096): 7.5, ("chunked", 4096): 7.3,
           ("fla", 16384): 16.8, ("chunked", 16384): 7.5,
           ("fla+compile", 512): 4.4, ("chunked+compile", 512): 3.0,
@@ -590,10 +579,10 @@ def test_linear_crossover_summary_picks_the_faster_path_per_mode_and_length():
     assert s["compiled"]["per_length"][512]["ratio_chunked_over_fla"] == pytest.approx(3.0 / 4.4)
 
 
-def test_linear_crossover_benchmark_cpu_smoke(tmp_path):
+def test_linear_crossover_benchmark_cpu_smoke(tmp_path, load_benchmark):
     import json
 
-    bench = _load_benchmark("linear_crossover")
+    bench = load_benchmark("linear_crossover")
     out = tmp_path / "lc.json"
     assert bench.main(["--device", "cpu", "--tiny", "--paths", "chunked", "--seq-lens", "32", "64",
                        "--out", str(out)]) == 0

@@ -471,15 +471,10 @@ def test_sdpa_choice_names_the_dispatch():
 
 # --- the GPU benchmark script's CPU path ------------------------------------------------------------
 
-def test_attention_kernels_benchmark_cpu_smoke(tmp_path):
-    import importlib.util
+def test_attention_kernels_benchmark_cpu_smoke(tmp_path, load_benchmark):
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "attention_kernels.py"
-    spec = importlib.util.spec_from_file_location("attention_kernels_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("attention_kernels")
     assert bench.main(["--device", "cpu", "--tiny", "--variants", "sdpa", "sliding_window", "--no-extra",
                        "--repeats", "1", "--seq-lens", "32", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "attention_kernels.json").read_text())
@@ -538,21 +533,10 @@ def test_auto_kernel_name_asks_the_device_nothing_while_compiling(monkeypatch):
         auto_backend_name(fake_cuda_q)
 
 
-def _load_benchmark(name):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_sdpa_under_compile_benchmark_cpu_smoke(tmp_path):
+def test_sdpa_under_compile_benchmark_cpu_smoke(tmp_path, load_benchmark):
     import json
 
-    bench = _load_benchmark("sdpa_under_compile")
+    bench = load_benchmark("sdpa_under_compile")
     # kernel names as the H100 profiler printed them (reports/h100/kernels/sdpa_under_compile.json)
     assert bench.kernel_family("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26_64") == "cudnn"
     assert bench.kernel_family("void pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<Flash") == "flash"
@@ -565,12 +549,12 @@ def test_sdpa_under_compile_benchmark_cpu_smoke(tmp_path):
     assert all("error" not in c and c["fwd_bwd_ms"] > 0 and c["top_kernels"] for c in cases)
 
 
-def test_cudnn_packed_layout_cases_compute_the_same_attention():
+def test_cudnn_packed_layout_cases_compute_the_same_attention(load_benchmark):
     """The benchmark's cases differ only in which of the packed q/k/v views are copied: on the
     CPU (MATH backend) every case gives the same output and input gradient."""
     from torch.nn.attention import SDPBackend
 
-    bench = _load_benchmark("cudnn_packed_layout")
+    bench = load_benchmark("cudnn_packed_layout")
     torch.manual_seed(0)
     c_attn = torch.nn.Linear(C, 3 * C)
     x = torch.randn(2, 9, C, requires_grad=True)
@@ -587,8 +571,8 @@ def test_cudnn_packed_layout_cases_compute_the_same_attention():
         torch.testing.assert_close(dx, ref[1])
 
 
-def test_lsh_bucket_flips_script_runs(capsys):
-    bench = _load_benchmark("lsh_bucket_flips")
+def test_lsh_bucket_flips_script_runs(capsys, load_benchmark):
+    bench = load_benchmark("lsh_bucket_flips")
     assert bench.main(["--batch", "2", "--seq-len", "16", "--n-embd", "64", "--n-head", "4"]) == 0
     lines = capsys.readouterr().out.splitlines()
     fp32 = next(line for line in lines if line.startswith("torch.float32"))
