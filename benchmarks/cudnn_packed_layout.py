@@ -16,7 +16,7 @@ output-gradient layouts.
 
     python benchmarks/cudnn_packed_layout.py --out results/cudnn_packed_layout.json
     python benchmarks/cudnn_packed_layout.py --prime --out results/cudnn_packed_layout_primed.json
-    python benchmarks/cudnn_packed_layout.py --device cpu --tiny --out /tmp/cpl.json   # smoke (MATH only)
+    python benchmarks/cudnn_packed_layout.py --device cpu --tiny --out results/cudnn_packed_layout_tiny.json   # smoke (MATH only)
 """
 
 from __future__ import annotations

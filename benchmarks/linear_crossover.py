@@ -29,7 +29,7 @@ The summary gives, for eager and for compiled calls, the faster path per T and
 ``attention/linear.py`` follows this measurement.
 
     python benchmarks/linear_crossover.py --out results/linear_crossover.json
-    python benchmarks/linear_crossover.py --device cpu --tiny --out /tmp/lc.json     # smoke (no fla)
+    python benchmarks/linear_crossover.py --device cpu --tiny --out results/linear_crossover_tiny.json # smoke (no fla)
 """
 
 from __future__ import annotations

@@ -41,10 +41,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     # policy-rc.d (if present) keeps apt from starting the services; we start them below.
-    if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/attnbench-slurm-apt.log 2>&1; then
-        apt-get update -qq >>/tmp/attnbench-slurm-apt.log 2>&1 || true
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >>/tmp/attnbench-slurm-apt.log 2>&1 \
-            || die "apt-get install ${missing[*]} failed (see /tmp/attnbench-slurm-apt.log)" 3
+    mkdir -p "$LOG"
+    apt_log=$LOG/apt.log
+    if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$apt_log" 2>&1; then
+        apt-get update -qq >>"$apt_log" 2>&1 || true
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$apt_log" 2>&1 \
+            || die "apt-get install ${missing[*]} failed (see $apt_log)" 3
     fi
 fi
 for b in munged mariadbd slurmdbd slurmctld slurmd sacctmgr sinfo sbatch sacct setpriv; do
