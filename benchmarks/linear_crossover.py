@@ -24,9 +24,11 @@ same inputs).  Then one-token cached decode steps (after a 512-token prefill) fo
 recurrent kernel against the torch chunked form with a cache, batch 1 and 16.
 
 The summary gives, for eager and for compiled calls, the faster path per T and
-``fla_min_len``: the smallest measured T from which fla is faster at every longer measured T
-(``None`` if fla never is; the shortest T if it always is).  ``impl="auto"`` in
-``attention/linear.py`` follows this measurement.
+``fla_max_len``: the longest measured T up to which fla is faster at every measured T (``None``
+if it is not at the shortest) -- the value of ``linear``'s ``fla_max_len`` param, which
+``impl="auto"`` uses for eager calls (``fla_min_len`` gives the opposite pattern: fla faster
+from some T on).  (The committed ``reports/h100/kernels/linear_crossover*.json`` predate
+``fla_max_len`` in the summary; their rows give eager 2048, compiled None.)
 
     python benchmarks/linear_crossover.py --out results/linear_crossover.json
     python benchmarks/linear_crossover.py --device cpu --tiny --out results/linear_crossover_tiny.json # smoke (no fla)
@@ -117,8 +119,10 @@ def crossover(rows: list[dict]) -> dict:
     """Per mode (eager, compiled) and T the faster of fla and chunked, and the smallest T from
     which fla is faster at every longer measured T."""
     by = {(r["path"], r["T"]): r for r in rows if "fwd_bwd_ms" in r}
-    out = {"rule": "fla_min_len = smallest measured T with fla faster (fwd+bwd) at it and every longer "
-                   "measured T; None = fla never faster"}
+    out = {"rule": "fla_max_len = longest measured T with fla faster (fwd+bwd) at it and every shorter "
+                   "measured T (the module's param: impl=auto runs fla up to it; None = not at the shortest); "
+                   "fla_min_len = shortest measured T with fla faster at it and every longer one (None = "
+                   "not at the longest)"}
     for mode, suffix in (("eager", ""), ("compiled", "+compile")):
         faster = {}
         for T in sorted({r["T"] for r in rows}):
@@ -130,7 +134,9 @@ def crossover(rows: list[dict]) -> dict:
         measured = sorted(faster)
         fla_min_len = next((T for i, T in enumerate(measured)
                             if all(faster[u]["faster"] == "fla" for u in measured[i:])), None)
-        out[mode] = {"per_length": faster, "fla_min_len": fla_min_len}
+        fla_max_len = next((T for i, T in reversed(list(enumerate(measured)))
+                            if all(faster[u]["faster"] == "fla" for u in measured[:i + 1])), None)
+        out[mode] = {"per_length": faster, "fla_max_len": fla_max_len, "fla_min_len": fla_min_len}
     return out
 
 

@@ -575,7 +575,9 @@ def test_linear_crossover_summary_picks_the_faster_path_per_mode_and_length(load
     s = bench.crossover(rows)
     assert [s["eager"]["per_length"][T]["faster"] for T in (512, 4096, 16384)] == ["fla", "chunked", "chunked"]
     assert s["eager"]["fla_min_len"] is None                         # fla does not win up to the longest T
+    assert s["eager"]["fla_max_len"] == 512                          # fla wins up to 512
     assert s["compiled"]["fla_min_len"] == 4096                      # fla wins from 4096 on
+    assert s["compiled"]["fla_max_len"] is None                      # ... but not at the shortest T
     assert s["compiled"]["per_length"][512]["ratio_chunked_over_fla"] == pytest.approx(3.0 / 4.4)
 
 
@@ -591,3 +593,15 @@ def test_linear_crossover_benchmark_cpu_smoke(tmp_path, load_benchmark):
     assert [(r["T"], r["kernel"]) for r in doc["training"]] == [(32, "torch:chunked"), (64, "torch:chunked")]
     assert all(r["out_rel_err"] == 0.0 and r["fwd_bwd_ms"] > 0 for r in doc["training"])
     assert doc["decode"][0]["kernel"] == "torch:chunked" and doc["decode"][0]["step_ms"] > 0
+
+
+def test_linear_auto_default_is_what_the_committed_h100_crossover_gives(load_benchmark, repo_root):
+    """``fla_max_len``'s default and the compiled rule (never fla) come from the recorded rows."""
+    import json
+
+    bench = load_benchmark("linear_crossover")
+    doc = json.loads((repo_root / "reports/h100/kernels/linear_crossover.json").read_text())
+    summary = bench.crossover(doc["training"])
+    assert attention.build("linear", C, H).fla_max_len == summary["eager"]["fla_max_len"] == 2048
+    assert summary["compiled"]["fla_max_len"] is None
+    assert all(p["faster"] == "chunked" for p in summary["compiled"]["per_length"].values())
