@@ -12,11 +12,18 @@ A variant is one ``nn.Module`` subclass of :class:`CausalSelfAttention` in its o
   ``module(x_new, cache=cache)`` returns the outputs for the new positions and advances the
   cache (``cache.pos`` counts the tokens it has seen).
 * ``module.kernel`` names the implementation that ran last (e.g. ``"sdpa:cudnn"``,
-  ``"reference:dense-mask"``).
+  ``"reference:dense-mask"``): a definite name, never a guess.
+* ``impl="reference"`` runs the plain PyTorch path that every fast path is checked against
+  (``attention.selection``); ``impl="auto"`` the fastest path that passes that check.
 * ``module.flops_forward(batch_size, seq_len, causal_halved)`` gives its analytic FLOPs.
 * ``module.cache_bytes(batch_size, seq_len, dtype)`` is the size of the cache after
   ``seq_len`` tokens; ``module.cache_bytes_per_token(dtype)`` the growth per cached token and
   sequence (0 for fixed-size states such as linear attention's).
+
+Optional: ``auto_candidates(device, dtype)`` names the ``impl`` values ``"auto"`` chooses
+among by measurement (``attention.selection.autotune`` sets ``module.auto_pin``); ``exact``
+(or ``is_exact(params, seq_len)``) says the variant computes the same function as
+``baseline``, so that its loss curve must coincide with baseline's (the report checks it).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import torch.nn.functional as F
 # Params every variant accepts.  ``impl``: "auto" picks the fastest path available on the
 # device, "reference" forces the plain PyTorch path, other values name one kernel.
 COMMON_PARAMS: dict[str, Any] = {"dropout": 0.0, "impl": "auto", "bias": True}
+HALF = (torch.float16, torch.bfloat16)
 
 
 def dtype_bytes(dtype: torch.dtype) -> int:
@@ -46,6 +54,8 @@ class CausalSelfAttention(nn.Module):
     param_defaults: ClassVar[dict[str, Any]] = {}
     # Values accepted for ``impl`` besides "auto" and "reference".
     kernels: ClassVar[tuple[str, ...]] = ()
+    # Computes the same function as ``baseline`` (same weights -> same outputs up to rounding).
+    exact: ClassVar[bool] = False
 
     def __init__(self, n_embd: int, n_head: int, **params: Any):
         super().__init__()
@@ -59,6 +69,7 @@ class CausalSelfAttention(nn.Module):
         self.head_dim = n_embd // n_head
         self.dropout = float(self.params["dropout"])
         self.impl = self.params["impl"]
+        self.auto_pin: str | None = None  # the impl "auto" runs, once measured (attention.selection)
         self.kernel = "not-run"
 
     @classmethod
@@ -89,6 +100,16 @@ class CausalSelfAttention(nn.Module):
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
         """Variant-specific validation; raise ValueError naming the key."""
+
+    @classmethod
+    def is_exact(cls, params: dict[str, Any], seq_len: int) -> bool:
+        """Whether this configuration computes baseline's function at sequence length ``seq_len``."""
+        return cls.exact
+
+    def auto_candidates(self, device: torch.device, dtype: torch.dtype) -> tuple[str, ...]:
+        """``impl`` values that ``"auto"`` chooses among by measurement on ``device`` for
+        inputs of compute dtype ``dtype``; () when ``auto`` follows a fixed rule."""
+        return ()
 
     # --- cache contract -----------------------------------------------------------------
     def init_cache(self, batch_size: int, max_len: int, device, dtype):

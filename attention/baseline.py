@@ -16,6 +16,7 @@ from .base import FusedQKVAttention, KVCache, causal_mask, dense_attention
 class BaselineAttention(FusedQKVAttention):
     name = "baseline"
     param_defaults = {}
+    exact = True
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         q, k, v = self.project_qkv(x, cache)  # (B, H, T, D), keys/values incl. the cache

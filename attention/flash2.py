@@ -22,41 +22,16 @@ from __future__ import annotations
 
 import torch
 
-from .base import FusedQKVAttention, KVCache, causal_mask, dense_attention
-from .sdpa import causal_sdpa
-
-try:  # Dao-AILab flash-attn (source build only; absent on the benchmark machines so far)
-    from flash_attn import flash_attn_func as _flash_attn_func
-except Exception:  # ImportError, or a broken CUDA extension (OSError / RuntimeError)
-    _flash_attn_func = None
-
-HALF = (torch.float16, torch.bfloat16)
-
-
-def flash_attn_available() -> bool:
-    return _flash_attn_func is not None
-
-
-def flash_attn_causal(q, k, v, *, dropout_p: float = 0.0, window: int | None = None) -> torch.Tensor:
-    """``flash_attn_func`` on SDPA-layout tensors: q (B, H, Tq, D), k/v (B, H_kv, Tk, D).
-
-    Transposes to flash-attn's (B, T, H, D) layout (a view; flash-attn needs only the last
-    dim contiguous), runs causal attention (bottom-right aligned), returns (B, H, Tq, D).
-    ``window`` = keys visible per query including itself (``window_size=(window-1, 0)``).
-    GQA/MQA: flash-attn takes K/V with fewer heads directly.
-    """
-    if _flash_attn_func is None:
-        raise RuntimeError("flash_attn is not importable")
-    kwargs = {} if window is None else {"window_size": (window - 1, 0)}  # flash-attn >= 2.3
-    out = _flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                           dropout_p=dropout_p, causal=True, **kwargs)  # (B, Tq, H, D)
-    return out.transpose(1, 2)
+from .base import HALF, FusedQKVAttention, KVCache, causal_mask, dense_attention
+from .ops.flash_attn import flash_attn_available, flash_attn_causal
+from .ops.sdpa import causal_sdpa
 
 
 class FlashAttention2(FusedQKVAttention):
     name = "flash2"
     param_defaults = {}
     kernels = ("flash_attn", "sdpa_flash")
+    exact = True
 
     @classmethod
     def check_params(cls, params):
@@ -87,6 +62,3 @@ class FlashAttention2(FusedQKVAttention):
                                 dropout_p=p, training=self.training)
             self.kernel = "reference:dense-mask"
         return self.project_out(y)  # (B, T, C)
-
-
-

@@ -7,9 +7,10 @@ query heads: query head h reads KV head ``h // (n_head // n_kv_head)``.  Project
 ``c_proj``.  Parameters and the cache shrink with ``n_kv_head``; the attention core does the
 same work as MHA.
 
-Kernels: ``impl="auto"`` calls SDPA with ``enable_gqa=True`` and lets it choose (cuDNN on
-H100 with torch 2.11; the CPU flash kernel on CPU), recording the choice; ``"cudnn"``,
-``"flash"``, ``"math"`` pin an SDPA backend (EFFICIENT has no GQA kernel); ``"reference"``
+Kernels: SDPA with ``enable_gqa=True``: ``"cudnn"``, ``"flash"``, ``"math"`` pin a backend
+(EFFICIENT has no GQA kernel); ``impl="auto"`` runs the fastest of cuDNN and FLASH that
+passes the correctness check on this device (``attention.selection.autotune``, then pinned;
+SDPA's own choice in eager calls nobody tuned), recording the choice; ``"reference"``
 repeats the KV heads (``repeat_kv``) and runs the explicit masked softmax.
 Cache: K/V of the ``n_kv_head`` heads only, 2 * n_kv_head * head_dim values per token.
 """
@@ -19,9 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .base import (CausalSelfAttention, KVCache, causal_mask, causal_pairs, core_attention_flops,
+from .base import (HALF, CausalSelfAttention, KVCache, causal_mask, causal_pairs, core_attention_flops,
                    dense_attention, dtype_bytes, merge_heads, split_heads)
-from .sdpa import auto_kernel_name, causal_sdpa
+from .ops.sdpa import auto_backend, causal_sdpa
 
 GQA_BACKENDS = ("cudnn", "flash", "math")
 
@@ -51,6 +52,9 @@ class GroupedQueryAttention(CausalSelfAttention):
             raise ValueError(f"attention variant 'gqa': n_kv_head={n_kv!r} must be a positive integer "
                              "(a divisor of n_head; 1 = multi-query attention)")
 
+    def auto_candidates(self, device, dtype):
+        return ("cudnn", "flash") if device.type == "cuda" and dtype in HALF else ()
+
     def __init__(self, n_embd: int, n_head: int, **params):
         super().__init__(n_embd, n_head, **params)
         n_kv = self.params["n_kv_head"]
@@ -79,10 +83,9 @@ class GroupedQueryAttention(CausalSelfAttention):
                                 dropout_p=p, training=self.training)
             self.kernel = "reference:repeat-kv+dense-mask"
         else:
-            backend = None if self.impl == "auto" else self.impl
             gqa = self.n_rep > 1
+            backend, name = auto_backend(self, q, k, v, dropout_p=p, enable_gqa=gqa)
             y = causal_sdpa(q, k, v, backend=backend, dropout_p=p, enable_gqa=gqa)
-            name = backend or "auto->" + auto_kernel_name(self, q, k, v, dropout_p=p, enable_gqa=gqa)
             self.kernel = f"sdpa:{name}" + ("+gqa" if gqa else "")
         return self.resid_dropout(self.c_proj(merge_heads(y)))  # (B, T, C)
 

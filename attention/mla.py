@@ -33,8 +33,9 @@ Training / full forward (``kernel = "naive:sdpa:<backend>"``): the naive form ab
 SDPA.  If the qk head dim (d_n + d_r) and d_v differ, the narrower of v or (q, k) is zero-padded
 to the wider one (``+pad``) and the output sliced, so every SDPA backend (FLASH and cuDNN
 need equal dims) can run; the softmax scale is passed explicitly.  ``impl`` pins the SDPA
-backend (``cudnn``/``flash``/``efficient``/``math``); ``reference`` uses explicit masked
-softmax (``reference:dense-mask``).
+backend (``cudnn``/``flash``/``efficient``/``math``); ``auto`` runs the fastest backend that
+passes the correctness check on this device (``attention.selection.autotune``, then pinned);
+``reference`` uses explicit masked softmax (``reference:dense-mask``).
 
 Decode (a cache is given; ``kernel = "absorbed:matmul"``): the ABSORBED form.  With W_UK,
 W_UV the per-head blocks of ``wkv_b``: ``q_lat = q_nope W_UK`` (B, H, n, d_c),
@@ -51,8 +52,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import CausalSelfAttention, causal_mask, causal_pairs, dense_attention, dtype_bytes
-from .sdpa import BACKENDS, sdpa_choice
+from .base import HALF, CausalSelfAttention, causal_mask, causal_pairs, dense_attention, dtype_bytes
+from .ops.sdpa import BACKENDS, auto_backend, sdpa
 
 KV_NORM_EPS = 1e-6
 
@@ -146,6 +147,9 @@ class MultiHeadLatentAttention(CausalSelfAttention):
         self.c_proj = nn.Linear(H * dv, C, bias=bias)     # DeepSeek's wo, GPT-2's name (residual init)
         self.resid_dropout = nn.Dropout(self.dropout)
 
+    def auto_candidates(self, device, dtype):
+        return ("cudnn", "flash", "efficient") if device.type == "cuda" and dtype in HALF else ()
+
     # --- formulas -----------------------------------------------------------------------
     def param_count_formula(self) -> int:
         """The docstring's parameter count (tested against ``sum(p.numel())``)."""
@@ -217,17 +221,9 @@ class MultiHeadLatentAttention(CausalSelfAttention):
             v, pad = F.pad(v, (0, dqk - dv)), "+pad-v"
         elif dqk < dv:
             q, k, pad = F.pad(q, (0, dv - dqk)), F.pad(k, (0, dv - dqk)), "+pad-qk"
-        backend = None if self.impl == "auto" else self.impl
-        kwargs = dict(attn_mask=None, dropout_p=p, is_causal=True, scale=self.softmax_scale)
-        if backend is None:
-            y = F.scaled_dot_product_attention(q, k, v, **kwargs)
-        else:
-            from torch.nn.attention import sdpa_kernel
-            with sdpa_kernel(BACKENDS[backend]):
-                y = F.scaled_dot_product_attention(q, k, v, **kwargs)
-        if backend is None:
-            backend = "auto->" + sdpa_choice(q, k, v, causal=True, dropout_p=p)
-        self.kernel = f"naive:sdpa:{backend}{pad}"
+        backend, name = auto_backend(self, q, k, v, dropout_p=p)
+        y = sdpa(q, k, v, causal=True, backend=backend, dropout_p=p, scale=self.softmax_scale)
+        self.kernel = f"naive:sdpa:{name}{pad}"
         return y[..., :dv]
 
     def _absorbed(self, q_nope, q_pe, c_kv, k_pe, p):

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import dtype_bytes, causal_pairs
-from .flash2 import HALF, flash_attn_available, flash_attn_causal
-from .flex import MaskModAttention
+from .base import HALF, causal_pairs, dtype_bytes
+from .ops.flash_attn import flash_attn_available, flash_attn_causal
+from .ops.flex import MaskModAttention
 
 
 @functools.lru_cache(maxsize=None)
@@ -118,6 +118,10 @@ class SlidingWindowAttention(MaskModAttention):
         # make a new closure per trace, miss the shared block-mask cache (keyed by mask_mod),
         # store a new mask and recompile the whole model every step (seen on the H100: 2x slower).
         self._mask_mod = sliding_window_mask_mod(self.window)
+
+    @classmethod
+    def is_exact(cls, params, seq_len):
+        return params["window"] >= seq_len  # every causal key is inside the window
 
     def mask_mod(self):
         return self._mask_mod

@@ -50,6 +50,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 import attention  # noqa: E402
+from attention.ops.flash_attn import flash_attn_available  # noqa: E402
 
 OUT_TOL = 2e-2
 GRAD_TOL = 5e-2
@@ -267,7 +268,7 @@ def raw_kernels(args, device, dtype, budget, which) -> list[dict]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     import torch.nn.functional as F
     from attention.base import causal_pairs, core_attention_flops
-    from attention.flex import block_mask, causal_mask_mod, compiled_flex_attention
+    from attention.ops.flex import block_mask, causal_mask_mod, compiled_flex_attention
 
     head_dim = args.n_embd // args.n_head
     kernels = {
@@ -334,7 +335,7 @@ def raw_kernels(args, device, dtype, budget, which) -> list[dict]:
 
 def environment(device) -> dict:
     env = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
-           "flash_attn_importable": attention.flash2.flash_attn_available() if "flash2" in attention.VARIANTS else None,
+           "flash_attn_importable": flash_attn_available(),
            "variants": sorted(attention.VARIANTS)}
     if device.type == "cuda":
         env.update(gpu=torch.cuda.get_device_name(device), capability=list(torch.cuda.get_device_capability(device)),

@@ -16,7 +16,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import attention
 from attention.base import causal_mask, causal_pairs, core_attention_flops, dense_attention
 from attention.flex import alibi_slopes
-from attention.sdpa import causal_sdpa, sdpa_choice
+from attention.ops.flash_attn import flash_attn_available
+from attention.ops.sdpa import causal_sdpa, sdpa_choice
 from attention.sliding_window import RollingKVCache
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
@@ -48,9 +49,9 @@ IDS = list(CONFIGS)
 
 # kernels (impl values) that run on CPU, per variant, and the kernel name they record
 CPU_KERNELS = {
-    "sdpa": {"math": "sdpa:math", "flash": "sdpa:flash"},
+    "sdpa": {"math": "sdpa:math", "flash": "sdpa:cpu-flash"},
     "flash2": {"sdpa_flash": "sdpa:cpu-flash"},
-    "gqa": {"math": "sdpa:math", "flash": "sdpa:flash"},
+    "gqa": {"math": "sdpa:math", "flash": "sdpa:cpu-flash"},
     "flex": {"flex_eager": "flex:eager", "sdpa_mask": "sdpa:"},
     "sliding_window": {"flex_eager": "flex:eager", "sdpa_mask": "sdpa:"},
 }
@@ -187,7 +188,7 @@ def test_flash2_kernel_names_on_cpu():
     with torch.no_grad():
         m(inputs())
     assert m.kernel == "reference:dense-mask"  # no FA2 on CPU, and the name says so
-    if attention.flash2.flash_attn_available():
+    if flash_attn_available():
         pytest.skip("flash_attn installed")
     for name in ("flash2", "sliding_window"):
         with pytest.raises(ValueError, match="flash_attn"):
@@ -513,24 +514,43 @@ def test_flex_block_mask_is_built_once_under_torch_compile(name, params):
     assert not any("vmap" in t or "batch_dim" in t for t in last), "block mask rebuilt in the steady-state graph"
 
 
-def test_auto_kernel_name_asks_the_device_nothing_while_compiling(monkeypatch):
-    """Naming the auto backend inside a torch.compile trace must not query CUDA (each query is
-    a graph break in every layer); outside a trace it may."""
-    from types import SimpleNamespace
+@pytest.mark.parametrize("cid", ["sdpa", "gqa2"])
+def test_auto_names_are_definite_under_compile_once_prepared(cid):
+    """A compiled module never records a guess: unprepared, a compiled call of impl='auto'
+    refuses (UnresolvedAuto); after one eager call of the same case it records the
+    dispatcher's own choice, the same string as the eager call."""
+    from attention.ops.sdpa import UnresolvedAuto
 
-    from attention.sdpa import auto_backend_name
+    m = make(cid).train()
+    x = inputs().requires_grad_(True)
+    torch._dynamo.reset()
+    with pytest.raises(Exception) as err:
+        torch.compile(m, backend="eager", fullgraph=True)(x)
+    assert "UnresolvedAuto" in repr(err.value) or isinstance(err.value, UnresolvedAuto)
+    torch._dynamo.reset()
+    m(x)  # eager: asks the dispatcher once
+    eager_name = m.kernel
+    m.kernel = "not-run"
+    torch.compile(m, backend="eager")(x)
+    torch._dynamo.reset()
+    assert m.kernel == eager_name and "?" not in eager_name and "auto->" in eager_name
 
-    def no_query(*a, **k):
-        raise AssertionError("device queried while compiling")
 
-    monkeypatch.setattr(torch.cuda, "get_device_capability", no_query)
-    monkeypatch.setattr(torch.backends.cudnn, "is_available", no_query)
-    fake_cuda_q = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.bfloat16)
-    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    assert auto_backend_name(fake_cuda_q) == "compiled?"
-    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: False)
-    with pytest.raises(AssertionError, match="device queried"):
-        auto_backend_name(fake_cuda_q)
+def test_auto_pin_is_what_runs_and_is_named():
+    """With ``auto_pin`` set (what autotune measured), auto runs that backend for full causal
+    calls and names it; decode steps (queries < keys) still let SDPA choose."""
+    m = make("sdpa").eval()
+    x = inputs()
+    m.auto_pin = "math"
+    with torch.no_grad():
+        y = m(x)
+    assert m.kernel == "sdpa:auto->math"
+    torch.testing.assert_close(y, twin(m, "sdpa", impl="reference")(x), rtol=1e-5, atol=1e-5)
+    cache = m.init_cache(B, T, x.device, x.dtype)
+    with torch.no_grad():
+        m(x[:, :5], cache=cache)
+        m(x[:, 5:6], cache=cache)
+    assert m.kernel.startswith("sdpa:auto->") and m.kernel != "sdpa:auto->math"
 
 
 def test_sdpa_under_compile_benchmark_cpu_smoke(tmp_path, load_benchmark):

@@ -1,0 +1,274 @@
+"""Choosing and checking an attention module's kernel in the process that will run it.
+
+A fast kernel is only worth measuring if it computes the module's function.  Every variant
+has a plain path (``impl="reference"``); :func:`compare` runs the module as configured
+against a float32 copy of itself on that path -- output and input gradient, relative error
+``||fast - ref|| / ||ref||`` -- and sets each tolerance from the noise of the same plain
+path in the fast path's dtype (bf16 autocast), so the check adapts to the model and dtype
+instead of hard-coding an H100's figures.
+
+:func:`autotune` is what ``impl="auto"`` means where a variant offers several kernels
+(``module.auto_candidates``: SDPA's cuDNN / FLASH / EFFICIENT backends for ``sdpa``, ``gqa``
+and ``mla``): each candidate is checked and timed here, on this device, at the caller's
+shape, and the module pins the fastest one that passes (``module.auto_pin``).  Candidates
+are listed in SDPA's own priority order and the first one within ``margin`` of the fastest
+is kept, so the choice does not flip between runs on timing noise.
+
+:func:`prepare` does this for a whole model before ``torch.compile`` (one module per distinct
+attention configuration; all layers of a configuration get its choice) and then runs one
+eager forward so that every kernel name the compiled graph records is definite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+# Error floors: a tolerance is max(floor, NOISE_FACTOR * noise of the plain path in the same
+# dtype).  bf16/fp16: the kernel benchmark's limits (its fused kernels sit at 3-4e-3 on an
+# H100); float32: TF32 matmuls on CUDA land near 1e-3.
+FLOORS = {"half": {"out": 2e-2, "dx": 5e-2}, "float32": {"out": 5e-3, "dx": 5e-3}}
+NOISE_FACTOR = 4.0
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    err = float((a - b).norm() / b.norm().clamp_min(1e-30))
+    return err if math.isfinite(err) else float("inf")
+
+
+def tolerance(kind: str, dtype: torch.dtype, noise: float | None) -> float:
+    floor = FLOORS["half" if dtype in (torch.float16, torch.bfloat16) else "float32"][kind]
+    return max(floor, NOISE_FACTOR * noise) if noise is not None and math.isfinite(noise) else floor
+
+
+def autocast_ctx(device: torch.device, dtype: torch.dtype):
+    if dtype in (torch.float16, torch.bfloat16):
+        return torch.autocast(device_type=device.type, dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def reference_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A float32 copy of ``module`` (an attention module or a whole model) whose attention
+    modules run their plain path.  Raises ValueError for a module without one."""
+    ref = copy.deepcopy(module).float()
+    for m in attention_modules(ref):
+        if "reference" not in allowed_impls(m):
+            raise ValueError(f"{type(m).__name__} has no impl='reference' path to check against")
+        m.impl, m.auto_pin = "reference", None
+        m.__dict__.pop("_sdpa_choice_memo", None)
+    return ref
+
+
+def attention_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """``module`` itself or its submodules that follow the attention contract (have ``impl``)."""
+    return [m for m in module.modules() if hasattr(m, "impl") and hasattr(m, "init_cache")]
+
+
+def allowed_impls(module) -> tuple[str, ...]:
+    return ("auto", "reference", *getattr(type(module), "kernels", ()))
+
+
+@contextlib.contextmanager
+def preserved_state(modules: list[torch.nn.Module], device: torch.device):
+    """Restore the modules' state (buffers, counters kept in ``state_dict``, e.g. LSH's hash
+    stream) and the RNG streams after a check, so that checking never changes training."""
+    saved = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules]
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for m, state in zip(modules, saved):
+                    m.load_state_dict(state)
+
+
+def _out_and_dx(module, x, gy, device, dtype, backward: bool):
+    xi = x.detach().clone().requires_grad_(backward)
+    with autocast_ctx(device, dtype), (contextlib.nullcontext() if backward else torch.no_grad()):
+        out = module(xi)
+    dx = torch.autograd.grad(out, xi, gy.to(out.dtype))[0] if backward else None
+    return out.detach(), dx
+
+
+def compare(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = True, seed: int = 0,
+            reference: torch.nn.Module | None = None) -> dict[str, Any]:
+    """The module as configured vs its float32 plain path on input ``x`` (B, T, C).
+
+    Returns ``{kernel, out_rel_err, dx_rel_err, noise: {out, dx}, tolerance: {out, dx}, pass}``
+    (``dx_*`` None when ``backward`` is False).  The module's state and the RNG streams are
+    left as they were.  ``reference``: a :func:`reference_copy` to reuse.
+    """
+    device = x.device
+    if getattr(module, "dropout", 0.0) > 0.0 and module.training:
+        return {"pass": None, "unavailable": "dropout > 0 in training mode: outputs are random"}
+    gen = torch.Generator().manual_seed(seed + 1)
+    gy = torch.randn(x.shape, generator=gen).to(device)
+    ref = reference_copy(module) if reference is None else reference
+    ref.train(module.training)
+
+    def run(mod, inp, run_dtype):  # each call from the same state: LSH draws the same rotations
+        with preserved_state([mod], device):
+            torch.manual_seed(seed)
+            return (*_out_and_dx(mod, inp, gy, device, run_dtype, backward), getattr(mod, "kernel", "?"))
+
+    out, dx, kernel = run(module, x, dtype)
+    ref_out, ref_dx, _ = run(ref, x.float(), torch.float32)
+    noise_out, noise_dx, _ = run(ref, x, dtype)
+    res: dict[str, Any] = {"kernel": kernel, "out_rel_err": rel_err(out, ref_out),
+                           "dx_rel_err": rel_err(dx, ref_dx) if backward else None,
+                           "noise": {"out": rel_err(noise_out, ref_out),
+                                     "dx": rel_err(noise_dx, ref_dx) if backward else None}}
+    res["tolerance"] = {k: tolerance(k, dtype, res["noise"][k]) for k in ("out", "dx")}
+    res["pass"] = res["out_rel_err"] <= res["tolerance"]["out"] and (
+        not backward or res["dx_rel_err"] <= res["tolerance"]["dx"])
+    return res
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> float:
+    """Median per-call milliseconds (CUDA events on GPU, perf_counter on CPU)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    if device.type == "cuda":
+        events = []
+        for _ in range(repeats):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            fn()
+            e.record()
+            events.append((s, e))
+        torch.cuda.synchronize(device)
+        return statistics.median(s.elapsed_time(e) for s, e in events)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - t))
+    return statistics.median(times)
+
+
+def autotune(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = True, warmup: int = 3,
+             repeats: int = 10, margin: float = 0.05, candidates: tuple[str, ...] | None = None
+             ) -> dict[str, Any] | None:
+    """Check and time each of ``module.auto_candidates`` on ``x``; pin the choice.
+
+    None when the module's ``impl`` is not ``"auto"`` or it offers no candidates here (its
+    ``auto`` then follows a fixed rule).  Otherwise returns ``{shape, dtype, backward,
+    candidates: [{impl, kernel, out_rel_err, dx_rel_err, tolerance, pass, ms} | {impl, error}],
+    chosen, rule}`` and sets ``module.auto_pin``.  Raises ``KernelCheckError`` when no
+    candidate passes.
+    """
+    device = x.device
+    if module.impl != "auto":
+        return None
+    cands = tuple(module.auto_candidates(device, dtype) if candidates is None else candidates)
+    if not cands:
+        return None
+    reference = reference_copy(module)
+    rows, state = [], module.auto_pin
+    gy = torch.randn(x.shape, generator=torch.Generator().manual_seed(7)).to(device)
+    xi = x.detach().clone().requires_grad_(backward)
+
+    def call():
+        with autocast_ctx(device, dtype), (contextlib.nullcontext() if backward else torch.no_grad()):
+            out = module(xi)
+        if backward:
+            out.backward(gy.to(out.dtype))
+
+    rows_checked = check_rows(module, x)
+    for impl in cands:
+        module.auto_pin = impl
+        row: dict[str, Any] = {"impl": impl}
+        try:
+            row.update(compare(module, x[:rows_checked], dtype, backward=backward, reference=reference))
+            with preserved_state([module], device):
+                row["ms"] = median_ms(call, device, warmup, repeats)
+            module.zero_grad(set_to_none=True)
+        except Exception as err:  # a backend that does not support these inputs here
+            row = {"impl": impl, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
+        rows.append(row)
+    module.auto_pin = state
+    passing = [r for r in rows if r.get("pass")]
+    record = {"shape": list(x.shape), "checked_rows": rows_checked, "dtype": str(dtype).replace("torch.", ""),
+              "backward": backward, "candidates": rows,
+              "rule": (f"the first candidate (SDPA's priority order) within {margin:.0%} of the fastest one "
+                       "that passes the check against the float32 reference path; timed "
+                       + ("forward+backward" if backward else "forward") + f", median of {repeats} calls")}
+    if not passing:
+        raise KernelCheckError(f"{type(module).__name__}: no kernel passed the check at {list(x.shape)}: "
+                               + "; ".join(_describe(r) for r in rows), record)
+    fastest = min(r["ms"] for r in passing)
+    chosen = next(r for r in passing if r["ms"] <= fastest * (1 + margin))
+    module.auto_pin = record["chosen"] = chosen["impl"]
+    return record
+
+
+def check_rows(module, x: torch.Tensor, budget_bytes: int = 4 * 2**30) -> int:
+    """Batch rows the float32 dense reference can check at x's length within ``budget_bytes``
+    of scores (at least one; long sequences are checked on fewer rows than are timed)."""
+    B, T = x.shape[0], x.shape[1]
+    per_row = getattr(module, "n_head", 1) * T * T * 4 * 4
+    return max(1, min(B, budget_bytes // max(1, per_row)))
+
+
+def _describe(row: dict) -> str:
+    if "error" in row:
+        return f"{row['impl']}: {row['error']}"
+    dx = f", dx {row['dx_rel_err']:.2e} (tol {row['tolerance']['dx']:.1e})" if row.get("dx_rel_err") is not None else ""
+    return f"{row['impl']}: out {row['out_rel_err']:.2e} (tol {row['tolerance']['out']:.1e}){dx}"
+
+
+class KernelCheckError(RuntimeError):
+    """A kernel failed its check against the reference path; ``record`` holds the figures."""
+
+    def __init__(self, message: str, record: dict | None = None):
+        super().__init__(message)
+        self.record = record
+
+
+def config_groups(model: torch.nn.Module) -> list[list[torch.nn.Module]]:
+    """Attention modules grouped by (class, params): layers that share a configuration."""
+    groups: dict[tuple, list] = {}
+    for m in attention_modules(model):
+        key = (type(m), repr(sorted(getattr(m, "params", {}).items())))
+        groups.setdefault(key, []).append(m)
+    return list(groups.values())
+
+
+def prepare(model: torch.nn.Module, example: torch.Tensor, x: torch.Tensor, dtype: torch.dtype, *,
+            backward: bool = True, forward: Callable[[], Any] | None = None) -> list[dict]:
+    """Resolve ``impl="auto"`` for every attention configuration of ``model``, then run one
+    eager forward of the model on ``example`` so that the compiled graph records definite names.
+
+    ``x``: an input of the attention modules' shape (B, T, n_embd) at the shape the model will
+    run.  ``forward``: how to call the model on ``example`` (default ``model(example)``).
+    Returns one record per configuration (:func:`autotune`'s, or ``{"auto": "fixed rule"}``).
+    """
+    device = x.device
+    records = []
+    for group in config_groups(model):
+        head = group[0]
+        rec = autotune(head, x, dtype, backward=backward)
+        for m in group[1:]:
+            m.auto_pin = head.auto_pin
+        records.append({"module": type(head).__name__, "layers": len(group), "impl": head.impl,
+                        **(rec or {"auto": "fixed rule" if head.impl == "auto" else "pinned"})})
+    with preserved_state(attention_modules(model), device), autocast_ctx(device, dtype):
+        if forward is not None:
+            forward()
+        else:
+            model(example)
+    return records
