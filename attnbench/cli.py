@@ -99,9 +99,11 @@ def require_keys(option: str, obj: dict, keys) -> dict:
     return obj
 
 
-JOB_SETTINGS_KEYS = ("name", "entry", "seed", "device", "model", "train", "probe", "sweep", "measure", "data")
+def settings_arg(stage: str):
+    """--settings of a ``stage`` job (``attnbench.settings.stage_settings``): JSON text or @file."""
+    from .settings import STAGE_KEYS
 
+    def parse(value: str) -> dict:
+        return require_keys("--settings", json_arg("--settings")(value), STAGE_KEYS[stage])
 
-def settings_arg(value: str) -> dict:
-    """--settings: one variant's job settings (``attnbench.settings.job_settings``), JSON text or @file."""
-    return require_keys("--settings", json_arg("--settings")(value), JOB_SETTINGS_KEYS)
+    return parse

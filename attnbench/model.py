@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +39,16 @@ class GPTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_settings(cls, model: dict, entry: dict, **overrides) -> "GPTConfig":
+        """The config of a job: the ``model`` settings section and one variant ``entry``
+        (``attnbench.settings.variant_entry``); ``overrides`` replace fields (e.g. n_layer)."""
+        fields = dict(n_layer=model["n_layer"], n_head=model["n_head"], n_embd=model["n_embd"],
+                      block_size=model["block_size"], vocab_size=model["vocab_size"],
+                      dropout=model["dropout"], bias=model["bias"],
+                      attention=attention.registry_name(entry), attention_params=dict(entry["params"]))
+        return cls(**{**fields, **overrides})
 
 
 class MLP(nn.Module):
@@ -173,3 +184,27 @@ def init_weights(model: GPT, seed: int) -> None:
 def non_attention_state(model: GPT) -> dict[str, torch.Tensor]:
     """State dict without attention-module tensors (for equal-init checks across variants)."""
     return {k: v for k, v in model.state_dict().items() if ".attn." not in k}
+
+
+def build_model(settings: dict, device) -> GPT:
+    """The job's GPT on ``device``, initialised from ``settings["seed"]``."""
+    cfg = GPTConfig.from_settings(settings["model"], settings["entry"])
+    torch.manual_seed(settings["seed"])  # for any attention init outside init_weights
+    return GPT(cfg, seed=settings["seed"]).to(device)
+
+
+def weights_bytes(model: GPT) -> bytes:
+    """``model.safetensors`` contents (the tied lm_head is not stored; safetensors, no pickle)."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    return save(state, metadata={"config": repr(model.config.to_dict())})
+
+
+def load_weights(model: GPT, path: str | Path) -> None:
+    """Load ``model.safetensors`` (safetensors only: no pickle)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    state["lm_head.weight"] = state["transformer.wte.weight"]
+    model.load_state_dict(state)

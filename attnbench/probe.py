@@ -5,8 +5,12 @@ forward over a prompt, timed over repeats after warm-up (synchronised wall clock
 prefill the prompt into the variant's own cache (full KV, GQA's KV, a rolling window, the
 linear-attention state, MLA's latent...), then generate ``decode_tokens`` greedily, one
 synchronised timing per token; GPU energy from the NVML counter over the whole decode
-window.  Correctness: the logits of the cached decode are compared with one full forward
-over the same tokens, and the difference is recorded.
+window.  Correctness, in this process and at these shapes: before timing, ``impl="auto"`` is
+resolved for each prefill shape by measuring the candidates here (forward only) and the
+prefill logits are checked against a float32 copy of the model on the plain attention path
+(``attnbench.selfcheck.logits_check``; a failure makes the probe a failed row with the
+figures); after decoding, the cached decode's logits are compared with one full forward
+over the same tokens.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import measure
-from .results import PROBE_SCHEMA, atomic_write_json, provenance
+from attention.selection import prepare
+
+from . import measure, selfcheck
+from .model import build_model, load_weights
+from .results import PROBE_SCHEMA, atomic_write_json, jsonable, provenance
 from .settings import resolve_device
-from .train import _jsonable, build_model, load_weights
 
 
 def prompt_tokens(tokens_dir, batch_size: int, length: int, device) -> torch.Tensor:
@@ -36,7 +42,18 @@ def prompt_tokens(tokens_dir, batch_size: int, length: int, device) -> torch.Ten
 
 
 @torch.inference_mode()
-def prefill_probe(model, tokens, device, repeats, warmup) -> dict:
+def prefill_probe(model, tokens, device, repeats, warmup, kernel_check: bool = True) -> dict:
+    """Resolve ``auto`` for this shape, check the logits, then time the forward."""
+    dtype = next(model.parameters()).dtype
+    x = torch.randn(*tokens.shape, model.config.n_embd, device=device, dtype=dtype)
+    selection = prepare(model, tokens, x, dtype, backward=False)
+    check = selfcheck.logits_check(model, tokens) if kernel_check else {"pass": None,
+                                                                        "unavailable": "measure.kernel_check is off"}
+    if check.get("pass") is False:
+        raise selfcheck.KernelCheckFailed(
+            f"kernel check of the prefill at batch {tokens.shape[0]} x {tokens.shape[1]} failed: logits rel. "
+            f"error {check['out_rel_err']:.3g} (tolerance {check['tolerance']['out']:.2g}, kernel "
+            f"{check['kernel']})", check)
     measure.reset_peak_memory(device)
     ms = measure.timed_calls(lambda: model(tokens), device, repeats, warmup)
     pct = measure.percentiles(ms)
@@ -44,7 +61,8 @@ def prefill_probe(model, tokens, device, repeats, warmup) -> dict:
     B, L = tokens.shape
     return {"batch_size": B, "prompt_len": L, "ms_p50": pct["p50"], "ms_p90": pct["p90"],
             "ms_min": pct["min"], "repeats": repeats, "tokens_per_s": B * L / (pct["p50"] / 1000),
-            "peak_allocated_bytes": mem.get("peak_allocated_bytes"), "kernel": model.kernel()}
+            "peak_allocated_bytes": mem.get("peak_allocated_bytes"), "kernel": model.kernel(),
+            "kernel_selection": selection, "kernel_check": check}
 
 
 @torch.inference_mode()
@@ -111,7 +129,7 @@ def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
     if metrics["status"] != "ok":
         result.update(status="skipped", reason=f"training failed: {metrics['failure']['message']}")
         result["unavailable"] = {"probe": result["reason"]}
-        atomic_write_json(out_path, _jsonable(result))
+        atomic_write_json(out_path, jsonable(result))
         return result
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     session = None
@@ -120,18 +138,15 @@ def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
         load_weights(model, Path(train_dir) / "model.safetensors")
         model = model.to(dtype).eval()
         block = model.config.block_size
-        m = settings["measure"]
-        session = measure.MeasurementSession(
-            device, Path(out_path).parent, nvml=m["nvml"], sample_interval_s=m["sample_interval_s"],
-            codecarbon=m["codecarbon"], country_iso_code=m["country_iso_code"],
-            idle_seconds=0.0, peak_tflops=m["peak_tflops"], label="probe")
+        session = measure.session_from(settings["measure"], device, Path(out_path).parent, "probe", idle=False)
         session.start()
         prefill, decode = [], []
         for B in p["batch_sizes"]:
             for L in p["prompt_lens"]:
                 tokens = prompt_tokens(tokens_dir, B, min(L, block), device)
                 try:
-                    prefill.append(prefill_probe(model, tokens, device, p["repeats"], p["warmup"]))
+                    prefill.append(prefill_probe(model, tokens, device, p["repeats"], p["warmup"],
+                                                 settings["measure"]["kernel_check"]))
                 except torch.OutOfMemoryError as err:
                     prefill.append({"batch_size": B, "prompt_len": L, "status": "oom", "error": str(err)[:300]})
                     torch.cuda.empty_cache()
@@ -158,7 +173,11 @@ def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
     except Exception as err:  # a probe that cannot run is a failed row, not a lost one
         if session is not None:
             session.finish()
-        result.update(status="failed", failure={"kind": "error", "message": f"{type(err).__name__}: {err}"})
+        if isinstance(err, selfcheck.KernelCheckFailed):
+            result.update(status="failed", failure={"kind": "kernel-check", "message": str(err)},
+                          kernel_check=err.record)
+        else:
+            result.update(status="failed", failure={"kind": "error", "message": f"{type(err).__name__}: {err}"})
     result["unavailable"] = unavailable
-    atomic_write_json(out_path, _jsonable(result))
+    atomic_write_json(out_path, jsonable(result))
     return result

@@ -85,6 +85,19 @@ def atomic_write_json(path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
+def jsonable(obj):
+    """Replace non-finite floats by None (JSON has no NaN) -- non-finite values are failures."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
 def config_hash(obj: Any) -> str:
     """Stable short hash of a JSON-serialisable config (key order does not matter)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()

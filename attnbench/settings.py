@@ -1,8 +1,8 @@
 """Run settings: the validated config sections a job needs, as plain dicts, plus device choice.
 
 The pipeline validates ``config/*.yaml`` against ``config/schema.yaml`` (which fills the
-defaults); :func:`job_settings` then cuts out what one variant's jobs depend on, so that the
-rule's ``params`` change exactly when that variant's results would.
+defaults); :func:`stage_settings` then cuts out what one variant's job of one stage depends
+on, so that the rule's ``params`` change exactly when that job's results would.
 """
 
 from __future__ import annotations
@@ -116,20 +116,42 @@ def _extend_with_default(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-def job_settings(config: dict, name: str) -> dict:
-    """Everything one variant's train/probe jobs depend on (their rule params)."""
-    return {
-        "name": name,
-        "entry": variant_entry(config, name),
-        "seed": config["seed"],
-        "device": config["device"],
-        "model": config["model"],
-        "train": config["train"],
-        "probe": config["probe"],
-        "sweep": config["sweep"],
-        "measure": config["measure"],
-        "data": {k: config["data"][k] for k in ("mode", "max_len")},
-    }
+# train keys that do not change results: they reach the job on its command line, not in its params
+RUNTIME_TRAIN_KEYS = ("checkpoint_every", "resume")
+# measure keys each stage reads
+_MEASURE_KEYS = {
+    "train": None,  # all of them
+    "probe": ("nvml", "sample_interval_s", "codecarbon", "country_iso_code", "kernel_check"),
+    "sweep": ("nvml", "sample_interval_s", "kernel_check"),
+}
+
+
+def stage_settings(config: dict, stage: str, name: str) -> dict:
+    """The settings slice one variant's ``stage`` job (train, probe, sweep) depends on: its
+    rule params, so that a job reruns exactly when its own results would change.
+
+    All stages: the variant's resolved entry, seed, device and model shape.  train: the data
+    layout, the train section without :data:`RUNTIME_TRAIN_KEYS`, all measure keys.  probe /
+    sweep: their own section and the measure keys they read (the trained weights reach the
+    probe as a file, not through settings).
+    """
+    if stage not in _MEASURE_KEYS:
+        raise ValueError(f"stage {stage!r}; allowed: {sorted(_MEASURE_KEYS)}")
+    keys = _MEASURE_KEYS[stage]
+    out = {"name": name, "entry": variant_entry(config, name), "seed": config["seed"],
+           "device": config["device"], "model": config["model"],
+           "measure": dict(config["measure"]) if keys is None else {k: config["measure"][k] for k in keys}}
+    if stage == "train":
+        out["train"] = {k: v for k, v in config["train"].items() if k not in RUNTIME_TRAIN_KEYS}
+        out["data"] = {k: config["data"][k] for k in ("mode", "max_len")}
+    else:
+        out[stage] = config[stage]
+    return out
+
+
+STAGE_KEYS = {"train": ("name", "entry", "seed", "device", "model", "measure", "train", "data"),
+              "probe": ("name", "entry", "seed", "device", "model", "measure", "probe"),
+              "sweep": ("name", "entry", "seed", "device", "model", "measure", "sweep")}
 
 
 def resolve_device(requested: str):
@@ -144,15 +166,3 @@ def resolve_device(requested: str):
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     raise ConfigError(f"device={requested!r}; allowed: auto, cpu, cuda")
-
-
-def register_user_class(entry: dict) -> str:
-    """Make a config entry's user class buildable by name; return the registry name."""
-    import attention
-
-    if entry["class"] is None:
-        return entry["variant"]
-    name = f"user:{entry['class']}"
-    if name not in attention.VARIANTS:
-        attention.VARIANTS[name] = attention.load_class(entry["class"])
-    return name

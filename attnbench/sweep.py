@@ -5,7 +5,11 @@ forward+backward time (synchronised wall clock, p50/p90 over repeats after warm-
 TFLOP/s from the module's analytic ``flops_forward`` (causal pairs only; fwd+bwd counted as
 3x forward), peak memory, and GPU energy per call from the NVML counter over the repeats.
 A length that runs out of memory or cannot run is recorded with its status and the sweep
-goes on.  This is where the sub-quadratic variants should overtake exact attention.
+goes on.  At each length ``impl="auto"`` is resolved first by measuring the candidates here,
+at that shape (``attention.selection.autotune``: the fastest kernel that passes the check
+against the float32 reference path; recorded per point), so the sweep times the kernel
+``auto`` would run at that length.  This is where the sub-quadratic variants should overtake
+exact attention.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from typing import Any
 
 import torch
 
+from attention.selection import KernelCheckError, autotune
+
 from . import measure
 from .model import Block, GPTConfig
-from .results import atomic_write_json, provenance
-from .settings import register_user_class, resolve_device
-from .train import _jsonable
+from .results import atomic_write_json, jsonable, provenance
+from .settings import resolve_device
 
 SWEEP_SCHEMA = "attnbench.sweep/1"
 
@@ -28,6 +33,16 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
                 device, dtype, repeats: int, warmup: int, session) -> dict:
     point: dict[str, Any] = {"scope": kind, "seq_len": T, "batch_size": B}
     x = torch.randn(B, T, n_embd, device=device, dtype=dtype, requires_grad=True)
+    if kind == "attention":
+        try:
+            point["kernel_selection"] = autotune(attn, x.detach(), dtype)
+        except KernelCheckError as err:  # no kernel passes here: recorded, the sweep goes on
+            point["kernel_selection"] = err.record
+            point["status"] = "kernel-check"
+            point["error"] = str(err)
+            return point
+        except torch.OutOfMemoryError as err:
+            point["kernel_selection"] = {"error": f"out of memory while tuning: {str(err).splitlines()[0][:200]}"}
     grad = torch.randn_like(x)
 
     def fwd():
@@ -71,18 +86,12 @@ def run(settings: dict, out_path) -> dict[str, Any]:
     name, s, m = settings["name"], settings["sweep"], settings["model"]
     device = resolve_device(settings["device"])
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    entry = settings["entry"]
-    cfg = GPTConfig(n_layer=1, n_head=m["n_head"], n_embd=m["n_embd"], block_size=max(s["seq_lens"]),
-                    vocab_size=m["vocab_size"], dropout=0.0, bias=m["bias"],
-                    attention=register_user_class(entry), attention_params=dict(entry["params"]))
+    cfg = GPTConfig.from_settings(m, settings["entry"], n_layer=1, block_size=max(s["seq_lens"]), dropout=0.0)
     torch.manual_seed(settings["seed"])
     block = Block(cfg).to(device=device, dtype=dtype)
     attn = block.attn
-    meas = settings["measure"]
-    session = measure.MeasurementSession(
-        device, Path(out_path).parent, nvml=meas["nvml"], sample_interval_s=meas["sample_interval_s"],
-        codecarbon=False, country_iso_code=meas["country_iso_code"], idle_seconds=0.0,
-        peak_tflops=meas["peak_tflops"], label="sweep")
+    session = measure.session_from(settings["measure"], device, Path(out_path).parent, "sweep", idle=False,
+                                   codecarbon=False)
     session.start()
     points = []
     try:
@@ -102,5 +111,5 @@ def run(settings: dict, out_path) -> dict[str, Any]:
               "tokens_per_call": s["tokens"], "flop_convention": "causal pairs only; forward+backward = 3x forward",
               "points": points, "unavailable": unavailable,
               "provenance": provenance(settings["seed"], settings, device)}
-    atomic_write_json(out_path, _jsonable(result))
+    atomic_write_json(out_path, jsonable(result))
     return result

@@ -1,77 +1,60 @@
 """Train one GPT-2 with one attention variant and measure what it costs.
 
+The run, in order (``run``): build the model; resolve ``impl="auto"`` kernels by measuring
+them on this device at the job's shape (``attention.selection.prepare``); compile; **check the
+kernels** in this process at this shape against the float32 reference path
+(``attnbench.selfcheck``: a failure is a failed row with the figures, and nothing trains);
+warm-up steps (compilation and autotuning finish here; timed separately); timed windows;
+final evaluation; the kernel check again with the trained weights; the FlopCounterMode
+cross-check last, so that its eager backward never runs before a training step.
+
 The step is kept free of host synchronisation: batches are indexed on the device, losses
 land in a preallocated device tensor, and the host waits only at the edges of the timing
-windows (where the energy counter is read and non-finite losses are detected).  Warm-up
-steps (compilation, autotuning, allocator growth) run before the first window and are
-reported separately.  Evaluation and checkpoints run between windows, never inside one.
+windows (where the energy counter is read and non-finite losses are detected).  Evaluation
+and checkpoints run between windows, never inside one.
 
-Failures (out of memory, a non-finite loss, any other error) end the run with a
-``status: failed`` result naming the step and reason; the job still succeeds so the other
-variants and the report go on, and ``failures.log`` (read by the workflow) makes the next
-invocation retry the variant.
+Failures (out of memory, a non-finite loss, a kernel check, any other error) end the run
+with a ``status: failed`` result naming the step and reason; the job still succeeds so the
+other variants and the report go on, and ``failures.log`` (read by the workflow) makes the
+next invocation retry the variant.  Interruptions are not failures: SIGTERM/SIGHUP stop the
+run at the next step boundary (writing a checkpoint there when checkpoints are on, see
+``attnbench.checkpoint``) and raise :class:`attnbench.interrupt.Interrupted`; no
+``metrics.json`` is written, so Snakemake runs the job again.  Every file is written under a
+temporary name and renamed.
 
-Interruptions are not failures.  SIGTERM/SIGHUP stop the run at the next step boundary
-(writing a checkpoint there when checkpoints are on) and raise
-:class:`attnbench.interrupt.Interrupted`: no ``metrics.json`` is written, so Snakemake sees
-the job as incomplete and runs it again.  Every file is written under a temporary name and
-renamed, so SIGKILL cannot leave a truncated file under a final name either.
-
-Checkpoints (``train.checkpoint_every`` > 0) are one safetensors file,
-``checkpoint.safetensors`` in the job's folder: model weights, AdamW state, RNG states and
-the losses so far as tensors, everything else as JSON in the file's metadata (no pickle).
-A run started with ``train.resume`` on continues from it when the checkpoint was written
-by the same settings and the same code (a hash of both is stored in it); on CPU the resumed
-run ends with the same losses, bit for bit, as an uninterrupted one.  The checkpoint is
-deleted once the run has finished ok; a failed run keeps it, so the retry resumes when
-nothing changed (a transient out-of-memory error) and starts afresh when the settings or
-the code did.  ``checkpoint_every`` and ``resume`` do not change results, so the workflow
-keeps them out of the rule params.  A resumed run's timing windows include those of the
-interrupted part; CodeCarbon totals, which cover only the resumed part, are unavailable.
-
-Result fields added by this module beyond ``attnbench.results``' schema:
-``training.checkpoints`` ({every, saved, seconds}), ``training.resumed_from_step``,
-``training.resumes``, ``training.compile_error`` (when torch.compile fell back to eager),
-``timing.windows[].energy_error``, ``failure.allocator`` (out of memory: CUDA allocator
-state, or peak RSS on CPU), ``emissions.resumed_part``.
+Result fields added beyond ``attnbench.results``' schema: ``kernel_selection`` (what
+``auto`` measured and chose), ``kernel_check`` ({method, start, end}), ``training.checkpoints``,
+``training.resumed_from_step``, ``training.resumes``, ``training.compile_error``,
+``timing.windows[].energy_error``, ``failure.allocator`` (out of memory), ``emissions.resumed_part``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import csv
 import errno
-import hashlib
-import importlib.util
 import io
-import json
 import math
 import os
-import tempfile
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import measure
+from attention.selection import KernelCheckError, attention_modules, preserved_state, prepare
+
+from . import checkpoint, measure, selfcheck
 from .batches import TokenBatches
 from .interrupt import Interrupted, interruptible
-from .model import GPT, GPTConfig
-from .results import (
-    TRAIN_SCHEMA,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    provenance,
-)
-from .settings import ROOT, ConfigError, register_user_class, resolve_device
+from .model import GPT, build_model, weights_bytes
+from .results import TRAIN_SCHEMA, atomic_write_bytes, atomic_write_json, atomic_write_text, jsonable, provenance
+from .settings import RUNTIME_TRAIN_KEYS, STAGE_KEYS, ConfigError, resolve_device
 
 FAULT_ENV = "ATTNBENCH_INJECT_FAULT"  # testing only: "<variant>:nan:<step>" or "<variant>:oom:<step>"
-CHECKPOINT = "checkpoint.safetensors"
-RUNTIME_KEYS = ("checkpoint_every", "resume")  # train keys that do not change results
+CHECKPOINT = checkpoint.FILENAME
 OUTPUTS = ("metrics.json", "steps.csv", "model.safetensors")
 
 
@@ -85,10 +68,8 @@ def injected_fault(name: str) -> tuple[str, int] | None:
     """The fault ``ATTNBENCH_INJECT_FAULT`` asks for in variant ``name`` (testing only).
 
     Comma-separated ``<variant>:<nan|oom>:<step>`` items; a malformed item is an error (a
-    typo must not silently run the unfaulted variant).  The variable is read by the
-    training process: Snakemake passes its environment on to local and cluster jobs, but
-    an up-to-date ``metrics.json`` means no training process runs at all -- force the
-    variant (``--forcerun train``, or delete its results) to inject into it.
+    typo must not silently run the unfaulted variant).  Read by the training process: force
+    the variant (``--forcerun train``) to inject into it.
     """
     spec = os.environ.get(FAULT_ENV, "")
     for item in filter(None, (i.strip() for i in spec.split(","))):
@@ -100,15 +81,16 @@ def injected_fault(name: str) -> tuple[str, int] | None:
     return None
 
 
-def build_model(settings: dict, device: torch.device) -> GPT:
-    entry = settings["entry"]
-    m = settings["model"]
-    cfg = GPTConfig(n_layer=m["n_layer"], n_head=m["n_head"], n_embd=m["n_embd"],
-                    block_size=m["block_size"], vocab_size=m["vocab_size"], dropout=m["dropout"],
-                    bias=m["bias"], attention=register_user_class(entry),
-                    attention_params=dict(entry["params"]))
-    torch.manual_seed(settings["seed"])  # for any attention init outside init_weights
-    return GPT(cfg, seed=settings["seed"]).to(device)
+def computes_baseline(entry: dict, seq_len: int) -> bool:
+    """Whether the variant computes baseline's function at this length (``is_exact`` of its
+    class, or a class attribute ``exact``): the report then checks its loss curve against
+    baseline's (``attnbench.report.agreement``)."""
+    import attention
+
+    cls = attention.VARIANTS[attention.registry_name(entry)]
+    if hasattr(cls, "is_exact") and hasattr(cls, "resolve_params"):
+        return bool(cls.is_exact(cls.resolve_params(dict(entry["params"])), seq_len))
+    return bool(getattr(cls, "exact", False))
 
 
 def lr_at(step: int, t: dict) -> float:
@@ -127,19 +109,19 @@ def make_optimizer(model: GPT, t: dict, device: torch.device):
     return torch.optim.AdamW(groups, lr=t["lr"], betas=(t["beta1"], t["beta2"]), fused=fused), fused
 
 
-def autocast_ctx(device: torch.device, dtype: str):
-    if dtype == "bfloat16":
+def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
+    if requested == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"bfloat16": torch.bfloat16, "float32": torch.float32}[requested]
+
+
+def autocast_ctx(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.bfloat16:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def resolve_dtype(requested: str, device: torch.device) -> str:
-    if requested == "auto":
-        return "bfloat16" if device.type == "cuda" else "float32"
-    return requested
-
-
-def evaluate(model, val: TokenBatches, n_batches: int, device, dtype: str) -> float:
+def evaluate(model, val: TokenBatches, n_batches: int, device, dtype: torch.dtype) -> float:
     """Mean validation loss over ``n_batches`` fixed batches.
 
     With dropout 0, train and eval mode compute the same function, so a compiled model is
@@ -165,265 +147,159 @@ def should_compile(t: dict, device: torch.device) -> bool:
     return t["compile"] == "on" or (t["compile"] == "auto" and device.type == "cuda")
 
 
+@dataclass
+class Job:
+    """What :func:`setup` builds and the phases of :func:`run` share."""
+
+    settings: dict
+    out_dir: Path
+    device: torch.device
+    dtype: torch.dtype
+    model: GPT
+    train_data: TokenBatches
+    val_data: TokenBatches
+    fault: tuple[str, int] | None
+    checkpoint_every: int = 0
+    step_model: Any = None
+    compiled: bool = False
+    compile_error: str | None = None
+    optimizer: Any = None
+    fused: bool = False
+    order: Any = None
+    losses: Any = None
+    warmup_s: float = 0.0
+    resumed_from: int | None = None
+    step: int | None = None   # the step running now (a failure names it)
+    progress: dict = field(default_factory=lambda: {"windows": [], "step_ms_per_step": [], "val_history": [],
+                                                    "checkpoints": 0, "checkpoint_s": 0.0})
+
+    @property
+    def t(self) -> dict:
+        return self.settings["train"]
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.t["batch_size"] * self.t["seq_len"]
+
+    def train_step(self, i: int) -> None:
+        self.step = i
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(i, self.t)
+        x, y = self.train_data.batch(self.order[i])
+        with autocast_ctx(self.device, self.dtype):
+            _, loss = self.step_model(x, y)
+        if self.fault and self.fault[0] == "nan" and i >= self.fault[1]:
+            loss = loss * float("nan")
+        if self.fault and self.fault[0] == "oom" and i >= self.fault[1]:
+            raise torch.OutOfMemoryError(f"injected out-of-memory fault ({FAULT_ENV}) at step {i}")
+        loss.backward()
+        if self.t["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t["grad_clip"])
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.losses[i] = loss.detach()
+
+    def check_finite(self, lo: int, hi: int) -> None:
+        window = self.losses[lo:hi]
+        if not bool(torch.isfinite(window).all()):
+            bad = lo + int((~torch.isfinite(window)).nonzero()[0].item())
+            raise TrainingFault("nan", f"non-finite loss {self.losses[bad].item()} at step {bad}", bad,
+                                loss=str(self.losses[bad].item()))
+
+    def check_batch(self):
+        """The kernel check's batch: the first validation batch (fixed; never trained on)."""
+        return self.val_data.batch(self.val_data.order(1)[0])
+
+
 def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoint_every: int | None = None,
-        resume: bool | None = None) -> dict[str, Any]:
+        resume: bool = True) -> dict[str, Any]:
     """Train and write ``metrics.json``, ``steps.csv``, ``model.safetensors`` into ``out_dir``.
 
-    ``checkpoint_every`` / ``resume`` override ``settings["train"]`` (the workflow passes them
-    on the command line so that they stay out of the job's params).  Raises
+    ``checkpoint_every`` / ``resume`` are runtime-only (``attnbench.settings.RUNTIME_TRAIN_KEYS``):
+    they reach the job on its command line, never in its settings.  Raises
     :class:`Interrupted` on SIGTERM/SIGHUP, writing nothing but (optionally) a checkpoint.
     """
     _check_settings(settings)
     for split in ("train", "val"):  # bad input, not a variant failure: raise before any result
         if not (Path(tokens_dir) / f"{split}.npy").is_file():
             raise FileNotFoundError(errno.ENOENT, "tokenized split not found", str(Path(tokens_dir) / f"{split}.npy"))
-    out_dir = Path(out_dir)
-    name, t = settings["name"], settings["train"]
-    ckpt_every = int(t.get("checkpoint_every", 0) if checkpoint_every is None else checkpoint_every)
-    resume = bool(t.get("resume", True) if resume is None else resume)
+    ckpt_every = int(checkpoint_every or 0)
     if ckpt_every < 0:
         raise ConfigError(f"train.checkpoint_every={ckpt_every} must be >= 0")
+    out_dir = Path(out_dir)
+    name = settings["name"]
     fault = injected_fault(name)
-    settings = _without_runtime_keys(settings)
-    t = settings["train"]
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear_stale(out_dir)
     device = resolve_device(settings["device"])
-    dtype = resolve_dtype(t["dtype"], device)
+    dtype = resolve_dtype(settings["train"]["dtype"], device)
     ckpt_path = out_dir / CHECKPOINT
-    identity = checkpoint_identity(settings, device, dtype)
+    identity = checkpoint.identity(settings, device, str(dtype).replace("torch.", ""))
     if not resume:
         with contextlib.suppress(FileNotFoundError):
             ckpt_path.unlink()
-    unavailable: dict[str, str] = {}
     result: dict[str, Any] = {
         "schema": TRAIN_SCHEMA, "variant": name, "status": "ok", "failure": None,
         "attention": {"name": settings["entry"]["class"] or settings["entry"]["variant"],
-                      "params": settings["entry"]["params"]},
+                      "params": settings["entry"]["params"],
+                      "exact": computes_baseline(settings["entry"], settings["train"]["seq_len"])},
         "provenance": provenance(settings["seed"], settings, device),
+        "kernel_check": {"method": selfcheck.METHOD},
     }
+    unavailable: dict[str, str] = {}
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    session = progress = None
-    step = None
+    session = bar = job = None
     with interruptible() as guard:
         try:
-            model = build_model(settings, device)
-            cfg = model.config
-            B, T = t["batch_size"], t["seq_len"]
-            train_data = TokenBatches(tokens_dir, "train", settings["data"]["mode"], B, T, settings["seed"], device)
-            val_data = TokenBatches(tokens_dir, "val", settings["data"]["mode"], B, T, settings["seed"] + 1, device)
-            result["model"] = {
-                "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
-                "vocab_size": cfg.vocab_size, "block_size": cfg.block_size,
-                "params_total": model.num_params(), "params_attention": model.attention_params(),
-                "params_non_embedding": model.num_params(non_embedding=True),
-                "cache_bytes_per_token": model.cache_bytes_per_token(torch.bfloat16),
-                "cache_bytes_at_seq_len": model.cache_bytes(1, T, torch.bfloat16),
-            }
-            # FLOPs: analytic, plus one counted forward+backward outside any timed window.
-            torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-            analytic = measure.model_flops(model, B, T)
-            counted = (measure.count_flops(model, B, T, device, dtype=torch_dtype if dtype == "bfloat16" else None,
-                                           analytic=analytic)
-                       if settings["measure"]["count_flops"] else None)
-            model.zero_grad(set_to_none=True)
-            optimizer, fused = make_optimizer(model, t, device)
-            step_model, compiled, compile_error = model, False, None
-            ckpt = _read_checkpoint(ckpt_path, identity, t["steps"]) if resume else None
-            if ckpt is not None and not ckpt["state"]["compiled"]:
-                compile_error = ckpt["state"]["compile_error"]
-            elif should_compile(t, device):
-                step_model, compiled = torch.compile(model), True
-            order = train_data.order(t["steps"])
-            losses = torch.full((t["steps"],), float("nan"), device=device)
-
-            def train_step(i: int) -> None:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(i, t)
-                x, y = train_data.batch(order[i])
-                with autocast_ctx(device, dtype):
-                    _, loss = step_model(x, y)
-                if fault and fault[0] == "nan" and i >= fault[1]:
-                    loss = loss * float("nan")
-                if fault and fault[0] == "oom" and i >= fault[1]:
-                    raise torch.OutOfMemoryError(f"injected out-of-memory fault ({FAULT_ENV}) at step {i}")
-                loss.backward()
-                if t["grad_clip"] > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses[i] = loss.detach()
-
-            def check_finite(lo: int, hi: int) -> None:
-                window = losses[lo:hi]
-                if not bool(torch.isfinite(window).all()):
-                    bad = lo + int((~torch.isfinite(window)).nonzero()[0].item())
-                    raise TrainingFault("nan", f"non-finite loss {losses[bad].item()} at step {bad}", bad,
-                                        loss=str(losses[bad].item()))
-
-            m = settings["measure"]
-            session = measure.MeasurementSession(
-                device, out_dir, nvml=m["nvml"], sample_interval_s=m["sample_interval_s"],
-                codecarbon=m["codecarbon"], country_iso_code=m["country_iso_code"],
-                idle_seconds=m["idle_seconds"], peak_tflops=m["peak_tflops"], label="train")
+            job = setup(settings, tokens_dir, out_dir, device, dtype, fault, result)
+            job.checkpoint_every = ckpt_every
+            ckpt = checkpoint.read(ckpt_path, identity, job.t["steps"]) if resume else None
+            if ckpt is not None:
+                checkpoint.restore(ckpt, job.model, job.optimizer, job.losses, device)
+                job.resumed_from = ckpt["state"]["step"]
+                job.warmup_s = ckpt["state"]["warmup_s"]
+                job.progress = {k: ckpt["state"][k] for k in job.progress}
+                job.progress["resumes"] = ckpt["state"].get("resumes", []) + [{"step": job.resumed_from}]
+            check_kernels(job, result, "start")
+            session = measure.session_from(settings["measure"], device, out_dir, "train")
             session.start()
-            model.train()
             measure.reset_peak_memory(device)
-            t0 = time.perf_counter()
-            if ckpt is None:
-                # Warm-up: compilation and autotuning happen here; timed separately.  A variant
-                # that torch.compile cannot handle falls back to eager from fresh weights (recorded).
-                try:
-                    for step in range(t["warmup_steps"]):
-                        train_step(step)
-                except Exception as err:
-                    if not compiled or isinstance(err, torch.OutOfMemoryError):
-                        raise
-                    compile_error = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
-                    model = build_model(settings, device)
-                    optimizer, fused = make_optimizer(model, t, device)
-                    step_model, compiled = model, False
-                    losses.fill_(float("nan"))
-                    for step in range(t["warmup_steps"]):
-                        train_step(step)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                warmup_s = time.perf_counter() - t0
-                check_finite(0, t["warmup_steps"])
-                step = t["warmup_steps"]
-                progress_state = {"windows": [], "step_ms_per_step": [], "val_history": [], "checkpoints": 0,
-                                  "checkpoint_s": 0.0}
-                resumed_from = None
-            else:
-                if compiled:  # compile outside the timed windows, then restore the exact state
-                    try:
-                        _rewarm(step_model, train_data, order, device, dtype)
-                    except Exception as err:
-                        if isinstance(err, torch.OutOfMemoryError):
-                            raise
-                        compile_error = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
-                        step_model, compiled = model, False
-                _restore_checkpoint(ckpt, model, optimizer, losses, device)
-                st = ckpt["state"]
-                step = resumed_from = st["step"]
-                warmup_s = st["warmup_s"]
-                progress_state = {k: st[k] for k in ("windows", "step_ms_per_step", "val_history", "checkpoints",
-                                                     "checkpoint_s")}
-                progress_state["resumes"] = st.get("resumes", []) + [{"step": step, "rewarm_s": time.perf_counter() - t0}]
+            step = warm_up(job) if ckpt is None else job.resumed_from
+            job.step = step
             measure.reset_peak_memory(device)
-            eval_points = set(range(t["eval_every"], t["steps"], t["eval_every"])) if t["eval_every"] else set()
-            windows = progress_state["windows"]
-            step_ms_per_step: list[float] = progress_state["step_ms_per_step"]
-            val_history = progress_state["val_history"]
-            last_ckpt = step
-            progress = _progress(t["steps"], name)
-            progress.update(step)
+            bar = _progress(job.t["steps"], name)
+            bar.update(step)
 
             def save_checkpoint(at: int) -> None:
                 c0 = time.perf_counter()
-                progress_state["checkpoints"] += 1
-                state = {**progress_state, "step": at, "identity": identity, "warmup_s": warmup_s,
-                         "compiled": compiled, "compile_error": compile_error, "saved_at": time.time()}
-                _write_checkpoint(ckpt_path, model, optimizer, losses, state, device)
-                progress_state["checkpoint_s"] += time.perf_counter() - c0
+                job.progress["checkpoints"] += 1
+                state = {**job.progress, "step": at, "identity": identity, "warmup_s": job.warmup_s,
+                         "compiled": job.compiled, "compile_error": job.compile_error, "saved_at": time.time()}
+                checkpoint.write(ckpt_path, job.model, job.optimizer, job.losses, state, device)
+                job.progress["checkpoint_s"] += time.perf_counter() - c0
 
-            with guard.defer():
-                while step < t["steps"]:
-                    hi = min(step + t["timing_window"], t["steps"])
-                    nxt = [p for p in eval_points if step < p < hi]
-                    if nxt:
-                        hi = min(nxt)
-                    w = session.begin_window()
-                    for i in range(step, hi):
-                        train_step(i)
-                        if guard.pending is not None:  # stop at this step boundary
-                            hi = i + 1
-                            break
-                    ws = session.end_window(w, steps=hi - step, tokens=(hi - step) * B * T)
-                    energy_error = (None if ws.get("energy_j") is not None
-                                    else next((f for f in ws.get("flags") or [] if "NVML" in f), None))
-                    windows.append({"first_step": step, "steps": hi - step, "seconds": ws["seconds"],
-                                    "energy_j": ws.get("energy_j"),
-                                    **({"energy_error": energy_error} if energy_error else {})})
-                    step_ms_per_step.extend([1000 * ws["seconds"] / (hi - step)] * (hi - step))
-                    check_finite(step, hi)
-                    progress.update(hi - step)
-                    step = hi
-                    if step in eval_points:
-                        val_history.append({"step": step, "val_loss": evaluate(step_model, val_data, t["eval_batches"],
-                                                                               device, dtype)})
-                    if guard.pending is not None:
-                        saved = ckpt_every > 0 and step < t["steps"]
-                        if saved:
-                            save_checkpoint(step)
-                        raise Interrupted(guard.pending, f"stopped at step {step} of {t['steps']}; "
-                                          + (f"checkpoint saved, the next run resumes from step {step}" if saved
-                                             else "no checkpoint (train.checkpoint_every = 0)"))
-                    if ckpt_every > 0 and step - last_ckpt >= ckpt_every and step < t["steps"]:
-                        save_checkpoint(step)
-                        last_ckpt = step
-            progress.close()
-            progress = None
+            step = timed_loop(job, session, guard, bar, step, ckpt_every, save_checkpoint)
+            bar.close()
+            bar = None
             mem = measure.peak_memory(device)
-            energy_summary = session.finish()
+            summary = session.finish()
             session = None
-            final_val = evaluate(step_model, val_data, t["eval_batches"], device, dtype)
-            val_history.append({"step": t["steps"], "val_loss": final_val})
-
-            loss_values = losses.cpu().tolist()
-            timed_steps = t["steps"] - t["warmup_steps"]
-            timed_s = sum(w_["seconds"] for w_ in windows)
-            per_step_ms = [1000 * w_["seconds"] / w_["steps"] for w_ in windows]
-            result["kernel"] = model.kernel()
-            result["training"] = {
-                "steps": t["steps"], "warmup_steps": t["warmup_steps"], "timed_steps": timed_steps,
-                "batch_size": B, "seq_len": T, "tokens_per_step": B * T, "tokens_trained": t["steps"] * B * T,
-                "final_train_loss": _mean_tail(loss_values, 10), "val_loss": final_val,
-                "val_history": val_history, "lr": t["lr"], "dtype": dtype, "compiled": compiled,
-                "fused_adamw": fused, "device": str(device),
-                "checkpoints": {"every": ckpt_every, "saved": progress_state["checkpoints"],
-                                "seconds": progress_state["checkpoint_s"]},
-                "resumed_from_step": resumed_from,
-                "resumes": progress_state.get("resumes", []),
-            }
-            if compile_error:
-                result["training"]["compile_error"] = compile_error
-            pct = measure.percentiles(per_step_ms)
-            result["timing"] = {
-                "step_ms_p50": pct["p50"], "step_ms_p90": pct["p90"], "step_ms_min": pct["min"],
-                "step_ms_max": pct["max"], "n_windows": pct["n"],
-                "tokens_per_s": timed_steps * B * T / timed_s if timed_s > 0 else None,
-                "warmup_s": warmup_s, "timed_s": timed_s, "windows": windows,
-                "method": ("synchronised wall clock over windows of up to "
-                           f"{t['timing_window']} steps; per-step figures are window means"),
-            }
-            result["memory"] = {k: v for k, v in mem.items() if k != "unavailable"}
-            unavailable.update({f"memory.{k}": v for k, v in mem.get("unavailable", {}).items()})
-            energy, emissions, e_unavail = _split_summary(energy_summary)
-            unavailable.update(e_unavail)
-            _energy_over_all_windows(energy, unavailable, windows, resumed_from, B * T)
-            if resumed_from is not None:
-                _emissions_of_resumed_run(emissions, unavailable, resumed_from, t["steps"])
-            result["energy"], result["emissions"] = energy, emissions
-            flops, flops_unavailable = measure.flops_section(
-                analytic, counted, timed_s / timed_steps if timed_steps else None, device,
-                peak_tflops=settings["measure"]["peak_tflops"], dtype=torch_dtype)
-            result["flops"] = flops
-            unavailable.update(flops_unavailable)
-            _write_steps_csv(out_dir / "steps.csv", loss_values, step_ms_per_step, t["warmup_steps"], B * T)
-            _save_weights(model, out_dir / "model.safetensors")
+            final_val = evaluate(job.step_model, job.val_data, job.t["eval_batches"], device, dtype)
+            job.progress["val_history"].append({"step": job.t["steps"], "val_loss": final_val})
+            result["kernel"] = job.model.kernel()
+            check_kernels(job, result, "end")
+            assemble(job, result, unavailable, summary, mem)
+            _write_steps_csv(out_dir / "steps.csv", job.losses.cpu().tolist(), job.progress["step_ms_per_step"],
+                             job.t["warmup_steps"], job.tokens_per_step)
+            atomic_write_bytes(out_dir / "model.safetensors", weights_bytes(job.model))
             result["model"]["bytes_on_disk"] = (out_dir / "model.safetensors").stat().st_size
         except Exception as err:  # recorded, not raised: see module docstring
-            if progress is not None:
-                progress.close()
-            if session is not None:
-                with contextlib.suppress(Exception):
-                    session.finish()
-                session = None
+            _stop(bar, session)
+            session = bar = None
             result["status"] = "failed"
-            result["failure"] = _describe_failure(err, step, device)
+            result["failure"] = _describe_failure(err, None if job is None else job.step, device)
             with open(out_dir / "failures.log", "a", encoding="utf-8") as fh:
                 fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {result['failure']['kind']}: "
                          f"{result['failure']['message']}\n")
@@ -431,196 +307,189 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
                 with contextlib.suppress(FileNotFoundError):
                     (out_dir / stale).unlink()
         except BaseException:  # interrupted: no result, nothing under a final name
-            if progress is not None:
-                progress.close()  # ends the bar's line: the CLI's one-line message stands alone
-            if session is not None:
-                with contextlib.suppress(Exception):
-                    session.finish()
+            _stop(bar, session)
             raise
         result["unavailable"] = unavailable
-        atomic_write_json(out_dir / "metrics.json", _jsonable(result))
+        atomic_write_json(out_dir / "metrics.json", jsonable(result))
     if result["status"] == "ok":
         with contextlib.suppress(FileNotFoundError):
             ckpt_path.unlink()
     return result
 
 
-def _check_settings(settings: Any) -> None:
-    if not isinstance(settings, dict):
-        raise ConfigError("settings must be a JSON object (the job settings of one variant)")
-    missing = [k for k in ("name", "entry", "seed", "device", "model", "train", "measure", "data")
-               if k not in settings]
-    if missing:
-        raise ConfigError(f"settings lack key(s) {', '.join(missing)} (expected attnbench.settings.job_settings)")
-
-
-def _without_runtime_keys(settings: dict) -> dict:
-    s = copy.deepcopy(settings)
-    s["train"] = {k: v for k, v in s["train"].items() if k not in RUNTIME_KEYS}
-    return s
-
-
-def _clear_stale(out_dir: Path) -> None:
-    """Remove a previous run's outputs and temporary files left by a killed write: a run that
-    is interrupted must not leave an older ``metrics.json`` looking like its result."""
-    for name in OUTPUTS:
-        with contextlib.suppress(FileNotFoundError):
-            (out_dir / name).unlink()
-    for tmp in out_dir.glob(".*.tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _code_files(settings: dict) -> list[Path]:
-    files = sorted(p for pkg in ("attnbench", "attention") for p in (ROOT / pkg).rglob("*.py"))
-    cls = settings["entry"].get("class")
-    if cls:
-        with contextlib.suppress(ImportError, ValueError, AttributeError):
-            spec = importlib.util.find_spec(cls.split(":")[0])
-            if spec and spec.origin and spec.origin.endswith(".py"):
-                files.append(Path(spec.origin))
-    return files
-
-
-def checkpoint_identity(settings: dict, device, dtype: str) -> str:
-    """Hash of what a checkpoint's state depends on: settings (less the runtime-only keys),
-    device type, dtype, torch version and the source of attnbench/, attention/ and a user class."""
-    h = hashlib.sha256()
-    h.update(json.dumps(_without_runtime_keys(settings), sort_keys=True, default=str).encode())
-    h.update(f"|{torch.device(device).type}|{dtype}|{torch.__version__}|".encode())
-    for f in _code_files(settings):
-        h.update(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f.name).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:32]
-
-
-def _model_state(model: GPT) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied to wte
-
-
-def _write_checkpoint(path: Path, model: GPT, optimizer, losses: torch.Tensor, state: dict, device) -> None:
-    """One safetensors file, written under a temporary name and renamed."""
-    from safetensors.torch import save_file
-
-    def cpu_copy(v: torch.Tensor) -> torch.Tensor:  # own, contiguous storage (safetensors needs both)
-        c = v.detach().cpu()
-        return c.clone(memory_format=torch.contiguous_format) if c.data_ptr() == v.data_ptr() else c.contiguous()
-
-    tensors: dict[str, torch.Tensor] = {}
-    for k, v in _model_state(model).items():
-        tensors[f"model/{k}"] = cpu_copy(v)
-    opt = optimizer.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, st in opt["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"optim/{idx}/{k}"] = cpu_copy(v)
-            else:
-                scalars.setdefault(str(idx), {})[k] = v
-    tensors["rng/torch"] = torch.get_rng_state()
-    if device.type == "cuda":
-        tensors["rng/cuda"] = torch.cuda.get_rng_state(device)
-    tensors["losses"] = cpu_copy(losses)
-    meta = {**state, "optimizer_param_groups": opt["param_groups"], "optimizer_scalars": scalars,
-            "format": "attnbench.checkpoint/1"}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def setup(settings, tokens_dir, out_dir, device, dtype, fault, result) -> Job:
+    """Model, data, kernel choice (``auto`` measured here), optimizer, compilation."""
+    t = settings["train"]
+    B, T = t["batch_size"], t["seq_len"]
+    model = build_model(settings, device)
+    job = Job(settings=settings, out_dir=out_dir, device=device, dtype=dtype, model=model, fault=fault,
+              train_data=TokenBatches(tokens_dir, "train", settings["data"]["mode"], B, T, settings["seed"], device),
+              val_data=TokenBatches(tokens_dir, "val", settings["data"]["mode"], B, T, settings["seed"] + 1, device))
+    cfg = model.config
+    result["model"] = {
+        "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
+        "vocab_size": cfg.vocab_size, "block_size": cfg.block_size,
+        "params_total": model.num_params(), "params_attention": model.attention_params(),
+        "params_non_embedding": model.num_params(non_embedding=True),
+        "cache_bytes_per_token": model.cache_bytes_per_token(torch.bfloat16),
+        "cache_bytes_at_seq_len": model.cache_bytes(1, T, torch.bfloat16),
+    }
+    model.train()
+    x, _ = job.check_batch()
     try:
-        save_file(tensors, tmp, metadata={"attnbench": json.dumps(meta, allow_nan=False)})
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        result["kernel_selection"] = prepare(model, x, torch.randn(B, T, cfg.n_embd, device=device), dtype)
+    except KernelCheckError as err:
+        result["kernel_selection"] = [err.record]
+        raise TrainingFault("kernel-check", f"kernel check before training failed: {err}", None) from None
+    job.optimizer, job.fused = make_optimizer(model, t, device)
+    job.step_model = model
+    if should_compile(t, device):
+        job.step_model, job.compiled = torch.compile(model), True
+    job.order = job.train_data.order(t["steps"])
+    job.losses = torch.full((t["steps"],), float("nan"), device=device)
+    return job
+
+
+def check_kernels(job: Job, result: dict, phase: str) -> None:
+    """The kernel check (``attnbench.selfcheck``); the start check also compiles the model and
+    falls back to eager (recorded) if torch.compile cannot handle the variant."""
+    x, y = job.check_batch()
+    if not job.settings["measure"]["kernel_check"]:
+        result["kernel_check"][phase] = {"pass": None, "unavailable": "measure.kernel_check is off"}
+        if phase == "start" and job.resumed_from is not None:  # compile outside the timed windows
+            selfcheck.forward_backward(job.model, job.step_model, x, y, job.dtype)
+        return
+    try:
+        record = selfcheck.check(job.model, job.step_model, x, y, job.dtype, phase=phase)
+    except (torch.OutOfMemoryError, TrainingFault):
         raise
+    except Exception as err:
+        if not job.compiled or phase != "start":
+            raise
+        job.compile_error = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+        job.step_model, job.compiled = job.model, False
+        record = selfcheck.check(job.model, job.step_model, x, y, job.dtype, phase=phase)
+    result["kernel_check"][phase] = record
+    if record["pass"] is False:
+        raise TrainingFault("kernel-check", selfcheck.failure_message(record), None if phase == "start"
+                            else job.t["steps"])
 
 
-def _read_checkpoint(path: Path, identity: str, steps: int) -> dict | None:
-    """The checkpoint's tensors and state when it belongs to this run, else None (and it goes)."""
-    if not path.exists():
-        return None
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
+def warm_up(job: Job) -> int:
+    """Untimed steps: compilation and autotuning finish here.  A compiled model that fails here
+    falls back to eager from fresh weights (recorded in ``training.compile_error``)."""
+    t0 = time.perf_counter()
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            state = json.loads((fh.metadata() or {})["attnbench"])
-        if state.get("identity") != identity or not 0 < int(state["step"]) < steps:
-            raise ValueError("written by other settings or code")
-        tensors = load_file(str(path))
-    except Exception as err:  # stale or unreadable: start afresh (never resume from the wrong state)
-        print(f"ignoring checkpoint {path}: {type(err).__name__}: {err}", flush=True)
-        path.unlink()
-        return None
-    return {"state": state, "tensors": tensors}
+        for step in range(job.t["warmup_steps"]):
+            job.train_step(step)
+    except Exception as err:
+        if not job.compiled or isinstance(err, torch.OutOfMemoryError):
+            raise
+        job.compile_error = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+        fresh = build_model(job.settings, job.device)
+        job.model.load_state_dict(fresh.state_dict())
+        job.optimizer, job.fused = make_optimizer(job.model, job.t, job.device)
+        job.step_model, job.compiled = job.model, False
+        job.losses.fill_(float("nan"))
+        for step in range(job.t["warmup_steps"]):
+            job.train_step(step)
+    measure.synchronize(job.device)
+    job.warmup_s = time.perf_counter() - t0
+    job.check_finite(0, job.t["warmup_steps"])
+    return job.t["warmup_steps"]
 
 
-def _restore_checkpoint(ckpt: dict, model: GPT, optimizer, losses: torch.Tensor, device) -> None:
-    tensors, state = ckpt["tensors"], ckpt["state"]
-    weights = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-    weights["lm_head.weight"] = weights["transformer.wte.weight"]
-    model.load_state_dict(weights)
-    opt_state: dict[int, dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim/"):
-            _, idx, name = k.split("/", 2)
-            opt_state.setdefault(int(idx), {})[name] = v
-    for idx, extra in state["optimizer_scalars"].items():
-        opt_state.setdefault(int(idx), {}).update(extra)
-    groups = copy.deepcopy(state["optimizer_param_groups"])
-    for g in groups:
-        if isinstance(g.get("betas"), list):
-            g["betas"] = tuple(g["betas"])
-    optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
-    losses.copy_(tensors["losses"].to(losses.device))
-    torch.set_rng_state(tensors["rng/torch"])
-    if device.type == "cuda" and "rng/cuda" in tensors:
-        torch.cuda.set_rng_state(tensors["rng/cuda"], device)
+def timed_loop(job: Job, session, guard, bar, step: int, ckpt_every: int, save_checkpoint) -> int:
+    """Timed windows of up to ``timing_window`` steps, cut at eval points; evaluation and
+    checkpoints between windows.  Returns the last step."""
+    t = job.t
+    eval_points = set(range(t["eval_every"], t["steps"], t["eval_every"])) if t["eval_every"] else set()
+    last_ckpt = step
+    with guard.defer():
+        while step < t["steps"]:
+            hi = min(step + t["timing_window"], t["steps"], *[p for p in eval_points if p > step])
+            w = session.begin_window()
+            for i in range(step, hi):
+                job.train_step(i)
+                if guard.pending is not None:  # stop at this step boundary
+                    hi = i + 1
+                    break
+            ws = session.end_window(w, steps=hi - step, tokens=(hi - step) * job.tokens_per_step)
+            job.progress["windows"].append({
+                "first_step": step, "steps": hi - step, "tokens": (hi - step) * job.tokens_per_step,
+                "seconds": ws.seconds, "energy_j": ws.energy_j,
+                **({"energy_error": ws.error} if ws.energy_j is None and ws.error else {})})
+            job.progress["step_ms_per_step"].extend([1000 * ws.seconds / (hi - step)] * (hi - step))
+            job.check_finite(step, hi)
+            bar.update(hi - step)
+            step = hi
+            if step in eval_points:
+                job.progress["val_history"].append({"step": step, "val_loss": evaluate(
+                    job.step_model, job.val_data, t["eval_batches"], job.device, job.dtype)})
+            if guard.pending is not None:
+                saved = ckpt_every > 0 and step < t["steps"]
+                if saved:
+                    save_checkpoint(step)
+                raise Interrupted(guard.pending, f"stopped at step {step} of {t['steps']}; "
+                                  + (f"checkpoint saved, the next run resumes from step {step}" if saved
+                                     else "no checkpoint (train.checkpoint_every = 0)"))
+            if ckpt_every > 0 and step - last_ckpt >= ckpt_every and step < t["steps"]:
+                save_checkpoint(step)
+                last_ckpt = step
+    return step
 
 
-def _rewarm(step_model, data: TokenBatches, order, device, dtype: str) -> None:
-    """One forward+backward through the compiled model so that compilation happens outside
-    the timed windows of a resumed run; gradients are dropped and the checkpoint (weights,
-    buffers, RNG) is restored afterwards."""
-    x, y = data.batch(order[0])
-    with autocast_ctx(device, dtype):
-        _, loss = step_model(x, y)
-    loss.backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    for p in step_model.parameters():
-        p.grad = None
-
-
-def _energy_over_all_windows(energy: dict, unavailable: dict, windows: list[dict], resumed_from,
-                             tokens_per_step: int) -> None:
-    """Energy totals over every timed window.  A total that misses some windows (an NVML read
-    failed mid-run) is unavailable with the reason -- never a silent undercount; the per-step,
-    per-token and mean-power figures are rates over the windows that were measured."""
-    valid = [w for w in windows if w.get("energy_j") is not None]
-    if not valid:
-        return  # the session already says why
-    total = sum(w["energy_j"] for w in valid)
-    steps = sum(w["steps"] for w in valid)
-    secs = sum(w["seconds"] for w in valid)
-    if resumed_from is not None:  # the session saw only this process's windows
-        energy["gpu_j_per_step"] = total / steps if steps else None
-        energy["gpu_j_per_token"] = total / (steps * tokens_per_step) if steps else None
-        energy["gpu_mean_w"] = total / secs if secs > 0 else None
-    missing = [w for w in windows if w.get("energy_j") is None]
-    if missing:
-        first = missing[0]
-        reason = (f"energy counter unavailable for {len(missing)} of {len(windows)} timed windows (first at step "
-                  f"{first['first_step']}: {first.get('energy_error') or 'no counter difference'}); rates use the "
-                  f"{len(valid)} measured windows ({steps} steps)")
-        for k in ("gpu_j_total", "gpu_j_above_idle"):
-            energy[k] = None
-            unavailable[f"energy.{k}"] = reason
-    else:
-        energy["gpu_j_total"] = total
-        idle = energy.get("idle_w")
-        energy["gpu_j_above_idle"] = total - idle * secs if idle is not None else None
+def assemble(job: Job, result: dict, unavailable: dict, summary: dict, mem: dict) -> None:
+    """The result's training, timing, memory, energy, emissions and FLOPs sections."""
+    t, windows = job.t, job.progress["windows"]
+    B, T = t["batch_size"], t["seq_len"]
+    losses = job.losses.cpu().tolist()
+    timed_steps = t["steps"] - t["warmup_steps"]
+    timed_s = sum(w["seconds"] for w in windows)
+    result["training"] = {
+        "steps": t["steps"], "warmup_steps": t["warmup_steps"], "timed_steps": timed_steps,
+        "batch_size": B, "seq_len": T, "tokens_per_step": B * T, "tokens_trained": t["steps"] * B * T,
+        "final_train_loss": _mean_tail(losses, 10), "val_loss": job.progress["val_history"][-1]["val_loss"],
+        "val_history": job.progress["val_history"], "lr": t["lr"], "dtype": str(job.dtype).replace("torch.", ""),
+        "compiled": job.compiled, "fused_adamw": job.fused, "device": str(job.device),
+        "checkpoints": {"every": job.checkpoint_every, "saved": job.progress["checkpoints"],
+                        "seconds": job.progress["checkpoint_s"]},
+        "resumed_from_step": job.resumed_from, "resumes": job.progress.get("resumes", []),
+    }
+    if job.compile_error:
+        result["training"]["compile_error"] = job.compile_error
+    pct = measure.percentiles([1000 * w["seconds"] / w["steps"] for w in windows])
+    result["timing"] = {
+        "step_ms_p50": pct["p50"], "step_ms_p90": pct["p90"], "step_ms_min": pct["min"],
+        "step_ms_max": pct["max"], "n_windows": pct["n"],
+        "tokens_per_s": timed_steps * B * T / timed_s if timed_s > 0 else None,
+        "warmup_s": job.warmup_s, "timed_s": timed_s, "windows": windows,
+        "method": f"synchronised wall clock over windows of up to {t['timing_window']} steps; per-step "
+                  "figures are window means",
+    }
+    result["memory"] = {k: v for k, v in mem.items() if k != "unavailable"}
+    unavailable.update({f"memory.{k}": v for k, v in mem.get("unavailable", {}).items()})
+    energy, emissions = dict(summary.get("energy", {})), dict(summary.get("emissions", {}))
+    unavailable.update(summary.get("unavailable", {}))
+    if job.resumed_from is not None:  # the session saw only this process's windows: sum all of them
+        totals, why = measure.energy_totals(windows, energy.get("idle_w"))
+        energy.update(totals)
+        unavailable.update(why)
+        _emissions_of_resumed_run(emissions, unavailable, job.resumed_from, t["steps"])
+    result["energy"], result["emissions"] = energy, emissions
+    analytic = measure.model_flops(job.model, B, T)
+    counted = None
+    if job.settings["measure"]["count_flops"]:
+        # state kept: the count's forward would otherwise advance LSH's rotation stream (as it did,
+        # before training, until this module counted after training)
+        with preserved_state(attention_modules(job.model), job.device):
+            counted = measure.count_flops(job.model, B, T, job.device, analytic=analytic,
+                                          dtype=job.dtype if job.dtype == torch.bfloat16 else None)
+    flops, flops_unavailable = measure.flops_section(
+        analytic, counted, timed_s / timed_steps if timed_steps else None, job.device,
+        peak_tflops=job.settings["measure"]["peak_tflops"], dtype=job.dtype)
+    result["flops"] = flops
+    unavailable.update(flops_unavailable)
 
 
 def _emissions_of_resumed_run(emissions: dict, unavailable: dict, resumed_from: int, steps: int) -> None:
@@ -637,9 +506,40 @@ def _emissions_of_resumed_run(emissions: dict, unavailable: dict, resumed_from: 
         emissions["resumed_part"] = {"from_step": resumed_from, **part}
 
 
+def _check_settings(settings: Any) -> None:
+    if not isinstance(settings, dict):
+        raise ConfigError("settings must be a JSON object (the train settings of one variant)")
+    missing = [k for k in STAGE_KEYS["train"] if k not in settings]
+    if missing:
+        raise ConfigError(f"settings lack key(s) {', '.join(missing)} (expected attnbench.settings.stage_settings)")
+    extra = [k for k in RUNTIME_TRAIN_KEYS if k in settings["train"]]
+    if extra:
+        raise ConfigError(f"train settings hold runtime-only key(s) {', '.join(extra)}: pass them as arguments")
+
+
+def _clear_stale(out_dir: Path) -> None:
+    """Remove a previous run's outputs and temporary files left by a killed write: a run that
+    is interrupted must not leave an older ``metrics.json`` looking like its result."""
+    for name in OUTPUTS:
+        with contextlib.suppress(FileNotFoundError):
+            (out_dir / name).unlink()
+    for tmp in out_dir.glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _stop(bar, session) -> None:
+    if bar is not None:
+        bar.close()  # ends the bar's line: the CLI's one-line message stands alone
+    if session is not None:
+        with contextlib.suppress(Exception):
+            session.finish()
+
+
 def _describe_failure(err: BaseException, step, device) -> dict:
     if isinstance(err, TrainingFault):
-        return {"kind": err.kind, "message": str(err), "step": err.step, **err.extra}
+        return {"kind": err.kind, "message": str(err), "step": err.step if err.step is not None else step,
+                **err.extra}
     info: dict[str, Any] = {"kind": "error", "message": f"{type(err).__name__}: {err}", "step": step,
                             "traceback": traceback.format_exc(limit=8)}
     if isinstance(err, torch.OutOfMemoryError):
@@ -653,12 +553,6 @@ def _describe_failure(err: BaseException, step, device) -> dict:
         else:
             info["allocator"] = {"device": device.type, "peak_rss_bytes": measure.peak_rss_bytes()}
     return info
-
-
-def _split_summary(summary: dict) -> tuple[dict, dict, dict]:
-    energy = dict(summary.get("energy", {}))
-    emissions = dict(summary.get("emissions", {}))
-    return energy, emissions, dict(summary.get("unavailable", {}))
 
 
 def _mean_tail(values: list[float], n: int) -> float | None:
@@ -677,34 +571,7 @@ def _write_steps_csv(path: Path, losses, ms, warmup: int, tokens_per_step: int) 
     atomic_write_text(path, buf.getvalue())
 
 
-def _save_weights(model: GPT, path: Path) -> None:
-    from safetensors.torch import save
-
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    atomic_write_bytes(path, save(state, metadata={"config": repr(model.config.to_dict())}))
-
-
-def load_weights(model: GPT, path: str | Path) -> None:
-    """Load ``model.safetensors`` (safetensors only: no pickle)."""
-    from safetensors.torch import load_file
-
-    state = load_file(str(path))
-    state["lm_head.weight"] = state["transformer.wte.weight"]
-    model.load_state_dict(state)
-
-
 def _progress(total: int, name: str):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=f"train {name}", unit="step", mininterval=5.0)
-
-
-def _jsonable(obj):
-    """Replace non-finite floats by None (JSON has no NaN) — non-finite values are failures."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj

@@ -111,7 +111,7 @@ def project_loop(variant: str, config_path: Path, tokens_dir: Path, batch_size: 
     cfg = yaml.safe_load(config_path.read_text())
     cfg["train"].update(batch_size=batch_size, steps=steps, warmup_steps=warmup, eval_every=0, eval_batches=2)
     cfg = S.validate(cfg)
-    job = S.job_settings(cfg, variant)
+    job = S.stage_settings(cfg, "train", variant)
     res = train.run(job, tokens_dir, out_dir / variant)
     if res["status"] != "ok":
         return {"loop": f"project ({variant})", "status": res["status"], "failure": res["failure"]}

@@ -2,7 +2,7 @@
 
 The GPU machine used for the committed results has no Snakemake; this driver runs the same
 thin CLIs the rules run (``scripts/train.py``, ``probe.py``, ``sweep.py``, ``report.py``)
-with the same job settings (``attnbench.settings.job_settings`` of the validated config),
+with the same job settings (``attnbench.settings.stage_settings`` of the validated config),
 one subprocess per stage with a time limit, and skips stages whose output exists — so a
 campaign split over several calls keeps each call's finished variants.  Model weights are
 deleted after the probe (they are 0.5 GB per variant and not needed for the report).
@@ -74,10 +74,11 @@ def main():
     py = sys.executable
     status = {}
     for v in variants:
-        job = S.job_settings(cfg, v)
-        settings_file = res / "settings" / f"{v}.json"
-        settings_file.parent.mkdir(parents=True, exist_ok=True)
-        settings_file.write_text(json.dumps(job, sort_keys=True))
+        settings_file = {}
+        for stage in ("train", "probe", "sweep"):
+            settings_file[stage] = res / "settings" / f"{v}.{stage}.json"
+            settings_file[stage].parent.mkdir(parents=True, exist_ok=True)
+            settings_file[stage].write_text(json.dumps(S.stage_settings(cfg, stage, v), sort_keys=True))
         metrics, weights = res / "train" / v / "metrics.json", res / "train" / v / "model.safetensors"
         if ("probe" in args.stages and not (res / "probe" / v / "probe.json").exists() and metrics.exists()
                 and not weights.exists()):
@@ -93,11 +94,12 @@ def main():
             if left < 30:
                 status[(v, stage)] = "no time left"
                 continue
-            cmd = {"train": [py, "scripts/train.py", "--settings", f"@{settings_file}", "--tokens-dir", str(tokens),
-                             "--out-dir", str(res / "train" / v)],
-                   "probe": [py, "scripts/probe.py", "--settings", f"@{settings_file}", "--train-dir",
+            cmd = {"train": [py, "scripts/train.py", "--settings", f"@{settings_file['train']}", "--tokens-dir",
+                             str(tokens), "--out-dir", str(res / "train" / v)],
+                   "probe": [py, "scripts/probe.py", "--settings", f"@{settings_file['probe']}", "--train-dir",
                              str(res / "train" / v), "--tokens-dir", str(tokens), "--out", str(out)],
-                   "sweep": [py, "scripts/sweep.py", "--settings", f"@{settings_file}", "--out", str(out)]}[stage]
+                   "sweep": [py, "scripts/sweep.py", "--settings", f"@{settings_file['sweep']}", "--out",
+                             str(out)]}[stage]
             log = res / "logs" / stage / f"{v}.log"
             rc, dt = run_stage(cmd, log, min(args.stage_timeout_s, left))
             if stage == "train" and not out.exists():

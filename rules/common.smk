@@ -1,6 +1,7 @@
 # Config validation, shared input functions and helpers for all rules.
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,12 @@ ROOT = Path(workflow.basedir)
 PYTHON = "python" if "conda" in str(workflow.deployment_settings.deployment_method) else sys.executable
 
 
+def rel(path):
+    """``path`` relative to the working directory: a moved or copied run folder keeps the same
+    inputs, so Snakemake does not see them as changed."""
+    return os.path.relpath(path)
+
+
 def dataset_tag():
     from attnbench.data import dataset_tag as tag
 
@@ -32,18 +39,25 @@ def dataset_tag():
 
 def package_sources(*names):
     """Source files of attnbench modules, declared as inputs so that editing them reruns the job."""
-    return [str(ROOT / "attnbench" / n) for n in names]
+    return [rel(ROOT / "attnbench" / n) for n in names]
 
 
-MEASURE_SOURCES = sorted(str(p) for p in (ROOT / "attnbench" / "measure").glob("*.py"))
-MODEL_SOURCES = package_sources("model.py", "settings.py", "results.py", "batches.py") + MEASURE_SOURCES + [
-    str(ROOT / "attention" / "__init__.py"),
-    str(ROOT / "attention" / "base.py"),
-]
+def sources_under(folder):
+    return sorted(rel(p) for p in (ROOT / folder).glob("*.py"))
+
+
+MEASURE_SOURCES = sources_under("attnbench/measure")
+ATTENTION_CORE = [rel(ROOT / "attention" / n) for n in ("__init__.py", "base.py", "contract.py", "selection.py")]
+# what every train/probe/sweep job imports besides its variant's own files
+MODEL_SOURCES = package_sources("model.py", "settings.py", "results.py") + MEASURE_SOURCES + ATTENTION_CORE
+TRAIN_SOURCES = MODEL_SOURCES + package_sources("train.py", "batches.py", "checkpoint.py", "selfcheck.py",
+                                                "interrupt.py")
+PROBE_SOURCES = MODEL_SOURCES + package_sources("probe.py", "selfcheck.py")
+SWEEP_SOURCES = MODEL_SOURCES + package_sources("sweep.py")
 
 
 def _relative_imports(path):
-    """attention/ files a variant file imports (``from .x import``), transitively."""
+    """attention/ files a variant file imports (``from .x import``, ``from .ops.x import``), transitively."""
     import ast
 
     seen, todo = set(), [Path(path)]
@@ -53,13 +67,16 @@ def _relative_imports(path):
             continue
         seen.add(p)
         for node in ast.walk(ast.parse(p.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-                todo.append(p.parent.joinpath(*node.module.split(".")).with_suffix(".py"))
+            if isinstance(node, ast.ImportFrom) and node.level >= 1 and node.module:
+                base = p.parent
+                for _ in range(node.level - 1):
+                    base = base.parent
+                todo.append(base.joinpath(*node.module.split(".")).with_suffix(".py"))
     return seen
 
 
 def variant_sources(wildcards):
-    """The code one variant's results depend on: its own file(s) plus the shared model code."""
+    """The code one variant's results depend on: its own file and the kernels it imports."""
     import importlib.util
 
     entry = _settings.variant_entry(config, wildcards.variant)
@@ -70,20 +87,22 @@ def variant_sources(wildcards):
         import attention
 
         files = _relative_imports(sys.modules[attention.VARIANTS[entry["variant"]].__module__].__file__)
-    return sorted(str(f) for f in files)
+    return sorted(rel(f) for f in files)
 
 
 # train.checkpoint_every and train.resume do not change results: they reach the train job
-# through its (string) resources, not its params, so setting them reruns no job but the report.
-RUNTIME_TRAIN_KEYS = ("checkpoint_every", "resume")
+# through its (string) resources, not its params, so setting them reruns no job.
 TRAIN_CHECKPOINT_EVERY = str(config["train"]["checkpoint_every"])
 TRAIN_RESUME = "on" if config["train"]["resume"] else "off"
 
 
-def job_settings(wildcards):
-    s = _settings.job_settings(config, wildcards.variant)
-    s["train"] = {k: v for k, v in s["train"].items() if k not in RUNTIME_TRAIN_KEYS}
-    return json.dumps(s, sort_keys=True)
+def stage_params(stage):
+    """Rule params of one variant's ``stage`` job: exactly the settings it reads."""
+
+    def params(wildcards):
+        return json.dumps(_settings.stage_settings(config, stage, wildcards.variant), sort_keys=True)
+
+    return params
 
 
 def retry_token(wildcards):
@@ -101,7 +120,7 @@ def final_outputs():
 
 
 def report_templates():
-    return sorted(str(p) for p in (ROOT / "reports" / "templates").glob("*"))
+    return sorted(rel(p) for p in (ROOT / "reports" / "templates").glob("*"))
 
 
 def raw_dataset(wildcards):

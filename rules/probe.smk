@@ -7,10 +7,10 @@ rule probe:
     input:
         metrics=rules.train.output.metrics,
         tokens=rules.tokenize.output.val,
-        code=MODEL_SOURCES + package_sources("train.py", "probe.py"),
+        code=PROBE_SOURCES,
         variant_code=variant_sources,
     params:
-        settings=job_settings,
+        settings=stage_params("probe"),
         python=PYTHON,
     resources:
         gpu=gpu_count(),
@@ -28,10 +28,10 @@ rule sweep:
     output:
         "results/sweep/{variant}/sweep.json",
     input:
-        code=MODEL_SOURCES + package_sources("train.py", "sweep.py"),
+        code=SWEEP_SOURCES,
         variant_code=variant_sources,
     params:
-        settings=job_settings,
+        settings=stage_params("sweep"),
         python=PYTHON,
     resources:
         gpu=gpu_count(),

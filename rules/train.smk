@@ -7,10 +7,10 @@ rule train:
     input:
         tokens=rules.tokenize.output.train,
         val=rules.tokenize.output.val,
-        code=MODEL_SOURCES + package_sources("train.py"),
+        code=TRAIN_SOURCES,
         variant_code=variant_sources,
     params:
-        settings=job_settings,
+        settings=stage_params("train"),
         retry=retry_token,
         python=PYTHON,
     resources:

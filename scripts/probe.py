@@ -9,7 +9,7 @@ from attnbench import cli, probe  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--settings", required=True, type=cli.settings_arg, help="job settings JSON or @file")
+    ap.add_argument("--settings", required=True, type=cli.settings_arg("probe"), help="probe settings JSON or @file")
     ap.add_argument("--train-dir", required=True, type=cli.existing_dir)
     ap.add_argument("--tokens-dir", required=True, type=cli.existing_dir)
     ap.add_argument("--out", required=True)

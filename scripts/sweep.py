@@ -9,7 +9,7 @@ from attnbench import cli, sweep  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--settings", required=True, type=cli.settings_arg, help="job settings JSON or @file")
+    ap.add_argument("--settings", required=True, type=cli.settings_arg("sweep"), help="sweep settings JSON or @file")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     result = sweep.run(args.settings, args.out)

@@ -9,16 +9,16 @@ from attnbench import cli, train  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--settings", required=True, type=cli.settings_arg, help="job settings JSON or @file")
+    ap.add_argument("--settings", required=True, type=cli.settings_arg("train"), help="train settings JSON or @file")
     ap.add_argument("--tokens-dir", required=True, type=cli.existing_dir)
     ap.add_argument("--out-dir", required=True)
-    ap.add_argument("--checkpoint-every", type=int, default=None,
-                    help="checkpoint period in steps, 0 = off (default: the settings' train.checkpoint_every)")
-    ap.add_argument("--resume", choices=["on", "off"], default=None,
-                    help="resume from a matching checkpoint (default: the settings' train.resume)")
+    ap.add_argument("--checkpoint-every", type=int, default=0,
+                    help="checkpoint period in steps, 0 = off (train.checkpoint_every; not part of the settings)")
+    ap.add_argument("--resume", choices=["on", "off"], default="on",
+                    help="resume from a matching checkpoint (train.resume; not part of the settings)")
     args = ap.parse_args()
     result = train.run(args.settings, args.tokens_dir, args.out_dir, checkpoint_every=args.checkpoint_every,
-                       resume=None if args.resume is None else args.resume == "on")
+                       resume=args.resume == "on")
     print(f"{result['variant']}: {result['status']}" + (f" ({result['failure']['message']})" if result["failure"] else ""))
 
 

@@ -26,13 +26,13 @@ TINY = {
 }
 
 
-def tiny_settings(variant: str = "baseline", **train) -> dict:
-    """Job settings (as the workflow passes them) of one variant of the tiny config."""
+def tiny_settings(variant: str = "baseline", stage: str = "train", **train) -> dict:
+    """Settings of one variant's ``stage`` job of the tiny config, as the workflow passes them."""
     from attnbench import settings
 
     cfg = copy.deepcopy(TINY)
     cfg["train"].update(train)
-    return settings.job_settings(settings.validate(cfg), variant)
+    return settings.stage_settings(settings.validate(cfg), stage, variant)
 
 
 def synthetic_tokens(folder: Path, n_train: int = 40_000, n_val: int = 4_000) -> Path:

@@ -108,3 +108,42 @@ def test_editing_a_report_template_reruns_only_the_report(smoke_run):
     template = sorted((work / "reports" / "templates").glob("*"))[0]
     with edited(template):
         assert dry(work) == [("all", None), ("report", None)]
+
+
+def rules_of(jobs):
+    return {rule for rule, _ in jobs}
+
+
+@pytest.mark.parametrize("section,key,value,expected", [
+    ("probe", "decode_tokens", 9, {"all", "probe", "report"}),
+    ("sweep", "repeats", 3, {"all", "sweep", "report"}),
+    ("train", "lr", 0.0005, {"all", "train", "probe", "report"}),
+])
+def test_each_stage_reruns_only_for_its_own_settings(smoke_run, section, key, value, expected):
+    """Each rule's params are its own slice of the settings: a probe key reruns probes (and
+    the report), a sweep key sweeps, a train key the trains and what reads their weights."""
+    work, _ = smoke_run
+    cfg = json.loads(json.dumps(SMOKE))
+    cfg.setdefault(section, {})[key] = value
+    write_config(work, f"{section}_{key}.yaml", cfg)
+    jobs = dry(work, f"config/{section}_{key}.yaml")
+    assert rules_of(jobs) == expected, jobs
+    assert {v for rule, v in jobs if rule not in ("all", "report")} == set(SMOKE["variants"])
+
+
+def test_editing_probe_code_reruns_no_train_or_sweep(smoke_run):
+    work, _ = smoke_run
+    with edited(work / "attnbench" / "probe.py"):
+        assert rules_of(dry(work)) == {"all", "probe", "report"}
+    with edited(work / "attnbench" / "checkpoint.py"):  # training code: not an input of probe or sweep
+        assert rules_of(dry(work)) == {"all", "train", "probe", "report"}
+
+
+def test_copied_run_folder_has_nothing_to_do(smoke_run, tmp_path):
+    """Inputs are relative paths: a finished run copied (or moved) elsewhere is still up to date."""
+    import shutil
+
+    work, _ = smoke_run
+    copy = tmp_path / "moved"
+    shutil.copytree(work, copy, symlinks=True)
+    assert dry(copy) == []

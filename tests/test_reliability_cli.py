@@ -51,6 +51,8 @@ def inputs(tmp_path_factory):
     good = write_conversations(d / "good.jsonl", 30)
     settings = d / "settings.json"
     settings.write_text(json.dumps(tiny_settings()))
+    for stage in ("probe", "sweep"):  # each stage reads its own slice of the settings
+        (d / f"settings_{stage}.json").write_text(json.dumps(tiny_settings(stage=stage)))
     return d, good, settings
 
 
@@ -58,6 +60,7 @@ def test_missing_or_unreadable_inputs(inputs, tmp_path):
     d, good, settings = inputs
     out = tmp_path / "out"
     missing = d / "does_not_exist"
+    probe_settings = d / "settings_probe.json"
     data = json.dumps(DATA)
     cases = {  # name -> (argv, text the error must contain)
         "download: missing jsonl": (["scripts/download.py", "--source", f"jsonl:{missing}", "--out", f"{out}/a.jsonl"],
@@ -80,9 +83,9 @@ def test_missing_or_unreadable_inputs(inputs, tmp_path):
                                           str(d / "no_tokens"), "--out-dir", f"{out}/i"], str(missing)),
         "train: settings lacking keys": (["scripts/train.py", "--settings", '{"name": "x"}', "--tokens-dir",
                                           str(d / "no_tokens"), "--out-dir", f"{out}/j"], "settings"),
-        "probe: missing train folder": (["scripts/probe.py", "--settings", f"@{settings}", "--train-dir", str(missing),
+        "probe: missing train folder": (["scripts/probe.py", "--settings", f"@{probe_settings}", "--train-dir", str(missing),
                                          "--tokens-dir", str(d / "no_tokens"), "--out", f"{out}/k.json"], str(missing)),
-        "probe: unreadable metrics.json": (["scripts/probe.py", "--settings", f"@{settings}", "--train-dir",
+        "probe: unreadable metrics.json": (["scripts/probe.py", "--settings", f"@{probe_settings}", "--train-dir",
                                             str(d / "folder"), "--tokens-dir", str(d / "no_tokens"),
                                             "--out", f"{out}/l.json"], "metrics.json"),
         "sweep: missing settings file": (["scripts/sweep.py", "--settings", f"@{missing}", "--out", f"{out}/m.json"],

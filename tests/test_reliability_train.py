@@ -255,7 +255,7 @@ def failing_codecarbon(**kw):
 def test_measurement_faults_leave_training_ok(tokens, tmp_path, monkeypatch):
     session = functools.partial(measure.MeasurementSession, reader=FlakyReader(ok=4),
                                 carbon_factory=failing_codecarbon, codecarbon_measure_power_secs=1.0)
-    monkeypatch.setattr(measure, "MeasurementSession", session)
+    monkeypatch.setattr(measure.energy, "MeasurementSession", session)
     s = tiny_settings()
     s["measure"].update(codecarbon=True, sample_interval_s=0.01)
     m = train.run(s, tokens, tmp_path / "baseline")

@@ -4,7 +4,9 @@ Public API (what ``attnbench.train`` and the probes call)::
 
     ms = MeasurementSession(device, out_dir, nvml=True, sample_interval_s=0.1, codecarbon=True,
                             country_iso_code="USA", idle_seconds=3.0, peak_tflops=None, label="train")
+    ms = session_from(settings["measure"], device, out_dir, "train")   # the same, from settings
     ms.start(); w = ms.begin_window(); ...; ws = ms.end_window(w, steps=N, tokens=N*B*T)
+    energy_totals(windows, idle_w)   # sums over windows (the session's, or a resumed run's)
     summary = ms.finish()   # {"energy", "emissions", "unavailable", "power_csv", "emissions_csv"}
     percentiles(values)     # {p50, p90, min, max, n}
     reset_peak_memory(device); peak_memory(device, session=None)
@@ -18,7 +20,7 @@ cannot be measured is ``None`` and its dotted key (``energy.*``, ``emissions.*``
 """
 
 from .carbon import CarbonTracker, describe_cpu_method
-from .energy import MeasurementSession, Window, WindowStats
+from .energy import MeasurementSession, Window, WindowStats, energy_totals, session_from
 from .flops import CONVENTION, count_flops, flops_section, model_flops, peak_flops
 from .memory import peak_memory, peak_rss_bytes, reset_peak_memory
 from .readers import EnergyReader, NvmlReader, Sample, open_nvml_reader
@@ -26,7 +28,7 @@ from .sampler import PowerSampler, integrate
 from .timing import percentiles, synchronize, timed_calls
 
 __all__ = [
-    "MeasurementSession", "Window", "WindowStats", "percentiles", "synchronize", "timed_calls",
+    "MeasurementSession", "Window", "WindowStats", "energy_totals", "session_from", "percentiles", "synchronize", "timed_calls",
     "model_flops", "count_flops", "flops_section", "peak_flops", "CONVENTION",
     "peak_memory", "reset_peak_memory", "peak_rss_bytes",
     "EnergyReader", "NvmlReader", "Sample", "open_nvml_reader", "PowerSampler", "integrate",

@@ -75,6 +75,7 @@ class WindowStats:
     sampled_j: float | None = None
     n_samples: int = 0
     flags: list[str] = field(default_factory=list)
+    error: str | None = None   # why energy_j is None (None when it was measured)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +91,18 @@ class WindowStats:
 
     def keys(self):
         return list(self.__dataclass_fields__)
+
+
+def session_from(measure: dict, device, out_dir: str | Path, label: str, *, idle: bool = True,
+                 codecarbon: bool | None = None) -> "MeasurementSession":
+    """The session a job's ``measure`` settings ask for (the one place that maps them).
+    ``idle=False`` skips the idle baseline (probe, sweep); ``codecarbon`` overrides the setting."""
+    return MeasurementSession(
+        device, out_dir, nvml=measure["nvml"], sample_interval_s=measure["sample_interval_s"],
+        codecarbon=measure["codecarbon"] if codecarbon is None else codecarbon,
+        country_iso_code=measure.get("country_iso_code", "USA"),
+        idle_seconds=measure.get("idle_seconds", 0.0) if idle else 0.0,
+        peak_tflops=measure.get("peak_tflops"), label=label)
 
 
 class MeasurementSession:
@@ -229,23 +242,22 @@ class MeasurementSession:
         seconds = t1 - window.t0
         flags: list[str] = []
         energy = None
-        if err is not None:
-            if self.reader is not None:
-                flags.append(err)
-        else:
+        if err is None:
             delta = e1 - window.e0_mj
             if delta < 0:
-                flags.append(f"energy counter went backwards ({window.e0_mj} -> {e1} mJ): wrap-around or "
-                             "driver reset; window energy unavailable")
+                err = (f"energy counter went backwards ({window.e0_mj} -> {e1} mJ): wrap-around or "
+                       "driver reset; window energy unavailable")
             elif delta == 0:
-                flags.append(f"energy counter did not move over {seconds:.3f} s; window energy unavailable")
+                err = f"energy counter did not move over {seconds:.3f} s; window energy unavailable"
             else:
                 energy = delta / 1000.0
+        if err is not None and self.reader is not None:
+            flags.append(err)
         if seconds < SHORT_WINDOW_S and self.reader is not None:
             flags.append(FLAG_SHORT)
         ws = WindowStats(index=window.index, steps=int(steps), tokens=int(tokens), seconds=seconds,
                          energy_j=energy, mean_w=(energy / seconds if energy is not None and seconds > 0 else None),
-                         t_start_s=window.t0 - self.t0, t_end_s=t1 - self.t0, flags=flags)
+                         t_start_s=window.t0 - self.t0, t_end_s=t1 - self.t0, flags=flags, error=err)
         self.windows.append(ws)
         return ws
 
@@ -279,7 +291,6 @@ class MeasurementSession:
 
     def _energy_summary(self) -> tuple[dict[str, Any], dict[str, str]]:
         flags = list(self.flags)
-        unavailable: dict[str, str] = {}
         sampler = self.sampler
         if sampler is not None:
             if sampler.error is not None:
@@ -295,24 +306,10 @@ class MeasurementSession:
                         flags.append(FLAG_SHORT)
                 else:
                     flags.append(f"window {w.index}: {f}")
-        if windows and len(valid) < len(windows) and self.reader is not None:
-            flags.append(f"energy totals cover {len(valid)} of {len(windows)} windows "
-                         f"({sum(w.steps for w in valid)} of {sum(w.steps for w in windows)} steps)")
-
-        e: dict[str, Any] = {k: None for k in ENERGY_KEYS}
+        e, unavailable = energy_totals([w.as_dict() for w in windows], self.idle_w,
+                                       no_counter=self.reader_reason)
         e["window_seconds_min"] = min((w.seconds for w in windows), default=None)
-        e["idle_w"] = self.idle_w
         if valid:
-            total = sum(w.energy_j for w in valid)
-            secs = sum(w.seconds for w in valid)
-            steps = sum(w.steps for w in valid)
-            tokens = sum(w.tokens for w in valid)
-            e["gpu_j_total"] = total
-            e["gpu_j_per_step"] = total / steps if steps else None
-            e["gpu_j_per_token"] = total / tokens if tokens else None
-            e["gpu_mean_w"] = total / secs if secs > 0 else None
-            if self.idle_w is not None:
-                e["gpu_j_above_idle"] = total - self.idle_w * secs
             both = [w for w in valid if w.sampled_j is not None]
             if both:
                 e["sampled_vs_counter_ratio"] = sum(w.sampled_j for w in both) / sum(w.energy_j for w in both)
@@ -335,20 +332,12 @@ class MeasurementSession:
             if j is not None:
                 e["idle_w_sampled"] = j / (self._idle_span[1] - self._idle_span[0])
 
-        # reasons for every None
-        base_reason = self.reader_reason
-        if not windows:
-            no_win = base_reason or "no measurement windows were recorded"
-        else:
-            no_win = base_reason or "no window had a usable energy-counter difference (see energy.flags)"
-        for k in ("gpu_j_total", "gpu_j_per_step", "gpu_j_per_token", "gpu_mean_w"):
-            if e[k] is None:
-                unavailable[f"energy.{k}"] = no_win
+        no_win = self.reader_reason or ("no measurement windows were recorded" if not windows else
+                                         "no window had a usable energy-counter difference (see energy.flags)")
         if e["idle_w"] is None:
-            unavailable["energy.idle_w"] = self.idle_reason or base_reason or "idle baseline not measured"
-        if e["gpu_j_above_idle"] is None:
-            unavailable["energy.gpu_j_above_idle"] = (unavailable.get("energy.gpu_j_total")
-                                                      or unavailable.get("energy.idle_w"))
+            unavailable["energy.idle_w"] = self.idle_reason or self.reader_reason or "idle baseline not measured"
+            if e["gpu_j_total"] is not None:
+                unavailable["energy.gpu_j_above_idle"] = unavailable["energy.idle_w"]
         if e["sampled_vs_counter_ratio"] is None:
             if sampler is None:
                 reason = self.sampler_reason or "no power sampler"
@@ -371,3 +360,48 @@ class MeasurementSession:
 
         kw = {} if dtype is None else {"dtype": dtype}
         return flops_section(analytic, counted, seconds_per_step, self.device, peak_tflops=self.peak_tflops, **kw)
+
+
+def energy_totals(windows: list[dict], idle_w: float | None, *, no_counter: str | None = None
+                  ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Energy figures over timed windows (``{steps, tokens, seconds, energy_j, error}`` each):
+    the one place that sums them (the session's summary, and a resumed training run over the
+    windows of both processes).
+
+    Rates (per step, per token, mean W) use the windows whose counter difference was measured;
+    the totals (``gpu_j_total``, ``gpu_j_above_idle``) are unavailable when any window is
+    missing -- never a silent undercount.  ``idle_w`` is the job's idle baseline (W).
+    Returns ``({ENERGY_KEYS...}, {"energy.<key>": reason})``; ``no_counter`` is the reason for
+    every None when the counter could not be read at all.
+    """
+    e: dict[str, Any] = {k: None for k in ENERGY_KEYS}
+    e["idle_w"] = idle_w
+    unavailable: dict[str, str] = {}
+    valid = [w for w in windows if w.get("energy_j") is not None]
+    missing = [w for w in windows if w.get("energy_j") is None]
+    if not valid:
+        reason = no_counter or ("no measurement windows were recorded" if not windows else
+                                "no window had a usable energy-counter difference (see energy.flags)")
+        for k in ("gpu_j_total", "gpu_j_per_step", "gpu_j_per_token", "gpu_mean_w", "gpu_j_above_idle"):
+            unavailable[f"energy.{k}"] = reason
+        return e, unavailable
+    total = sum(w["energy_j"] for w in valid)
+    steps = sum(w["steps"] for w in valid)
+    tokens = sum(w["tokens"] for w in valid)
+    secs = sum(w["seconds"] for w in valid)
+    e["gpu_j_per_step"] = total / steps if steps else None
+    e["gpu_j_per_token"] = total / tokens if tokens else None
+    e["gpu_mean_w"] = total / secs if secs > 0 else None
+    if missing:
+        first = missing[0]
+        reason = (f"energy counter unavailable for {len(missing)} of {len(windows)} timed windows (first: "
+                  f"{first.get('error') or 'no counter difference'}); rates use the {len(valid)} measured "
+                  f"windows ({steps} of {sum(w['steps'] for w in windows)} steps)")
+        unavailable["energy.gpu_j_total"] = unavailable["energy.gpu_j_above_idle"] = reason
+    else:
+        e["gpu_j_total"] = total
+        if idle_w is not None:
+            e["gpu_j_above_idle"] = total - idle_w * secs
+        else:
+            unavailable["energy.gpu_j_above_idle"] = "no idle baseline"
+    return e, unavailable

@@ -1,0 +1,222 @@
+"""Every job checks its own kernels: in its own process, at its own shape and dtype.
+
+A kernel can be right in a test process and wrong in a job: cuDNN's SDPA backward plan is
+cached per shape and q/k/v/o strides and reused for an output gradient of another layout, so
+whatever ran before in the same process (a FLOP count, an evaluation, a warm-up, another
+kernel's check) decides which plan the training steps get.  So the train job checks, right
+before its first training step and again after its last one:
+
+* **module**: each attention configuration (one module per distinct class and params, as
+  configured, ``impl="auto"`` resolved) on a small random batch at the training length,
+  output and input gradient against a float32 copy on the plain path
+  (:func:`attention.selection.compare`).  The batch is small (2 rows) so that the check
+  builds its own cuDNN plan and cannot prime the training one;
+* **model**: the step model as it trains (compiled where training is compiled, autocast),
+  forward and backward on one validation batch of the training shape -- the exact kernels,
+  layouts and plans of the training steps -- against a float32 copy of the whole model on
+  the plain attention path: logits, the gradient reaching the input embeddings (``wpe``'s
+  gradient: the input gradient summed over the batch) and all parameter gradients.
+
+Tolerances come from the same plain path run in the job's dtype (bf16 autocast): error <=
+max(floor, 4 x that noise) (:func:`attention.selection.tolerance`), so they follow the model,
+the data and the precision instead of one GPU's figures.  A failed check makes the row a
+failed row whose reason holds the figures; training does not run (start) or its results are
+not reported (end).  Checking changes nothing: gradients are dropped, and module state (LSH's
+hash stream) and RNG streams are restored.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+
+from attention.selection import (attention_modules, autocast_ctx, compare, config_groups, preserved_state,
+                                 reference_copy, rel_err, tolerance)
+
+MODULE_BATCH = 2
+REFERENCE_BUDGET_BYTES = 4 * 2**30   # attention scores the float32 reference may hold per chunk
+
+METHOD = ("module: each attention configuration on a random (2, T, n_embd) batch, output and input "
+          "gradient vs a float32 copy on impl='reference'; model: the training step model (compiled "
+          "where training is) on one validation batch of the training shape, logits, input-embedding "
+          "gradient (wpe) and all parameter gradients vs a float32 copy of the model on impl='reference'. "
+          "Relative errors ||fast - ref|| / ||ref||; pass: error <= max(floor, 4 x the error of the "
+          "reference path in the job's dtype)")
+
+
+class KernelCheckFailed(RuntimeError):
+    def __init__(self, message: str, record: dict):
+        super().__init__(message)
+        self.record = record
+
+
+def check(model, step_model, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype, *, phase: str,
+          backward: bool = True) -> dict[str, Any]:
+    """Module and model checks of ``model`` (``step_model``: how it runs, e.g. compiled).
+
+    Returns ``{phase, pass, seconds, modules: [...], model: {...}}``; ``pass`` is None when
+    nothing could be compared (a user class without a reference path, dropout), with the
+    reason under ``unavailable``.
+    """
+    t0 = time.perf_counter()
+    device = x.device
+    B, T = x.shape
+    n_embd = model.config.n_embd
+    modules = []
+    gen = torch.Generator().manual_seed(1000 + T)
+    xm = torch.randn(min(B, MODULE_BATCH), T, n_embd, generator=gen).to(device)
+    for group in config_groups(model):
+        head = group[0]
+        try:
+            rec = compare(head, xm, dtype, backward=backward)
+        except ValueError as err:  # no reference path
+            rec = {"pass": None, "unavailable": str(err)}
+        modules.append({"module": type(head).__name__, "layers": len(group), **rec})
+    model_rec = model_check(model, step_model, x, y, dtype, backward=backward)
+    verdicts = [r.get("pass") for r in modules] + [model_rec.get("pass")]
+    known = [v for v in verdicts if v is not None]
+    record = {"phase": phase, "pass": all(known) if known else None, "seconds": time.perf_counter() - t0,
+              "modules": modules, "model": model_rec}
+    if not known:
+        record["unavailable"] = "; ".join(r["unavailable"] for r in modules + [model_rec] if r.get("unavailable"))
+    return record
+
+
+def failure_message(record: dict) -> str:
+    """One line naming every figure past its tolerance."""
+    parts = []
+    for m in record["modules"]:
+        if m.get("pass") is False:
+            parts.append(f"module {m['module']} ({m['kernel']}): " + _figures(m, ("out", "dx")))
+    mr = record["model"]
+    if mr.get("pass") is False:
+        parts.append(f"model ({mr['kernel']}): " + _figures(mr, ("out", "dx", "grad")))
+    return f"kernel check at {record['phase']} of training failed: " + "; ".join(parts)
+
+
+def _figures(rec: dict, kinds) -> str:
+    out = []
+    for k in kinds:
+        err, tol = rec.get(f"{k}_rel_err"), rec["tolerance"].get(k)
+        if err is not None and tol is not None:
+            out.append(f"{k} rel. error {err:.3g} (tolerance {tol:.2g}{', FAILED' if err > tol else ''})")
+    return ", ".join(out)
+
+
+def _reference_rows(model, T: int, B: int) -> int:
+    cfg = model.config
+    per_row = cfg.n_head * T * T * 4 * cfg.n_layer * 4  # scores, probabilities, mask, grads (fp32)
+    return max(1, min(B, REFERENCE_BUDGET_BYTES // max(1, per_row)))
+
+
+def _grads(model) -> list[torch.Tensor | None]:
+    return [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
+
+
+def _global_rel_err(fast: list, ref: list, mask: list[bool] | None = None) -> float:
+    num = den = 0.0
+    for i, (f, r) in enumerate(zip(fast, ref)):
+        if (mask is not None and not mask[i]) or r is None:
+            continue
+        f = torch.zeros_like(r) if f is None else f
+        num += float((f.double() - r.double()).pow(2).sum())
+        den += float(r.double().pow(2).sum())
+    err = math.sqrt(num) / max(math.sqrt(den), 1e-30)
+    return err if math.isfinite(err) else float("inf")
+
+
+def _run(model, call, x, y, dtype, backward: bool, rows: int | None = None):
+    """Logits, loss and gradients of ``call`` (a model or step model) on (x, y), in chunks of
+    ``rows`` batch rows (gradients of the full-batch mean loss), each chunk from the same state.
+    With one chunk this is exactly a training step's forward and backward."""
+    device = x.device
+    B = x.shape[0]
+    rows = B if rows is None else rows
+    valid = (y != -100).sum()
+    model.zero_grad(set_to_none=True)
+    logits, loss = [], torch.zeros((), device=device, dtype=torch.float64)
+    for lo in range(0, B, rows):
+        xs, ys = x[lo:lo + rows], y[lo:lo + rows]
+        with preserved_state(attention_modules(model), device):
+            torch.manual_seed(0)
+            with autocast_ctx(device, dtype), (torch.enable_grad() if backward else torch.no_grad()):
+                out, mean_loss = call(xs, ys)   # the model's own loss, as in a training step
+                part = mean_loss * ((ys != -100).sum() / valid)
+            if backward:
+                part.backward()
+        logits.append(out.detach())
+        loss += part.detach().double()
+    grads = _grads(model) if backward else None
+    model.zero_grad(set_to_none=True)
+    return torch.cat(logits), float(loss), grads
+
+
+def forward_backward(model, step_model, x, y, dtype) -> None:
+    """One training forward and backward that changes nothing (compiles a step model)."""
+    _run(model, step_model, x, y, dtype, True)
+
+
+def model_check(model, step_model, x, y, dtype, *, backward: bool = True) -> dict[str, Any]:
+    """The step model vs a float32 copy of the model on the plain attention path (see module doc)."""
+    if model.config.dropout > 0 or any(getattr(m, "dropout", 0.0) > 0 for m in attention_modules(model)):
+        return {"pass": None, "unavailable": "dropout > 0: outputs are random"}
+    try:
+        ref = reference_copy(model)
+    except ValueError as err:
+        return {"pass": None, "unavailable": str(err)}
+    ref.train(model.training)
+    device = x.device
+    names = [n for n, _ in model.named_parameters()]
+    in_attention = [".attn." in n for n in names]
+    wpe = names.index("transformer.wpe.weight")
+    fast_logits, fast_loss, fast_grads = _run(model, step_model, x, y, dtype, backward)
+    kernel = model.kernel()
+    rows = _reference_rows(model, x.shape[1], x.shape[0])
+    ref_logits, ref_loss, ref_grads = _run(ref, ref, x, y, torch.float32, backward, rows)
+    noise_logits, _, noise_grads = _run(ref, ref, x, y, dtype, backward, rows)
+    del ref
+    rec: dict[str, Any] = {
+        "kernel": kernel, "batch": list(x.shape), "reference_rows_per_chunk": rows,
+        "loss": fast_loss, "reference_loss": ref_loss, "loss_abs_diff": abs(fast_loss - ref_loss),
+        "out_rel_err": rel_err(fast_logits, ref_logits),
+        "noise": {"out": rel_err(noise_logits, ref_logits)},
+    }
+    if backward:
+        rec["dx_rel_err"] = rel_err(fast_grads[wpe], ref_grads[wpe])
+        rec["grad_rel_err"] = _global_rel_err(fast_grads, ref_grads)
+        rec["attention_grad_rel_err"] = _global_rel_err(fast_grads, ref_grads, in_attention)
+        rec["noise"].update(dx=rel_err(noise_grads[wpe], ref_grads[wpe]),
+                            grad=_global_rel_err(noise_grads, ref_grads))
+    rec["tolerance"] = {"out": tolerance("out", dtype, rec["noise"]["out"])}
+    if backward:
+        rec["tolerance"].update(dx=tolerance("dx", dtype, rec["noise"]["dx"]),
+                                grad=tolerance("dx", dtype, rec["noise"]["grad"]))
+    rec["pass"] = all(rec[f"{k}_rel_err"] <= tol for k, tol in rec["tolerance"].items())
+    del fast_logits, ref_logits, noise_logits, fast_grads, ref_grads, noise_grads
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rec
+
+
+def logits_check(model, tokens: torch.Tensor) -> dict[str, Any]:
+    """Forward-only check of a model cast to its inference dtype (the probe): logits vs a float32
+    copy on the plain path, tolerance from the plain path in the same dtype."""
+    dtype = next(model.parameters()).dtype
+    try:
+        ref = reference_copy(model)
+    except ValueError as err:
+        return {"pass": None, "unavailable": str(err)}
+    ref.eval()
+    with torch.no_grad():
+        fast, _ = model(tokens)
+        kernel = model.kernel()
+        want, _ = ref(tokens)
+        noise, _ = ref.to(dtype)(tokens)
+    rec = {"kernel": kernel, "batch": list(tokens.shape), "out_rel_err": rel_err(fast, want),
+           "noise": {"out": rel_err(noise, want)}}
+    rec["tolerance"] = {"out": tolerance("out", dtype, rec["noise"]["out"])}
+    rec["pass"] = rec["out_rel_err"] <= rec["tolerance"]["out"]
+    return rec

@@ -1,0 +1,159 @@
+"""Kernel choice and self-checks on CPU: what ``impl="auto"`` measures and picks
+(``attention.selection``), and the job-level check that fails a row for a wrong kernel
+(``attnbench.selfcheck``).  The GPU behaviour is checked by tests/gpu on the device."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import attention
+from attention import selection
+from attention.sdpa import SDPAAttention
+from attention.selection import KernelCheckError, autotune, compare, prepare, tolerance
+from attnbench import selfcheck, train
+from attnbench.model import GPT, GPTConfig
+from tests.fixtures.scale_bug import ScaleBugAttention
+from tests.reliability_utils import synthetic_tokens, tiny_settings
+
+C, H = 32, 4
+
+
+class WrongFlash(SDPAAttention):
+    """An SDPA variant whose pinned 'flash' backend returns a wrong result (scaled output):
+    a broken candidate that autotune must not pick however fast it is."""
+
+    def forward(self, x, cache=None):
+        y = super().forward(x, cache)
+        pin = self.auto_pin if self.impl == "auto" else self.impl
+        return y * 1.5 if pin == "flash" else y
+
+
+def x_input(B=2, T=24, seed=0):
+    return torch.randn(B, T, C, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", sorted(attention.BUILTIN))
+def test_every_variant_passes_its_own_check(name):
+    params = {"lsh": {"chunk_size": 8}, "linear": {"chunk_size": 8}, "sliding_window": {"window": 8},
+              "gqa": {"n_kv_head": 2}}.get(name, {})
+    torch.manual_seed(0)
+    m = attention.build(name, C, H, **params).train()
+    rec = compare(m, x_input(), torch.float32)
+    assert rec["pass"] is True, rec
+    assert rec["out_rel_err"] < 1e-4 and rec["dx_rel_err"] < 1e-4, rec
+
+
+def test_wrong_kernel_fails_the_check_with_figures():
+    torch.manual_seed(0)
+    rec = compare(ScaleBugAttention(C, H).train(), x_input(), torch.float32)
+    assert rec["pass"] is False and rec["kernel"] == "fast:wrong-scale"
+    assert rec["out_rel_err"] > rec["tolerance"]["out"]
+
+
+def test_check_changes_nothing_lsh_stream_and_rng():
+    """Checking draws LSH rotations from a restored stream: the next training forward draws
+    what it would have drawn without the check, and the global RNG is untouched."""
+    torch.manual_seed(0)
+    m = attention.build("lsh", C, H, chunk_size=8).train()
+    twin = attention.build("lsh", C, H, chunk_size=8).train()
+    twin.load_state_dict(m.state_dict())
+    x = x_input()
+    rng = torch.get_rng_state()
+    compare(m, x, torch.float32)
+    assert torch.equal(torch.get_rng_state(), rng)
+    torch.testing.assert_close(m(x), twin(x), rtol=0, atol=0)
+
+
+def test_tolerance_follows_the_noise_of_the_plain_path():
+    assert tolerance("out", torch.bfloat16, 1e-3) == 2e-2            # floor
+    assert tolerance("out", torch.bfloat16, 1e-2) == pytest.approx(4e-2)  # 4 x noise
+    assert tolerance("dx", torch.float32, None) == 5e-3
+
+
+def test_autotune_picks_a_passing_candidate_pins_it_and_records_figures():
+    torch.manual_seed(0)
+    m = SDPAAttention(C, H).train()
+    rec = autotune(m, x_input(B=4, T=32), torch.float32, candidates=("math", "flash"), repeats=3, warmup=1)
+    assert rec["chosen"] in ("math", "flash") and m.auto_pin == rec["chosen"]
+    assert [r["impl"] for r in rec["candidates"]] == ["math", "flash"]
+    assert all(r["pass"] and r["ms"] > 0 for r in rec["candidates"])
+    with torch.no_grad():
+        m(x_input(B=4, T=32))
+    assert m.kernel == f"sdpa:auto->{'cpu-flash' if rec['chosen'] == 'flash' else 'math'}"
+
+
+def test_autotune_never_picks_a_wrong_candidate(monkeypatch):
+    torch.manual_seed(0)
+    m = WrongFlash(C, H).train()
+    monkeypatch.setattr(selection, "median_ms", lambda fn, *a, **k: (fn(), 1.0 if m.auto_pin == "flash" else 9.0)[1])
+    rec = autotune(m, x_input(), torch.float32, candidates=("flash", "math"))
+    flash = next(r for r in rec["candidates"] if r["impl"] == "flash")
+    assert flash["pass"] is False and rec["chosen"] == "math" == m.auto_pin
+
+
+def test_autotune_raises_when_no_candidate_passes():
+    torch.manual_seed(0)
+    m = WrongFlash(C, H).train()
+    with pytest.raises(KernelCheckError, match="no kernel passed") as err:
+        autotune(m, x_input(), torch.float32, candidates=("flash",))
+    assert err.value.record["candidates"][0]["pass"] is False
+
+
+def test_autotune_keeps_the_preferred_candidate_within_the_margin(monkeypatch):
+    """Candidates come in SDPA's priority order; the first within 5 % of the fastest wins, so
+    the choice does not flip between runs on timing noise."""
+    torch.manual_seed(0)
+    m = SDPAAttention(C, H).train()
+    times = {"math": 1.04, "flash": 1.00}
+    monkeypatch.setattr(selection, "median_ms", lambda fn, *a, **k: times[m.auto_pin])
+    assert autotune(m, x_input(), torch.float32, candidates=("math", "flash"))["chosen"] == "math"
+    times["math"] = 1.10
+    assert autotune(m, x_input(), torch.float32, candidates=("math", "flash"))["chosen"] == "flash"
+
+
+def test_prepare_resolves_every_layer_and_records_fixed_rules():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=H, n_embd=C, block_size=32, attention="sdpa"))
+    idx = torch.randint(0, 50257, (2, 16))
+    recs = prepare(model, idx, torch.randn(2, 16, C), torch.float32)
+    assert recs == [{"module": "SDPAAttention", "layers": 2, "impl": "auto", "auto": "fixed rule"}]
+    assert "?" not in model.kernel() and model.kernel().startswith("sdpa:auto->")
+
+
+def test_model_check_passes_for_builtins_and_fails_for_a_wrong_kernel():
+    idx = torch.randint(0, 50257, (2, 16), generator=torch.Generator().manual_seed(0))
+    for attn in ("baseline", "lsh"):
+        torch.manual_seed(0)
+        params = {"chunk_size": 8} if attn == "lsh" else {}
+        model = GPT(GPTConfig(n_layer=2, n_head=H, n_embd=C, block_size=32, attention=attn,
+                              attention_params=params)).train()
+        rec = selfcheck.check(model, model, idx, idx, torch.float32, phase="start")
+        assert rec["pass"] is True, rec
+    attention.VARIANTS["test:scale_bug"] = ScaleBugAttention
+    try:
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(n_layer=2, n_head=H, n_embd=C, block_size=32, attention="test:scale_bug")).train()
+        rec = selfcheck.check(model, model, idx, idx, torch.float32, phase="start")
+    finally:
+        del attention.VARIANTS["test:scale_bug"]
+    assert rec["pass"] is False and rec["model"]["pass"] is False and rec["modules"][0]["pass"] is False
+    msg = selfcheck.failure_message(rec)
+    assert "fast:wrong-scale" in msg and "FAILED" in msg and "tolerance" in msg
+
+
+def test_train_job_with_a_wrong_kernel_is_a_failed_row_and_trains_nothing(tmp_path):
+    tokens = synthetic_tokens(tmp_path / "tokens")
+    s = tiny_settings()
+    s["name"] = "scale_bug"
+    s["entry"] = {"variant": "scale_bug", "class": "tests.fixtures.scale_bug:ScaleBugAttention", "params": {}}
+    m = train.run(s, tokens, tmp_path / "scale_bug")
+    assert m["status"] == "failed" and m["failure"]["kind"] == "kernel-check", m["failure"]
+    assert "rel. error" in m["failure"]["message"] and "before" not in m["failure"]["message"]
+    assert m["kernel_check"]["start"]["pass"] is False
+    assert not (tmp_path / "scale_bug" / "steps.csv").exists()
+    assert not (tmp_path / "scale_bug" / "model.safetensors").exists()
+    on_disk = json.loads((tmp_path / "scale_bug" / "metrics.json").read_text())
+    assert on_disk["failure"]["kind"] == "kernel-check"
