@@ -12,7 +12,7 @@ rule report:
         sweep=expand("results/sweep/{variant}/sweep.json", variant=VARIANTS),
         stats=rules.tokenize.output.stats,
         templates=report_templates(),
-        code=package_sources("report.py", "results.py"),
+        code=sources_under("attnbench/report") + package_sources("results.py"),
     params:
         config=json.dumps(config, sort_keys=True),
         python=PYTHON,

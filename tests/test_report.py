@@ -310,3 +310,48 @@ def test_all_variants_failed(tmp_path):
     assert len([f for f in doc["failures"] if f["stage"] == "train"]) == 4
     html = (out / "index.html").read_text()
     assert "not measured: train failed: nan: non-finite loss nan at step 3" in html
+
+
+def _exact(kw, index: int, *, shift: float) -> None:
+    """Mark the fixture's variant ``index`` as computing baseline's function, its validation
+    curve ``shift`` away from baseline's at the first eval point."""
+    base = json.loads(kw["train"][0].read_text())
+    p = kw["train"][index]
+    d = json.loads(p.read_text())
+    d["attention"]["exact"] = True
+    d["kernel"] = "sdpa:auto->cudnn"
+    d["training"]["val_history"] = [dict(h) for h in base["training"]["val_history"]]
+    d["training"]["val_history"][0]["val_loss"] += shift
+    d["training"]["val_loss"] = d["training"]["val_history"][-1]["val_loss"]
+    p.write_text(json.dumps(d))
+
+
+def test_exact_variant_off_baseline_is_suspect_named_first_and_never_best(tmp_path):
+    """An exact variant (same function, data, seed and init as baseline) whose loss curve leaves
+    baseline's by more than report.exact_tolerance is marked suspect in the table, named first
+    in the findings, and takes part in no ranking (the H200 default run's sdpa: +0.41 at the
+    first eval)."""
+    kw = write_fixture(tmp_path / "exact", gpu=True)
+    _exact(kw, 2, shift=0.41)           # 'linear' stands in for sdpa: the fastest fixture row
+    doc, html, page, out = build(tmp_path, gpu=True, train=kw["train"], probe=kw["probe"], sweep=kw["sweep"],
+                                 stats=kw["stats"], config={**kw["config"], "report": {"exact_tolerance": 0.05}})
+    assert "suspect" in page.row_classes["linear"]
+    assert doc["findings"][0].startswith("linear computes baseline's function")
+    assert "+0.410" in doc["findings"][0] and "step 20" in doc["findings"][0]
+    assert "best" not in page.rows["linear"]["tokens_per_s"]["class"].split()
+    assert not any(f.startswith("Fastest training: linear") for f in doc["findings"])
+    rows = {r["variant"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    assert rows["linear"]["exact_agreement"] == "suspect"
+    assert float(rows["linear"]["exact_max_loss_diff"]) == pytest.approx(0.41)
+    assert rows["baseline"]["exact_agreement"] == "" and rows["gqa"]["exact_agreement"] == ""
+
+
+def test_exact_variant_within_tolerance_agrees(tmp_path):
+    kw = write_fixture(tmp_path / "exact", gpu=True)
+    _exact(kw, 1, shift=0.01)
+    doc, html, page, out = build(tmp_path, gpu=True, train=kw["train"], probe=kw["probe"], sweep=kw["sweep"],
+                                 stats=kw["stats"], config=kw["config"])
+    assert "suspect" not in page.row_classes["gqa"]
+    rows = {r["variant"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    assert rows["gqa"]["exact_agreement"] == "agrees"
+    assert not any("computes baseline's function" in f for f in doc["findings"])

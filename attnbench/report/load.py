@@ -1,0 +1,231 @@
+"""Reading the result documents: one :class:`Variant` per trained variant with its train,
+probe and sweep :class:`Doc`, and the reason text for whatever is missing, failed or null."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from .format import _num, dig
+
+if TYPE_CHECKING:  # table.py imports this module, so Cell only for the annotation
+    from .table import Cell
+
+BASELINE = "baseline"  # the variant every other one is compared with
+PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+           "#9c755f", "#79706e")
+DASHES = (None, "6 3", "2 2", "8 3 2 3")
+
+
+def _read_json(path: Path | None, kind: str) -> tuple[dict | None, str | None]:
+    if path is None:
+        return None, f"no {kind} result document for this variant"
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, f"{kind} result {path} is missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return None, f"{kind} result {path} is unreadable: {err}"
+    if not isinstance(doc, dict):
+        return None, f"{kind} result {path} is not a JSON object"
+    return doc, None
+
+
+def _read_csv(path: Path) -> tuple[list[dict[str, str]] | None, str | None]:
+    if not path.exists():
+        return None, f"{path.name} was not written"
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, csv.Error, UnicodeDecodeError) as err:
+        return None, f"{path.name} is unreadable: {err}"
+    return rows, None
+
+
+def _unavailable_map(doc: dict | None) -> dict[str, str]:
+    """The document's ``unavailable`` plus any nested ``<section>.unavailable`` maps."""
+    out: dict[str, str] = {}
+    if not isinstance(doc, dict):
+        return out
+    for key, val in doc.items():
+        if isinstance(val, dict) and isinstance(val.get("unavailable"), dict):
+            for k, reason in val["unavailable"].items():
+                out[k if "." in k else f"{key}.{k}"] = str(reason)
+    if isinstance(doc.get("unavailable"), dict):
+        out.update({str(k): str(v) for k, v in doc["unavailable"].items()})
+    return out
+
+
+def _failure_text(failure: Any) -> str:
+    if not isinstance(failure, dict):
+        return str(failure) if failure else "no reason recorded"
+    kind = failure.get("kind") or "error"
+    step = failure.get("step")
+    message = str(failure.get("message") or "no message")
+    where = f" at step {step}" if step is not None and f"step {step}" not in message else ""
+    return f"{kind}{where}: {message}"
+
+
+@dataclass
+class Doc:
+    """One result document of one variant (train, probe or sweep)."""
+
+    kind: str
+    path: Path | None
+    data: dict | None
+    missing: str | None = None  # why there is no document
+
+    @property
+    def status(self) -> str:
+        if self.data is None:
+            return "missing"
+        return str(self.data.get("status") or "ok")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        return _unavailable_map(self.data)
+
+    def not_ok_reason(self) -> str | None:
+        if self.data is None:
+            return self.missing
+        st = self.status
+        if st == "ok":
+            return None
+        if st == "skipped":
+            return f"{self.kind} skipped: " + str(self.data.get("reason") or self.unavailable.get(self.kind)
+                                                  or "no reason recorded")
+        return f"{self.kind} {st}: " + _failure_text(self.data.get("failure"))
+
+    def get(self, dotted: str) -> tuple[Any, str | None]:
+        """``(value, None)`` or ``(None, reason)``; the reason comes from ``unavailable``
+        (the key itself or a parent), else from the document's status, else says so."""
+        value = dig(self.data, dotted) if self.data is not None else None
+        if value is not None:
+            return value, None
+        return None, self.reason(dotted)
+
+    def reason(self, dotted: str) -> str:
+        unav = self.unavailable
+        parts = dotted.split(".")
+        for i in range(len(parts), 0, -1):
+            k = ".".join(parts[:i])
+            if k in unav:
+                return unav[k]
+        bad = self.not_ok_reason()
+        if bad:
+            return bad
+        name = self.path.name if self.path else f"{self.kind} result"
+        return f"null in {name} with no reason recorded"
+
+
+@dataclass
+class Variant:
+    name: str
+    index: int
+    color: str
+    dash: str | None
+    train: Doc
+    probe: Doc
+    sweep: Doc
+    steps: list[dict[str, str]] | None = None
+    steps_reason: str | None = None
+    power: list[dict[str, str]] | None = None
+    power_reason: str | None = None
+    cells: dict[str, "Cell"] = field(default_factory=dict)
+    agreement: dict | None = None  # exact variants: their loss curve against baseline's (agreement.py)
+
+    @property
+    def ok(self) -> bool:
+        return self.train.ok
+
+    @property
+    def suspect(self) -> bool:
+        return bool(self.agreement and self.agreement.get("suspect"))
+
+    @property
+    def params(self) -> dict:
+        p = dig(self.train.data, "attention.params")
+        if not isinstance(p, dict):
+            p = {}
+        return p
+
+    @property
+    def params_text(self) -> str:
+        return ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in self.params.items())
+
+
+def load_variants(train: Sequence, probe: Sequence, sweep: Sequence) -> list[Variant]:
+    """Pair the documents by variant name (config order = the order of ``train``)."""
+    train_docs = []
+    for p in train:
+        data, why = _read_json(Path(p), "train")
+        train_docs.append(Doc("train", Path(p), data, why))
+
+    def by_name(paths: Sequence, kind: str) -> dict[str, Doc]:
+        out: dict[str, Doc] = {}
+        for p in paths:
+            data, why = _read_json(Path(p), kind)
+            name = str(data.get("variant")) if data and data.get("variant") else Path(p).parent.name
+            out[name] = Doc(kind, Path(p), data, why)
+        return out
+
+    probes, sweeps = by_name(probe, "probe"), by_name(sweep, "sweep")
+    variants = []
+    for i, doc in enumerate(train_docs):
+        name = str(doc.data.get("variant")) if doc.data and doc.data.get("variant") else doc.path.parent.name
+        v = Variant(name=name, index=i, color=PALETTE[i % len(PALETTE)],
+                    dash=DASHES[(i // len(PALETTE)) % len(DASHES)], train=doc,
+                    probe=probes.get(name) or Doc("probe", None, None, "no probe result document for this variant"),
+                    sweep=sweeps.get(name) or Doc("sweep", None, None, "no sweep result document for this variant"))
+        folder = doc.path.parent
+        if doc.ok:
+            v.steps, v.steps_reason = _read_csv(folder / "steps.csv")
+        else:
+            v.steps_reason = doc.not_ok_reason()
+        v.power, v.power_reason = _read_csv(folder / "power_train.csv")
+        if v.power is not None and not v.power:
+            v.power, v.power_reason = None, None
+        if v.power is None:
+            v.power_reason = (doc.unavailable.get("energy.gpu_mean_w") or doc.unavailable.get("energy.gpu_j_total")
+                              or (doc.not_ok_reason() if not doc.ok else None) or v.power_reason
+                              or "power_train.csv has no samples")
+        variants.append(v)
+    return variants
+
+
+# Here rather than in plots.py or findings.py because both use them.
+def _common_reason(reasons: Iterable[str | None | tuple[str, str | None]]) -> str:
+    """One line saying why something has no data: the most common reason, then any other
+    reason with the variants it applies to (items are reasons or ``(variant, reason)``)."""
+    pairs = [(r if isinstance(r, tuple) else ("", r)) for r in reasons]
+    pairs = [(n, r) for n, r in pairs if r]
+    if not pairs:
+        return "no data"
+    top = Counter(r for _, r in pairs).most_common(1)[0][0]
+    others: "OrderedDict[str, list[str]]" = OrderedDict()
+    for n, r in pairs:
+        if r != top:
+            others.setdefault(r, []).append(n)
+    parts = [top]
+    for r, names in others.items():
+        who = ", ".join(n for n in names if n)
+        parts.append(f"{who}: {r}" if who else r)
+    return "; ".join(parts)
+
+
+def _steps_points(v: Variant) -> list[tuple[float, float]]:
+    """``(step, loss)`` from the variant's steps.csv, rows without both skipped."""
+    pts = []
+    for r in v.steps or []:
+        s, loss = _num(r.get("step")), _num(r.get("loss"))
+        if s is not None and loss is not None:
+            pts.append((s, loss))
+    return pts

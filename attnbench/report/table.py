@@ -1,0 +1,287 @@
+"""The summary table: which metric each column shows and where it is read (:func:`columns`),
+the cells per variant with best-in-column and baseline comparison (:func:`fill_cells`), and
+the same values as flat CSV rows (:func:`csv_rows`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .format import (_delta, _num, _sig, dig, fmt_bytes, fmt_co2, fmt_count, fmt_joule, fmt_kwh, fmt_loss,
+                     fmt_ms, fmt_pct, fmt_rate)
+from . import agreement
+from .load import BASELINE, Variant
+
+
+@dataclass
+class Cell:
+    value: float | str | None
+    text: str = ""
+    reason: str | None = None
+    detail: str | None = None  # extra tooltip text for a value
+    best: bool = False
+    compare: str | None = None  # "x1.23" / "+0.012" vs baseline
+
+    @property
+    def title(self) -> str:
+        if self.value is None:
+            return f"not measured: {self.reason}"
+        parts = [self.detail] if self.detail else []
+        if self.best:
+            parts.append("best in column")
+        return "; ".join(parts)
+
+    @property
+    def sort(self) -> str:
+        if self.value is None:
+            return ""
+        return repr(float(self.value)) if isinstance(self.value, (int, float)) else str(self.value)
+
+
+@dataclass
+class Column:
+    key: str
+    label: str
+    unit: str
+    fmt: Callable[[float], str]
+    get: Callable[[Variant, "Context"], tuple[Any, str | None, str | None]]  # value, reason, detail
+    better: str | None = None  # "min" | "max"
+    compare: str | None = None  # "ratio" | "delta"
+    help: str = ""
+    sub: str = ""  # shown under the label (the setting a value was measured at)
+
+
+@dataclass
+class Context:
+    prefill_B: int | None = None
+    prefill_L: int | None = None
+    decode_B: int | None = None
+    decode_P: int | None = None
+
+
+def _from(doc_attr: str, dotted: str, detail: Callable[[Variant], str | None] | None = None):
+    def get(v: Variant, ctx: Context):
+        val, why = getattr(v, doc_attr).get(dotted)
+        return _num(val), why, (detail(v) if detail and val is not None else None)
+    return get
+
+
+def _probe_row(v: Variant, section: str, want: dict[str, int | None], field_: str):
+    doc = v.probe
+    bad = doc.not_ok_reason()
+    if bad:
+        return None, bad, None
+    rows = doc.data.get(section)
+    if not isinstance(rows, list) or not rows:
+        return None, doc.reason(section), None
+    if any(x is None for x in want.values()):
+        return None, f"no {section} measurement", None
+    for row in rows:
+        if isinstance(row, dict) and all(row.get(k) == x for k, x in want.items()):
+            if row.get("status") not in (None, "ok"):
+                return None, f"{row.get('status')} at " + ", ".join(f"{k}={x}" for k, x in want.items()) + \
+                    (f": {row.get('error')}" if row.get("error") else ""), None
+            val = _num(row.get(field_))
+            if val is None:
+                return None, doc.reason(f"{section}.{field_}"), None
+            return val, None, None
+    return None, f"no {section} row for " + ", ".join(f"{k}={x}" for k, x in want.items()), None
+
+
+def _total_kwh(v: Variant, ctx: Context):
+    doc = v.train
+    parts, missing = [], []
+    for k in ("cpu_energy_kwh", "ram_energy_kwh", "gpu_energy_kwh"):
+        val, why = doc.get(f"emissions.{k}")
+        if _num(val) is None:
+            missing.append(f"{k.split('_')[0].upper()}: {why}")
+        else:
+            parts.append((k.split("_")[0].upper(), _num(val)))
+    if not parts:
+        why = doc.get("emissions.co2eq_kg")[1] if dig(doc.data, "emissions.co2eq_kg") is None else missing[0]
+        return None, why, None
+    method = dig(doc.data, "emissions.cpu_power_method")
+    detail = "CodeCarbon, whole training session: " + " + ".join(f"{n} {fmt_kwh(x)}" for n, x in parts)
+    if method:
+        detail += f"; CPU power method: {method}"
+    if missing:
+        detail += "; not included: " + "; ".join(missing)
+    return sum(x for _, x in parts), None, detail
+
+
+def _mfu_detail(v: Variant) -> str | None:
+    a, p = dig(v.train.data, "flops.achieved_tflops"), dig(v.train.data, "flops.peak_tflops")
+    if _num(a) is None:
+        return None
+    return f"{_sig(a)} TFLOP/s achieved" + (f" of {_sig(p)} peak" if _num(p) else "")
+
+
+def _params_detail(v: Variant) -> str | None:
+    a = _num(dig(v.train.data, "model.params_attention"))
+    return f"attention parameters: {fmt_count(a)}" if a is not None else None
+
+
+def _cache_bpt(v: Variant, ctx: Context):
+    val, why = v.train.get("model.cache_bytes_per_token")
+    if _num(val) is None:
+        pval, pwhy = v.probe.get("cache_bytes_per_token")
+        if _num(pval) is not None:
+            return _num(pval), None, "all layers, bf16 (from probe.json)"
+    return _num(val), why, "all layers, bf16"
+
+
+def _kernel(v: Variant, ctx: Context):
+    k, why = v.train.get("kernel")
+    pk = dig(v.probe.data, "kernel") if v.probe.ok else None
+    if k is None and pk is not None:
+        return str(pk), None, "kernel reported by the inference probe (training did not report one)"
+    detail = f"inference probe ran: {pk}" if pk is not None and k is not None and pk != k else None
+    return (str(k) if k is not None else None), why, detail
+
+
+def columns(ctx: Context) -> list[Column]:
+    pre = f"B={ctx.prefill_B}, L={ctx.prefill_L}" if ctx.prefill_B is not None else "no data"
+    dec = f"B={ctx.decode_B}, P={ctx.decode_P}" if ctx.decode_B is not None else "no data"
+    return [
+        Column("kernel", "Kernel", "", str, _kernel, help="attention implementation that ran"),
+        Column("params_total", "Params", "", fmt_count, _from("train", "model.params_total", _params_detail),
+               help="all model parameters"),
+        Column("tokens_per_s", "Train tokens/s", "tok/s", fmt_rate, _from("train", "timing.tokens_per_s"),
+               "max", "ratio", "training throughput over the timed windows"),
+        Column("step_ms_p50", "Step p50", "ms", fmt_ms, _from("train", "timing.step_ms_p50"), "min", "ratio",
+               "median training step time (window means)"),
+        Column("mfu", "MFU", "%", fmt_pct, _from("train", "flops.mfu", _mfu_detail), "max", "ratio",
+               "model FLOPs utilisation: analytic training FLOPs / time / peak"),
+        Column("peak_allocated_bytes", "Peak GPU mem", "bytes", fmt_bytes,
+               _from("train", "memory.peak_allocated_bytes"), "min", "ratio",
+               "peak memory allocated by the CUDA caching allocator during the timed steps"),
+        Column("peak_rss_bytes", "Peak host RSS", "bytes", fmt_bytes, _from("train", "memory.peak_rss_bytes"),
+               "min", "ratio", "peak resident set of the training process (whole process lifetime)"),
+        Column("gpu_j_per_token", "GPU energy", "J/token", fmt_joule, _from("train", "energy.gpu_j_per_token"),
+               "min", "ratio", "GPU energy counter over the timed windows / tokens"),
+        Column("energy_total_kwh", "Energy total", "kWh", fmt_kwh, _total_kwh, "min", "ratio",
+               "CodeCarbon CPU+RAM+GPU energy over the whole training session"),
+        Column("co2eq_kg", "CO2eq", "kg", fmt_co2, _from("train", "emissions.co2eq_kg"), "min", "ratio",
+               "CodeCarbon estimate for the whole training session"),
+        Column("final_train_loss", "Train loss", "", fmt_loss, _from("train", "training.final_train_loss"),
+               "min", "delta", "mean of the last 10 training-step losses"),
+        Column("val_loss", "Val loss", "", fmt_loss, _from("train", "training.val_loss"), "min", "delta",
+               "validation loss after the last step"),
+        Column("prefill_ms_p50", "Prefill p50", "ms", fmt_ms,
+               lambda v, c: _probe_row(v, "prefill", {"batch_size": c.prefill_B, "prompt_len": c.prefill_L},
+                                       "ms_p50"), "min", "ratio",
+               f"median latency of one forward over the prompt ({pre})", sub=pre),
+        Column("decode_ms_per_token_p50", "Decode p50", "ms/token", fmt_ms,
+               lambda v, c: _probe_row(v, "decode", {"batch_size": c.decode_B, "prompt_len": c.decode_P},
+                                       "ms_per_token_p50"), "min", "ratio",
+               f"median latency of one cached greedy decoding step ({dec} prompt tokens)", sub=dec),
+        Column("cache_bytes_per_token", "Cache", "bytes/token", fmt_bytes, _cache_bpt, "min", "ratio",
+               "inference cache bytes per token, all layers, bf16"),
+    ]
+
+
+def probe_context(variants: list[Variant]) -> Context:
+    """The representative probe settings: smallest batch, longest prompt."""
+    ctx = Context()
+    pre = [(r.get("batch_size"), r.get("prompt_len")) for v in variants if v.probe.ok
+           for r in (v.probe.data.get("prefill") or []) if isinstance(r, dict)]
+    pre = [(b, L) for b, L in pre if isinstance(b, int) and isinstance(L, int)]
+    if pre:
+        ctx.prefill_B = min(b for b, _ in pre)
+        ctx.prefill_L = max(L for b, L in pre if b == ctx.prefill_B)
+    dec = [(r.get("batch_size"), r.get("prompt_len")) for v in variants if v.probe.ok
+           for r in (v.probe.data.get("decode") or []) if isinstance(r, dict)]
+    dec = [(b, P) for b, P in dec if isinstance(b, int) and isinstance(P, int)]
+    if dec:
+        ctx.decode_B = min(b for b, _ in dec)
+        ctx.decode_P = Counter(P for b, P in dec if b == ctx.decode_B).most_common(1)[0][0]
+    return ctx
+
+
+def fill_cells(variants: list[Variant], cols: list[Column], ctx: Context) -> None:
+    for v in variants:
+        for col in cols:
+            val, why, detail = col.get(v, ctx)
+            if val is None:
+                v.cells[col.key] = Cell(None, reason=why or "not recorded")
+            else:
+                text = col.fmt(val) if isinstance(val, (int, float)) else str(val)
+                v.cells[col.key] = Cell(val, text=text, detail=detail)
+    base = next((v for v in variants if v.name == BASELINE and v.ok), None)
+    for col in cols:
+        if col.better is None:
+            continue
+        # Best as displayed: values that print the same tie (e.g. equal losses to 4 decimals).
+        # Suspect rows (agreement.py) are never "best".
+        shown = [(v.cells[col.key].value, v.cells[col.key].text) for v in variants
+                 if v.ok and not v.suspect and isinstance(v.cells[col.key].value, (int, float))]
+        if len(shown) >= 2 and len({t for _, t in shown}) > 1:
+            best_val, best_text = (min if col.better == "min" else max)(shown, key=lambda vt: vt[0])
+            for v in variants:
+                if v.ok and not v.suspect and v.cells[col.key].text == best_text:
+                    v.cells[col.key].best = True
+        b = base.cells[col.key].value if base else None
+        if not isinstance(b, (int, float)):
+            continue
+        for v in variants:
+            c = v.cells[col.key]
+            if v is base or not isinstance(c.value, (int, float)):
+                continue
+            if col.compare == "ratio" and b:
+                c.compare = f"×{c.value / b:.2f}"
+                c.detail = "; ".join(filter(None, [c.detail, f"{c.value / b:.3f} × {BASELINE}"]))
+            elif col.compare == "delta":
+                c.compare = _delta(c.value - b)
+                c.detail = "; ".join(filter(None, [c.detail, f"{c.value - b:+.6f} vs {BASELINE}"]))
+
+
+CSV_EXTRA = [
+    ("status", lambda v: v.train.status),
+    ("failure_kind", lambda v: dig(v.train.data, "failure.kind")),
+    ("failure_step", lambda v: dig(v.train.data, "failure.step")),
+    ("failure_message", lambda v: dig(v.train.data, "failure.message") or v.train.missing),
+    ("attention", lambda v: dig(v.train.data, "attention.name")),
+    ("attention_params", lambda v: json.dumps(v.params, sort_keys=True) if v.params else None),
+]
+CSV_MORE = [
+    ("params_attention", "model.params_attention"), ("params_non_embedding", "model.params_non_embedding"),
+    ("step_ms_p90", "timing.step_ms_p90"), ("warmup_s", "timing.warmup_s"), ("timed_s", "timing.timed_s"),
+    ("achieved_tflops", "flops.achieved_tflops"), ("peak_tflops", "flops.peak_tflops"),
+    ("train_flops_per_step", "flops.train_per_step"),
+    ("peak_reserved_bytes", "memory.peak_reserved_bytes"), ("nvml_used_bytes", "memory.nvml_used_bytes"),
+    ("gpu_j_total", "energy.gpu_j_total"), ("gpu_j_per_step", "energy.gpu_j_per_step"),
+    ("gpu_mean_w", "energy.gpu_mean_w"), ("idle_w", "energy.idle_w"),
+    ("cpu_energy_kwh", "emissions.cpu_energy_kwh"), ("ram_energy_kwh", "emissions.ram_energy_kwh"),
+    ("gpu_energy_kwh", "emissions.gpu_energy_kwh"), ("cpu_power_method", "emissions.cpu_power_method"),
+    ("tokens_trained", "training.tokens_trained"), ("steps", "training.steps"),
+    ("batch_size", "training.batch_size"), ("seq_len", "training.seq_len"), ("dtype", "training.dtype"),
+]
+
+
+def csv_rows(variants: list[Variant], cols: list[Column]) -> tuple[list[str], list[dict[str, Any]]]:
+    names = ["variant"] + [k for k, _ in CSV_EXTRA] + [c.key for c in cols] + [k for k, _ in CSV_MORE] + \
+        ["probe_status", "sweep_status", "exact_agreement", "exact_max_loss_diff"]
+    rows = []
+    for v in variants:
+        row: dict[str, Any] = {"variant": v.name}
+        row.update({k: f(v) for k, f in CSV_EXTRA})
+        row.update({c.key: v.cells[c.key].value for c in cols})
+        row.update({k: dig(v.train.data, p) for k, p in CSV_MORE})
+        row["probe_status"], row["sweep_status"] = v.probe.status, v.sweep.status
+        row.update(agreement.summary(v))
+        rows.append(row)
+    return names, rows
+
+
+def _csv_text(names: list[str], rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else (repr(r[k]) if isinstance(r[k], float) else r[k]))
+                    for k in names})
+    return buf.getvalue()
