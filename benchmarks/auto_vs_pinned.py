@@ -39,11 +39,14 @@ def main(argv=None) -> int:
     ap.add_argument("--impl", default="cudnn")
     ap.add_argument("--steps", type=int, default=None, help="train steps (default: the config's)")
     ap.add_argument("--out-dir", default="results/pinned")
+    ap.add_argument("--no-nvml", action="store_true", help="no energy readings (e.g. on another GPU than NVML index 0)")
     args = ap.parse_args(argv)
     cfg = yaml.safe_load(open(args.config))
     if args.steps:
         cfg.setdefault("train", {})["steps"] = args.steps
         cfg["train"]["eval_every"] = 0
+    if args.no_nvml:
+        cfg.setdefault("measure", {}).update(nvml=False, codecarbon=False)
     cfg = S.validate(cfg)
     run = Path(args.run_dir)
     out = {"impl": args.impl, "steps": cfg["train"]["steps"], "runs": {}}

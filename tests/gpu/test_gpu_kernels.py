@@ -105,8 +105,9 @@ def test_every_variant_and_kernel_against_reference_after_priming(gpu_log):
 def test_auto_is_as_fast_as_the_best_pinned_kernel_compiled(name, gpu_log):
     """The compiled module with ``auto`` (tuned here, then pinned) against every pinned SDPA
     backend that passes its check: median forward+backward time, same process, interleaved."""
-    x = x_input().requires_grad_(True)
-    gy = torch.randn(B, T, C, device="cuda")
+    # 32 rows (about 8 ms a call): long enough that launch jitter stays well under the 5 % margin
+    x = torch.randn(32, T, C, generator=torch.Generator().manual_seed(3)).cuda().requires_grad_(True)
+    gy = torch.randn(32, T, C, device="cuda")
     auto = make(name, "auto")
     rec = autotune(auto, x.detach(), DTYPE)
     candidates = {"auto": auto}
@@ -126,10 +127,10 @@ def test_auto_is_as_fast_as_the_best_pinned_kernel_compiled(name, gpu_log):
             out = compiled[k](x)
         out.backward(gy.to(out.dtype))
 
-    for _ in range(3):  # interleaved rounds
+    for _ in range(5):  # interleaved rounds
         for k in compiled:
-            times[k].append(median_ms(lambda: step(k), torch.device("cuda"), 3, 20))
-    med = {k: sorted(v)[1] for k, v in times.items()}
+            times[k].append(median_ms(lambda: step(k), torch.device("cuda"), 3, 30))
+    med = {k: sorted(v)[2] for k, v in times.items()}
     best_pinned = min(v for k, v in med.items() if k != "auto")
     result = {"variant": name, "chosen": rec["chosen"], "ms": med, "auto_vs_best_pinned": best_pinned / med["auto"],
               "kernel": auto.kernel}
