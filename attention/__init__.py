@@ -82,5 +82,15 @@ def registry_name(entry: dict) -> str:
     return name
 
 
+def computes_baseline(entry: dict, seq_len: int) -> bool:
+    """Whether a resolved config entry computes baseline's function at this length
+    (``is_exact`` of its class, or a class attribute ``exact``): the report then checks its
+    loss curve against baseline's (``attnbench.report.agreement``)."""
+    cls = VARIANTS[registry_name(entry)]
+    if hasattr(cls, "is_exact") and hasattr(cls, "resolve_params"):
+        return bool(cls.is_exact(cls.resolve_params(dict(entry["params"])), seq_len))
+    return bool(getattr(cls, "exact", False))
+
+
 __all__ = ["VARIANTS", "BUILTIN", "COMMON_PARAMS", "CausalSelfAttention", "build", "register",
-           "registry_name", "load_class", "check_api"]
+           "registry_name", "computes_baseline", "load_class", "check_api"]

@@ -135,3 +135,25 @@ def restore(ckpt: dict, model: torch.nn.Module, optimizer, losses: torch.Tensor,
         torch.cuda.set_rng_state(tensors["rng/cuda"], device)
 
 
+
+
+def save(job, path: Path, expected_identity: str, at: int) -> None:
+    """Checkpoint a training job (``attnbench.train.Job``) at step ``at``, outside timed windows."""
+    import time
+
+    c0 = time.perf_counter()
+    job.progress["checkpoints"] += 1
+    state = {**job.progress, "step": at, "identity": expected_identity, "warmup_s": job.warmup_s,
+             "compiled": job.compiled, "compile_error": job.compile_error, "saved_at": time.time()}
+    write(path, job.model, job.optimizer, job.losses, state, job.device)
+    job.progress["checkpoint_s"] += time.perf_counter() - c0
+
+
+def resume(job, ckpt: dict) -> None:
+    """Put a training job back where checkpoint ``ckpt`` (from :func:`read`) left it."""
+    restore(ckpt, job.model, job.optimizer, job.losses, job.device)
+    st = ckpt["state"]
+    job.resumed_from = st["step"]
+    job.warmup_s = st["warmup_s"]
+    job.progress = {k: st[k] for k in job.progress}
+    job.progress["resumes"] = st.get("resumes", []) + [{"step": job.resumed_from}]

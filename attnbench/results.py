@@ -24,6 +24,11 @@ Schema ``attnbench.train/1`` (``results/train/<variant>/metrics.json``)::
                 country_iso_code}
     provenance: see :func:`provenance`
     unavailable: {"energy.gpu_j_total": "no NVML: ...", ...}
+    attention.exact              computes baseline's function (the report checks its loss curve)
+    kernel_selection             what impl="auto" measured and chose (attention.selection)
+    kernel_check: {method, start, end}   the job's self-checks (attnbench.selfcheck)
+    training: {..., checkpoints, resumed_from_step, resumes, compile_error}
+    timing.windows[].energy_error, failure.allocator (out of memory), emissions.resumed_part
 
 Schema ``attnbench.probe/1`` (``results/probe/<variant>/probe.json``): schema, variant,
 status, kernel, prefill: [{batch_size, prompt_len, ms_p50, ms_p90, repeats}], decode: [...],

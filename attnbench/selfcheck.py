@@ -220,3 +220,30 @@ def logits_check(model, tokens: torch.Tensor) -> dict[str, Any]:
     rec["tolerance"] = {"out": tolerance("out", dtype, rec["noise"]["out"])}
     rec["pass"] = rec["out_rel_err"] <= rec["tolerance"]["out"]
     return rec
+
+
+def check_job(job, result: dict, phase: str) -> None:
+    """The check of a training job (``attnbench.train.Job``) at ``phase`` ("start": before the first
+    step, "end": after the last), recorded in ``result["kernel_check"]``; a failure raises
+    :class:`KernelCheckFailed` naming the figures (the job records a failed row).  The start check is also the first
+    call of the compiled step model: if torch.compile cannot handle the variant, the job falls
+    back to eager (recorded) and is checked eagerly."""
+    x, y = job.check_batch()
+    if not job.settings["measure"]["kernel_check"]:
+        result["kernel_check"][phase] = {"pass": None, "unavailable": "measure.kernel_check is off"}
+        if phase == "start" and job.resumed_from is not None:  # compile outside the timed windows
+            forward_backward(job.model, job.step_model, x, y, job.dtype)
+        return
+    try:
+        record = check(job.model, job.step_model, x, y, job.dtype, phase=phase)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as err:
+        if not job.compiled or phase != "start":
+            raise
+        job.compile_error = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+        job.step_model, job.compiled = job.model, False
+        record = check(job.model, job.step_model, x, y, job.dtype, phase=phase)
+    result["kernel_check"][phase] = record
+    if record["pass"] is False:
+        raise KernelCheckFailed(failure_message(record), record)

@@ -149,9 +149,29 @@ def stage_settings(config: dict, stage: str, name: str) -> dict:
     return out
 
 
+def report_settings(config: dict) -> dict:
+    """What the report renders and checks: the run's config without the runtime-only keys."""
+    out = copy.deepcopy(config)
+    out["train"] = {k: v for k, v in out["train"].items() if k not in RUNTIME_TRAIN_KEYS}
+    return out
+
+
 STAGE_KEYS = {"train": ("name", "entry", "seed", "device", "model", "measure", "train", "data"),
               "probe": ("name", "entry", "seed", "device", "model", "measure", "probe"),
               "sweep": ("name", "entry", "seed", "device", "model", "measure", "sweep")}
+
+
+def check_stage_settings(settings, stage: str) -> None:
+    """A job's settings must be :func:`stage_settings` of ``stage``: a JSON object with its keys
+    and, for train, no runtime-only key (those come as arguments)."""
+    if not isinstance(settings, dict):
+        raise ConfigError(f"settings must be a JSON object (the {stage} settings of one variant)")
+    missing = [k for k in STAGE_KEYS[stage] if k not in settings]
+    if missing:
+        raise ConfigError(f"settings lack key(s) {', '.join(missing)} (expected attnbench.settings.stage_settings)")
+    extra = [k for k in RUNTIME_TRAIN_KEYS if k in settings.get("train", {})]
+    if extra:
+        raise ConfigError(f"train settings hold runtime-only key(s) {', '.join(extra)}: pass them as arguments")
 
 
 def resolve_device(requested: str):

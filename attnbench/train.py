@@ -20,105 +20,34 @@ next invocation retry the variant.  Interruptions are not failures: SIGTERM/SIGH
 run at the next step boundary (writing a checkpoint there when checkpoints are on, see
 ``attnbench.checkpoint``) and raise :class:`attnbench.interrupt.Interrupted`; no
 ``metrics.json`` is written, so Snakemake runs the job again.  Every file is written under a
-temporary name and renamed.
-
-Result fields added beyond ``attnbench.results``' schema: ``kernel_selection`` (what
-``auto`` measured and chose), ``kernel_check`` ({method, start, end}), ``training.checkpoints``,
-``training.resumed_from_step``, ``training.resumes``, ``training.compile_error``,
-``timing.windows[].energy_error``, ``failure.allocator`` (out of memory), ``emissions.resumed_part``.
+temporary name and renamed.  The result document is described in ``attnbench.results``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
-import io
-import math
-import os
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from attention.selection import KernelCheckError, attention_modules, preserved_state, prepare
+from attention import computes_baseline
+from attention.selection import KernelCheckError, prepare
 
 from . import checkpoint, measure, selfcheck
 from .batches import TokenBatches
 from .interrupt import Interrupted, interruptible
 from .model import GPT, build_model, weights_bytes
-from .results import TRAIN_SCHEMA, atomic_write_bytes, atomic_write_json, atomic_write_text, jsonable, provenance
-from .settings import RUNTIME_TRAIN_KEYS, STAGE_KEYS, ConfigError, resolve_device
+from .optim import autocast_ctx, lr_at, make_optimizer, resolve_dtype, should_compile
+from .results import TRAIN_SCHEMA, atomic_write_bytes, atomic_write_json, jsonable, provenance
+from .settings import ConfigError, check_stage_settings, resolve_device
+from .train_result import FAULT_ENV, TrainingFault, assemble, injected_fault, record_failure, write_steps_csv
 
-FAULT_ENV = "ATTNBENCH_INJECT_FAULT"  # testing only: "<variant>:nan:<step>" or "<variant>:oom:<step>"
 CHECKPOINT = checkpoint.FILENAME
 OUTPUTS = ("metrics.json", "steps.csv", "model.safetensors")
-
-
-class TrainingFault(RuntimeError):
-    def __init__(self, kind: str, message: str, step: int | None, **extra):
-        super().__init__(message)
-        self.kind, self.step, self.extra = kind, step, extra
-
-
-def injected_fault(name: str) -> tuple[str, int] | None:
-    """The fault ``ATTNBENCH_INJECT_FAULT`` asks for in variant ``name`` (testing only).
-
-    Comma-separated ``<variant>:<nan|oom>:<step>`` items; a malformed item is an error (a
-    typo must not silently run the unfaulted variant).  Read by the training process: force
-    the variant (``--forcerun train``) to inject into it.
-    """
-    spec = os.environ.get(FAULT_ENV, "")
-    for item in filter(None, (i.strip() for i in spec.split(","))):
-        parts = item.split(":")
-        if len(parts) != 3 or parts[1] not in ("nan", "oom") or not parts[2].isdigit():
-            raise ConfigError(f"{FAULT_ENV}={spec!r}: item {item!r} is not <variant>:<nan|oom>:<step>")
-        if parts[0] == name:
-            return parts[1], int(parts[2])
-    return None
-
-
-def computes_baseline(entry: dict, seq_len: int) -> bool:
-    """Whether the variant computes baseline's function at this length (``is_exact`` of its
-    class, or a class attribute ``exact``): the report then checks its loss curve against
-    baseline's (``attnbench.report.agreement``)."""
-    import attention
-
-    cls = attention.VARIANTS[attention.registry_name(entry)]
-    if hasattr(cls, "is_exact") and hasattr(cls, "resolve_params"):
-        return bool(cls.is_exact(cls.resolve_params(dict(entry["params"])), seq_len))
-    return bool(getattr(cls, "exact", False))
-
-
-def lr_at(step: int, t: dict) -> float:
-    """Linear warm-up then cosine decay to ``min_lr`` (nanoGPT schedule)."""
-    if step < t["lr_warmup_steps"]:
-        return t["lr"] * (step + 1) / t["lr_warmup_steps"]
-    progress = (step - t["lr_warmup_steps"]) / max(1, t["steps"] - t["lr_warmup_steps"])
-    return t["min_lr"] + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (t["lr"] - t["min_lr"])
-
-
-def make_optimizer(model: GPT, t: dict, device: torch.device):
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": t["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=t["lr"], betas=(t["beta1"], t["beta2"]), fused=fused), fused
-
-
-def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
-    if requested == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"bfloat16": torch.bfloat16, "float32": torch.float32}[requested]
-
-
-def autocast_ctx(device: torch.device, dtype: torch.dtype):
-    if dtype == torch.bfloat16:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def evaluate(model, val: TokenBatches, n_batches: int, device, dtype: torch.dtype) -> float:
@@ -141,10 +70,6 @@ def evaluate(model, val: TokenBatches, n_batches: int, device, dtype: torch.dtyp
             total += loss.detach().float()
     model.train()
     return (total / order.shape[0]).item()
-
-
-def should_compile(t: dict, device: torch.device) -> bool:
-    return t["compile"] == "on" or (t["compile"] == "auto" and device.type == "cuda")
 
 
 @dataclass
@@ -219,7 +144,7 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
     they reach the job on its command line, never in its settings.  Raises
     :class:`Interrupted` on SIGTERM/SIGHUP, writing nothing but (optionally) a checkpoint.
     """
-    _check_settings(settings)
+    check_stage_settings(settings, "train")
     for split in ("train", "val"):  # bad input, not a variant failure: raise before any result
         if not (Path(tokens_dir) / f"{split}.npy").is_file():
             raise FileNotFoundError(errno.ENOENT, "tokenized split not found", str(Path(tokens_dir) / f"{split}.npy"))
@@ -257,12 +182,8 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
             job.checkpoint_every = ckpt_every
             ckpt = checkpoint.read(ckpt_path, identity, job.t["steps"]) if resume else None
             if ckpt is not None:
-                checkpoint.restore(ckpt, job.model, job.optimizer, job.losses, device)
-                job.resumed_from = ckpt["state"]["step"]
-                job.warmup_s = ckpt["state"]["warmup_s"]
-                job.progress = {k: ckpt["state"][k] for k in job.progress}
-                job.progress["resumes"] = ckpt["state"].get("resumes", []) + [{"step": job.resumed_from}]
-            check_kernels(job, result, "start")
+                checkpoint.resume(job, ckpt)
+            selfcheck.check_job(job, result, "start")
             session = measure.session_from(settings["measure"], device, out_dir, "train")
             session.start()
             measure.reset_peak_memory(device)
@@ -271,16 +192,8 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
             measure.reset_peak_memory(device)
             bar = _progress(job.t["steps"], name)
             bar.update(step)
-
-            def save_checkpoint(at: int) -> None:
-                c0 = time.perf_counter()
-                job.progress["checkpoints"] += 1
-                state = {**job.progress, "step": at, "identity": identity, "warmup_s": job.warmup_s,
-                         "compiled": job.compiled, "compile_error": job.compile_error, "saved_at": time.time()}
-                checkpoint.write(ckpt_path, job.model, job.optimizer, job.losses, state, device)
-                job.progress["checkpoint_s"] += time.perf_counter() - c0
-
-            step = timed_loop(job, session, guard, bar, step, ckpt_every, save_checkpoint)
+            step = timed_loop(job, session, guard, bar, step, ckpt_every,
+                              lambda at: checkpoint.save(job, ckpt_path, identity, at))
             bar.close()
             bar = None
             mem = measure.peak_memory(device)
@@ -289,23 +202,16 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
             final_val = evaluate(job.step_model, job.val_data, job.t["eval_batches"], device, dtype)
             job.progress["val_history"].append({"step": job.t["steps"], "val_loss": final_val})
             result["kernel"] = job.model.kernel()
-            check_kernels(job, result, "end")
+            selfcheck.check_job(job, result, "end")
             assemble(job, result, unavailable, summary, mem)
-            _write_steps_csv(out_dir / "steps.csv", job.losses.cpu().tolist(), job.progress["step_ms_per_step"],
+            write_steps_csv(out_dir / "steps.csv", job.losses.cpu().tolist(), job.progress["step_ms_per_step"],
                              job.t["warmup_steps"], job.tokens_per_step)
             atomic_write_bytes(out_dir / "model.safetensors", weights_bytes(job.model))
             result["model"]["bytes_on_disk"] = (out_dir / "model.safetensors").stat().st_size
         except Exception as err:  # recorded, not raised: see module docstring
             _stop(bar, session)
             session = bar = None
-            result["status"] = "failed"
-            result["failure"] = _describe_failure(err, None if job is None else job.step, device)
-            with open(out_dir / "failures.log", "a", encoding="utf-8") as fh:
-                fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {result['failure']['kind']}: "
-                         f"{result['failure']['message']}\n")
-            for stale in ("steps.csv", "model.safetensors"):
-                with contextlib.suppress(FileNotFoundError):
-                    (out_dir / stale).unlink()
+            record_failure(result, err, None if job is None else job.step, device, out_dir)
         except BaseException:  # interrupted: no result, nothing under a final name
             _stop(bar, session)
             raise
@@ -348,31 +254,6 @@ def setup(settings, tokens_dir, out_dir, device, dtype, fault, result) -> Job:
     job.order = job.train_data.order(t["steps"])
     job.losses = torch.full((t["steps"],), float("nan"), device=device)
     return job
-
-
-def check_kernels(job: Job, result: dict, phase: str) -> None:
-    """The kernel check (``attnbench.selfcheck``); the start check also compiles the model and
-    falls back to eager (recorded) if torch.compile cannot handle the variant."""
-    x, y = job.check_batch()
-    if not job.settings["measure"]["kernel_check"]:
-        result["kernel_check"][phase] = {"pass": None, "unavailable": "measure.kernel_check is off"}
-        if phase == "start" and job.resumed_from is not None:  # compile outside the timed windows
-            selfcheck.forward_backward(job.model, job.step_model, x, y, job.dtype)
-        return
-    try:
-        record = selfcheck.check(job.model, job.step_model, x, y, job.dtype, phase=phase)
-    except (torch.OutOfMemoryError, TrainingFault):
-        raise
-    except Exception as err:
-        if not job.compiled or phase != "start":
-            raise
-        job.compile_error = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
-        job.step_model, job.compiled = job.model, False
-        record = selfcheck.check(job.model, job.step_model, x, y, job.dtype, phase=phase)
-    result["kernel_check"][phase] = record
-    if record["pass"] is False:
-        raise TrainingFault("kernel-check", selfcheck.failure_message(record), None if phase == "start"
-                            else job.t["steps"])
 
 
 def warm_up(job: Job) -> int:
@@ -439,84 +320,6 @@ def timed_loop(job: Job, session, guard, bar, step: int, ckpt_every: int, save_c
     return step
 
 
-def assemble(job: Job, result: dict, unavailable: dict, summary: dict, mem: dict) -> None:
-    """The result's training, timing, memory, energy, emissions and FLOPs sections."""
-    t, windows = job.t, job.progress["windows"]
-    B, T = t["batch_size"], t["seq_len"]
-    losses = job.losses.cpu().tolist()
-    timed_steps = t["steps"] - t["warmup_steps"]
-    timed_s = sum(w["seconds"] for w in windows)
-    result["training"] = {
-        "steps": t["steps"], "warmup_steps": t["warmup_steps"], "timed_steps": timed_steps,
-        "batch_size": B, "seq_len": T, "tokens_per_step": B * T, "tokens_trained": t["steps"] * B * T,
-        "final_train_loss": _mean_tail(losses, 10), "val_loss": job.progress["val_history"][-1]["val_loss"],
-        "val_history": job.progress["val_history"], "lr": t["lr"], "dtype": str(job.dtype).replace("torch.", ""),
-        "compiled": job.compiled, "fused_adamw": job.fused, "device": str(job.device),
-        "checkpoints": {"every": job.checkpoint_every, "saved": job.progress["checkpoints"],
-                        "seconds": job.progress["checkpoint_s"]},
-        "resumed_from_step": job.resumed_from, "resumes": job.progress.get("resumes", []),
-    }
-    if job.compile_error:
-        result["training"]["compile_error"] = job.compile_error
-    pct = measure.percentiles([1000 * w["seconds"] / w["steps"] for w in windows])
-    result["timing"] = {
-        "step_ms_p50": pct["p50"], "step_ms_p90": pct["p90"], "step_ms_min": pct["min"],
-        "step_ms_max": pct["max"], "n_windows": pct["n"],
-        "tokens_per_s": timed_steps * B * T / timed_s if timed_s > 0 else None,
-        "warmup_s": job.warmup_s, "timed_s": timed_s, "windows": windows,
-        "method": f"synchronised wall clock over windows of up to {t['timing_window']} steps; per-step "
-                  "figures are window means",
-    }
-    result["memory"] = {k: v for k, v in mem.items() if k != "unavailable"}
-    unavailable.update({f"memory.{k}": v for k, v in mem.get("unavailable", {}).items()})
-    energy, emissions = dict(summary.get("energy", {})), dict(summary.get("emissions", {}))
-    unavailable.update(summary.get("unavailable", {}))
-    if job.resumed_from is not None:  # the session saw only this process's windows: sum all of them
-        totals, why = measure.energy_totals(windows, energy.get("idle_w"))
-        energy.update(totals)
-        unavailable.update(why)
-        _emissions_of_resumed_run(emissions, unavailable, job.resumed_from, t["steps"])
-    result["energy"], result["emissions"] = energy, emissions
-    analytic = measure.model_flops(job.model, B, T)
-    counted = None
-    if job.settings["measure"]["count_flops"]:
-        # state kept: the count's forward would otherwise advance LSH's rotation stream (as it did,
-        # before training, until this module counted after training)
-        with preserved_state(attention_modules(job.model), job.device):
-            counted = measure.count_flops(job.model, B, T, job.device, analytic=analytic,
-                                          dtype=job.dtype if job.dtype == torch.bfloat16 else None)
-    flops, flops_unavailable = measure.flops_section(
-        analytic, counted, timed_s / timed_steps if timed_steps else None, job.device,
-        peak_tflops=job.settings["measure"]["peak_tflops"], dtype=job.dtype)
-    result["flops"] = flops
-    unavailable.update(flops_unavailable)
-
-
-def _emissions_of_resumed_run(emissions: dict, unavailable: dict, resumed_from: int, steps: int) -> None:
-    """CodeCarbon ran only in the resuming process: its totals miss the interrupted part, so
-    they are unavailable (the partial values are kept under ``emissions.resumed_part``)."""
-    part = {}
-    for k in ("co2eq_kg", "cpu_energy_kwh", "ram_energy_kwh", "gpu_energy_kwh"):
-        if emissions.get(k) is not None:
-            part[k] = emissions[k]
-            emissions[k] = None
-        unavailable.setdefault(f"emissions.{k}", f"run resumed from a checkpoint at step {resumed_from}: "
-                               f"CodeCarbon measured only steps {resumed_from}..{steps} (see emissions.resumed_part)")
-    if part:
-        emissions["resumed_part"] = {"from_step": resumed_from, **part}
-
-
-def _check_settings(settings: Any) -> None:
-    if not isinstance(settings, dict):
-        raise ConfigError("settings must be a JSON object (the train settings of one variant)")
-    missing = [k for k in STAGE_KEYS["train"] if k not in settings]
-    if missing:
-        raise ConfigError(f"settings lack key(s) {', '.join(missing)} (expected attnbench.settings.stage_settings)")
-    extra = [k for k in RUNTIME_TRAIN_KEYS if k in settings["train"]]
-    if extra:
-        raise ConfigError(f"train settings hold runtime-only key(s) {', '.join(extra)}: pass them as arguments")
-
-
 def _clear_stale(out_dir: Path) -> None:
     """Remove a previous run's outputs and temporary files left by a killed write: a run that
     is interrupted must not leave an older ``metrics.json`` looking like its result."""
@@ -534,41 +337,6 @@ def _stop(bar, session) -> None:
     if session is not None:
         with contextlib.suppress(Exception):
             session.finish()
-
-
-def _describe_failure(err: BaseException, step, device) -> dict:
-    if isinstance(err, TrainingFault):
-        return {"kind": err.kind, "message": str(err), "step": err.step if err.step is not None else step,
-                **err.extra}
-    info: dict[str, Any] = {"kind": "error", "message": f"{type(err).__name__}: {err}", "step": step,
-                            "traceback": traceback.format_exc(limit=8)}
-    if isinstance(err, torch.OutOfMemoryError):
-        info["kind"] = "oom"
-        if device.type == "cuda":
-            with contextlib.suppress(Exception):
-                info["allocator"] = {"allocated_bytes": torch.cuda.memory_allocated(),
-                                     "reserved_bytes": torch.cuda.memory_reserved(),
-                                     "max_allocated_bytes": torch.cuda.max_memory_allocated(),
-                                     "device_total_bytes": torch.cuda.get_device_properties(device).total_memory}
-        else:
-            info["allocator"] = {"device": device.type, "peak_rss_bytes": measure.peak_rss_bytes()}
-    return info
-
-
-def _mean_tail(values: list[float], n: int) -> float | None:
-    tail = [v for v in values[-n:] if math.isfinite(v)]
-    return sum(tail) / len(tail) if tail else None
-
-
-def _write_steps_csv(path: Path, losses, ms, warmup: int, tokens_per_step: int) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["step", "loss", "window_ms_per_step", "tokens", "phase"])
-    for i, loss in enumerate(losses):
-        timed = i >= warmup
-        w.writerow([i, f"{loss:.6f}", f"{ms[i - warmup]:.4f}" if timed else "", tokens_per_step,
-                    "timed" if timed else "warmup"])
-    atomic_write_text(path, buf.getvalue())
 
 
 def _progress(total: int, name: str):

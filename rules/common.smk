@@ -50,8 +50,8 @@ MEASURE_SOURCES = sources_under("attnbench/measure")
 ATTENTION_CORE = [rel(ROOT / "attention" / n) for n in ("__init__.py", "base.py", "contract.py", "selection.py")]
 # what every train/probe/sweep job imports besides its variant's own files
 MODEL_SOURCES = package_sources("model.py", "settings.py", "results.py") + MEASURE_SOURCES + ATTENTION_CORE
-TRAIN_SOURCES = MODEL_SOURCES + package_sources("train.py", "batches.py", "checkpoint.py", "selfcheck.py",
-                                                "interrupt.py")
+TRAIN_SOURCES = MODEL_SOURCES + package_sources("train.py", "train_result.py", "optim.py", "batches.py",
+                                                "checkpoint.py", "selfcheck.py", "interrupt.py")
 PROBE_SOURCES = MODEL_SOURCES + package_sources("probe.py", "selfcheck.py")
 SWEEP_SOURCES = MODEL_SOURCES + package_sources("sweep.py")
 

@@ -14,7 +14,7 @@ rule report:
         templates=report_templates(),
         code=sources_under("attnbench/report") + package_sources("results.py"),
     params:
-        config=json.dumps(config, sort_keys=True),
+        config=json.dumps(_settings.report_settings(config), sort_keys=True),
         python=PYTHON,
     log:
         "logs/report/report.log",
