@@ -3,7 +3,9 @@
 
 rule download:
     output:
-        "data/raw/{dataset}.jsonl",
+        jsonl="data/raw/{dataset}.jsonl",
+        # counts (records read, kept, dropped and why); tokenize copies them into its stats
+        counts="data/raw/{dataset}.jsonl.download.json",
     input:
         package_sources("data.py", "results.py"),
     params:
@@ -16,7 +18,7 @@ rule download:
         "../envs/data.yaml"
     shell:
         "{params.python:q} scripts/download.py --source {params.source:q} "
-        "--on-bad-rows {params.on_bad_rows:q} --out {output:q} > {log:q} 2>&1"
+        "--on-bad-rows {params.on_bad_rows:q} --out {output.jsonl:q} > {log:q} 2>&1"
 
 
 rule tokenize:

@@ -18,7 +18,8 @@ def main():
     d = cli.require_keys("--data", args.data, ("max_len", "val_fraction", "mode", "tokenizer", "on_bad_rows"))
     stats = data.tokenize(args.raw, args.out_dir, max_len=d["max_len"], val_fraction=d["val_fraction"],
                           seed=args.seed, mode=d["mode"], tokenizer=d["tokenizer"],
-                          on_bad_rows=d["on_bad_rows"], max_conversations=d.get("max_conversations"))
+                          on_bad_rows=d["on_bad_rows"], max_conversations=d.get("max_conversations"),
+                          long_conversations=d.get("long_conversations", "truncate"), dataset=d.get("dataset"))
     print(json.dumps(stats, indent=1))
 
 
