@@ -1,29 +1,43 @@
 """The contract every attention variant implements, and the pieces they share.
 
 A variant is one ``nn.Module`` subclass of :class:`CausalSelfAttention` in its own file
-(``attention/<name>.py``) plus one entry in ``attention.VARIANTS``.  The contract:
+(``attention/<name>.py``) plus one entry in ``attention.VARIANTS``; a user's class (config
+``class:``) need only be an ``nn.Module``.  ``attention.contract.check_class`` tries every
+part below on tiny CPU inputs when the config is validated, before any job runs.
+
+Required:
 
 * ``cls(n_embd, n_head, **params)`` — params are the keys of ``cls.param_defaults`` (merged
   with :data:`COMMON_PARAMS`); anything else is a ``ValueError`` naming the allowed keys.
 * ``module(x)`` with ``x`` of shape ``(B, T, n_embd)`` returns ``(B, T, n_embd)``, causally:
-  output position t depends only on inputs at positions <= t.  The output projection is part
-  of the module.
+  output position t depends only on inputs at positions <= t, at every length and in
+  training as in eval mode (checked by changing the inputs after t at T = 7, 64 and 300, or
+  up to the longest input the run gives the module).
+  The output projection is part of the module; training backpropagates through it.
 * ``cache = module.init_cache(batch_size, max_len, device, dtype)``, then
   ``module(x_new, cache=cache)`` returns the outputs for the new positions and advances the
-  cache (``cache.pos`` counts the tokens it has seen).
+  cache (``cache.pos`` counts the tokens it has seen): a prefill followed by token-by-token
+  decoding reproduces the full forward.
 * ``module.kernel`` names the implementation that ran last (e.g. ``"sdpa:cudnn"``,
   ``"reference:dense-mask"``): a definite name, never a guess.
+* ``module.cache_bytes_per_token(dtype)`` the cache growth per cached token and sequence (0
+  for fixed-size states such as linear attention's); where it does not depend on the dtype,
+  a number (attribute or property) will do.  Read it with :func:`cache_bytes_per_token_of`.
+* ``module.cache_bytes(batch_size, seq_len, dtype)`` the size of the cache after ``seq_len``
+  tokens (:class:`CausalSelfAttention` derives it from the growth per token).
+
+Optional (a class without them is accepted):
+
+* ``module.flops_forward(batch_size, seq_len, causal_halved)`` gives its analytic FLOPs.
+  Without it (absent, or raising ``NotImplementedError`` as :class:`CausalSelfAttention`'s
+  does) the FLOP metrics are recorded as unavailable with the reason
+  (:func:`flops_forward_of`); where present it is checked like the required parts.
 * ``impl="reference"`` runs the plain PyTorch path that every fast path is checked against
   (``attention.selection``); ``impl="auto"`` the fastest path that passes that check.
-* ``module.flops_forward(batch_size, seq_len, causal_halved)`` gives its analytic FLOPs.
-* ``module.cache_bytes(batch_size, seq_len, dtype)`` is the size of the cache after
-  ``seq_len`` tokens; ``module.cache_bytes_per_token(dtype)`` the growth per cached token and
-  sequence (0 for fixed-size states such as linear attention's).
-
-Optional: ``auto_candidates(device, dtype)`` names the ``impl`` values ``"auto"`` chooses
-among by measurement (``attention.selection.autotune`` sets ``module.auto_pin``); ``exact``
-(or ``is_exact(params, seq_len)``) says the variant computes the same function as
-``baseline``, so that its loss curve must coincide with baseline's (the report checks it).
+* ``auto_candidates(device, dtype)`` names the ``impl`` values ``"auto"`` chooses among by
+  measurement (``attention.selection.autotune`` sets ``module.auto_pin``).
+* ``exact`` (or ``is_exact(params, seq_len)``) says the variant computes the same function as
+  ``baseline``, so that its loss curve must coincide with baseline's (the report checks it).
 """
 
 from __future__ import annotations
@@ -119,7 +133,7 @@ class CausalSelfAttention(nn.Module):
         raise NotImplementedError
 
     def cache_bytes(self, batch_size: int, seq_len: int, dtype: torch.dtype = torch.bfloat16) -> int:
-        return batch_size * seq_len * self.cache_bytes_per_token(dtype)
+        return batch_size * seq_len * cache_bytes_per_token_of(self, dtype)
 
     # --- analytic cost ------------------------------------------------------------------
     def flops_forward(self, batch_size: int, seq_len: int, causal_halved: bool = True) -> int:
@@ -134,6 +148,31 @@ class CausalSelfAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n_embd={self.n_embd}, n_head={self.n_head}, params={self.params}"
+
+
+# --- reading the contract's flexible and optional parts ----------------------------------
+
+def cache_bytes_per_token_of(module: nn.Module, dtype: torch.dtype = torch.bfloat16) -> int:
+    """``module.cache_bytes_per_token(dtype)``, or the number itself where the class gives it
+    as an attribute or property (the same for every dtype)."""
+    size = module.cache_bytes_per_token
+    return size(dtype) if callable(size) else size
+
+
+def flops_forward_of(module: nn.Module, batch_size: int, seq_len: int,
+                     causal_halved: bool = True) -> tuple[int | None, str | None]:
+    """``(module.flops_forward(...), None)``, or ``(None, reason)`` where the class has no
+    formula (``flops_forward`` is optional) or its formula fails at this shape."""
+    flops = getattr(module, "flops_forward", None)
+    name = type(module).__name__
+    if not callable(flops):
+        return None, f"{name} defines no flops_forward (optional in the attention contract)"
+    try:
+        return int(flops(batch_size, seq_len, causal_halved=causal_halved)), None
+    except NotImplementedError:
+        return None, f"{name}.flops_forward is not implemented (optional in the attention contract)"
+    except Exception as err:  # a formula that fails at this shape: the metric, not the job, is lost
+        return None, f"{name}.flops_forward({batch_size}, {seq_len}) failed: {type(err).__name__}: {err}"
 
 
 # --- shared helpers --------------------------------------------------------------------

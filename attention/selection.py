@@ -59,7 +59,7 @@ def reference_copy(module: torch.nn.Module) -> torch.nn.Module:
     modules run their plain path.  Raises ValueError for a module without one."""
     ref = copy.deepcopy(module).float()
     for m in attention_modules(ref):
-        if "reference" not in allowed_impls(m):
+        if not hasattr(m, "impl") or "reference" not in allowed_impls(m):
             raise ValueError(f"{type(m).__name__} has no impl='reference' path to check against")
         m.impl, m.auto_pin = "reference", None
         m.__dict__.pop("_sdpa_choice_memo", None)
@@ -67,8 +67,8 @@ def reference_copy(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def attention_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
-    """``module`` itself or its submodules that follow the attention contract (have ``impl``)."""
-    return [m for m in module.modules() if hasattr(m, "impl") and hasattr(m, "init_cache")]
+    """``module`` itself or its submodules that follow the attention contract (``init_cache``)."""
+    return [m for m in module.modules() if hasattr(m, "init_cache")]
 
 
 def allowed_impls(module) -> tuple[str, ...]:
@@ -172,8 +172,8 @@ def autotune(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = Tr
     candidate passes.
     """
     device = x.device
-    if module.impl != "auto":
-        return None
+    if getattr(module, "impl", None) != "auto" or not hasattr(module, "auto_candidates") and candidates is None:
+        return None  # a user class without impl/auto_candidates (optional in the contract) has no choice to make
     cands = tuple(module.auto_candidates(device, dtype) if candidates is None else candidates)
     if not cands:
         return None
@@ -264,8 +264,9 @@ def prepare(model: torch.nn.Module, example: torch.Tensor, x: torch.Tensor, dtyp
         rec = autotune(head, x, dtype, backward=backward)
         for m in group[1:]:
             m.auto_pin = head.auto_pin
-        records.append({"module": type(head).__name__, "layers": len(group), "impl": head.impl,
-                        **(rec or {"auto": "fixed rule" if head.impl == "auto" else "pinned"})})
+        impl = getattr(head, "impl", None)
+        records.append({"module": type(head).__name__, "layers": len(group), "impl": impl,
+                        **(rec or {"auto": "fixed rule" if impl == "auto" else "pinned" if impl else "no impl"})})
     with preserved_state(attention_modules(model), device), autocast_ctx(device, dtype):
         if forward is not None:
             forward()

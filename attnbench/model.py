@@ -112,10 +112,12 @@ class GPT(nn.Module):
         return "+".join(kernels)
 
     def cache_bytes_per_token(self, dtype=torch.bfloat16) -> int:
-        return sum(m.cache_bytes_per_token(dtype) for m in self.attention_modules)
+        return sum(attention.base.cache_bytes_per_token_of(m, dtype) for m in self.attention_modules)
 
     def cache_bytes(self, batch_size: int, seq_len: int, dtype=torch.bfloat16) -> int:
-        return sum(m.cache_bytes(batch_size, seq_len, dtype) for m in self.attention_modules)
+        return sum(m.cache_bytes(batch_size, seq_len, dtype) if callable(getattr(m, "cache_bytes", None))
+                   else batch_size * seq_len * attention.base.cache_bytes_per_token_of(m, dtype)
+                   for m in self.attention_modules)
 
     # --- forward -------------------------------------------------------------------------
     def init_caches(self, batch_size: int, max_len: int, device, dtype) -> attention.base.LayerCaches:

@@ -3,13 +3,13 @@
 For each T in ``sweep.seq_lens`` at fixed ``B*T = sweep.tokens``: forward and
 forward+backward time (synchronised wall clock, p50/p90 over repeats after warm-up),
 TFLOP/s from the module's analytic ``flops_forward`` (causal pairs only; fwd+bwd counted as
-3x forward), peak memory, and GPU energy per call from the NVML counter over the repeats.
-A length that runs out of memory or cannot run is recorded with its status and the sweep
-goes on.  At each length ``impl="auto"`` is resolved first by measuring the candidates here,
-at that shape (``attention.selection.autotune``: the fastest kernel that passes the check
-against the float32 reference path; recorded per point), so the sweep times the kernel
-``auto`` would run at that length.  This is where the sub-quadratic variants should overtake
-exact attention.
+3x forward; unavailable, with the reason, for a class without one), peak memory, and GPU
+energy per call from the NVML counter over the repeats.  A length that runs out of memory or
+cannot run is recorded with its status and the sweep goes on.  At each length
+``impl="auto"`` is resolved first by measuring the candidates here, at that shape
+(``attention.selection.autotune``: the fastest kernel that passes the check against the
+float32 reference path; recorded per point), so the sweep times the kernel ``auto`` would run
+at that length.  This is where the sub-quadratic variants should overtake exact attention.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from attention.base import flops_forward_of
 from attention.selection import KernelCheckError, autotune
 
 from . import measure
@@ -30,7 +31,9 @@ SWEEP_SCHEMA = "attnbench.sweep/1"
 
 
 def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: int, T: int, n_embd: int,
-                device, dtype, repeats: int, warmup: int, session) -> dict:
+                device, dtype, repeats: int, warmup: int, session, fwd_flops: int | None) -> dict:
+    """One scope at one length; ``fwd_flops``: the attention module's analytic forward FLOPs
+    (None: TFLOP/s not computed, the caller records why)."""
     point: dict[str, Any] = {"scope": kind, "seq_len": T, "batch_size": B}
     x = torch.randn(B, T, n_embd, device=device, dtype=dtype, requires_grad=True)
     if kind == "attention":
@@ -52,8 +55,8 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
     def fwd_bwd():
         module(x).backward(grad)
 
-    fwd_flops = attn.flops_forward(B, T, causal_halved=True)
-    for mode, fn, flops in (("forward", fwd, fwd_flops), ("forward_backward", fwd_bwd, 3 * fwd_flops)):
+    bwd_flops = None if fwd_flops is None else 3 * fwd_flops
+    for mode, fn, flops in (("forward", fwd, fwd_flops), ("forward_backward", fwd_bwd, bwd_flops)):
         try:
             measure.reset_peak_memory(device)
             w = session.begin_window()
@@ -64,7 +67,7 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
             e = ws.get("energy_j")
             point[mode] = {
                 "status": "ok", "ms_p50": pct["p50"], "ms_p90": pct["p90"], "ms_min": pct["min"],
-                "tflops": flops / (pct["p50"] / 1000) / 1e12 if kind == "attention" else None,
+                "tflops": flops / (pct["p50"] / 1000) / 1e12 if kind == "attention" and flops is not None else None,
                 "peak_allocated_bytes": mem.get("peak_allocated_bytes"),
                 "peak_rss_bytes": mem.get("peak_rss_bytes"),
                 "gpu_j_per_call": e / (repeats + warmup) if e is not None else None,
@@ -93,18 +96,23 @@ def run(settings: dict, out_path) -> dict[str, Any]:
     session = measure.session_from(settings["measure"], device, Path(out_path).parent, "sweep", idle=False,
                                    codecarbon=False)
     session.start()
-    points = []
+    points, flops_unavailable = [], None
     try:
         for T in s["seq_lens"]:
             B = max(1, s["tokens"] // T)
+            # optional in the attention contract: without it TFLOP/s is unavailable, the sweep goes on
+            fwd_flops, why = flops_forward_of(attn, B, T, causal_halved=True)
+            flops_unavailable = flops_unavailable or why
             for kind, module in (("attention", attn), ("block", block)):
                 if kind not in s["scopes"]:
                     continue
                 points.append(sweep_point(module, attn, kind, B, T, m["n_embd"], device, dtype,
-                                          s["repeats"], s["warmup"], session))
+                                          s["repeats"], s["warmup"], session, fwd_flops))
     finally:
         summary = session.finish()
     unavailable = dict(summary.get("unavailable", {}))
+    if flops_unavailable:
+        unavailable["points.tflops"] = flops_unavailable
     if device.type != "cuda":
         unavailable["points.gpu_j_per_call"] = "no GPU: CPU run"
     result = {"schema": SWEEP_SCHEMA, "variant": name, "status": "ok", "dtype": str(dtype).replace("torch.", ""),
