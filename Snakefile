@@ -4,7 +4,8 @@
 #   snakemake --cores 1 --resources gpu=1 --configfile config/smoke.yaml
 #   snakemake --profile profiles/slurm --workflow-profile none --configfile config/paper.yaml
 #
-# DAG: download -> tokenize -> train (per variant) -> probe + sweep (per variant) -> report.
+# DAG: download -> tokenize -> train (per variant x seed) -> probe (per variant x seed) + sweep
+# (per variant) -> report.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -22,6 +23,7 @@ include: "rules/common.smk"
 
 wildcard_constraints:
     variant="|".join(VARIANTS),
+    seed=r"\d+",
 
 
 include: "rules/data.smk"

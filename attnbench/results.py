@@ -3,7 +3,7 @@
 Every job writes one JSON document.  A metric that could not be measured is ``null`` and its
 dotted path appears in the document's ``unavailable`` mapping with the reason, never 0.
 
-Schema ``attnbench.train/1`` (``results/train/<variant>/metrics.json``)::
+Schema ``attnbench.train/1`` (``results/train/<variant>/seed<seed>/metrics.json``)::
 
     schema, variant, status ("ok" | "failed"), failure (null | {kind, message, step, ...}),
     kernel                       implementation that ran (attention module's ``kernel``)
@@ -27,10 +27,13 @@ Schema ``attnbench.train/1`` (``results/train/<variant>/metrics.json``)::
     attention.exact              computes baseline's function (the report checks its loss curve)
     kernel_selection             what impl="auto" measured and chose (attention.selection)
     kernel_check: {method, start, end}   the job's self-checks (attnbench.selfcheck)
+    control: {kind, tflops, seconds, calls}   fixed matmul timed in the job's process (drift control)
+    efficiency: {loss_drop_per_kj, loss_start, loss_end, energy_j, ...}   over the same timed steps
+    energy.gpu_j_per_token_above_idle, flops.mfu_standard, job: {started_utc, finished_utc}
     training: {..., checkpoints, resumed_from_step, resumes, compile_error}
     timing.windows[].energy_error, failure.allocator (out of memory), emissions.resumed_part
 
-Schema ``attnbench.probe/1`` (``results/probe/<variant>/probe.json``): schema, variant,
+Schema ``attnbench.probe/1`` (``results/probe/<variant>/seed<seed>/probe.json``): schema, variant,
 status, kernel, prefill: [{batch_size, prompt_len, ms_p50, ms_p90, repeats}], decode: [...],
 memory, energy, provenance, unavailable.
 

@@ -8,6 +8,7 @@ on, so that the rule's ``params`` change exactly when that job's results would.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import yaml
@@ -32,19 +33,34 @@ def variant_entry(config: dict, name: str) -> dict:
     return entry
 
 
+def longest_input(config: dict) -> int:
+    """The longest sequence any job gives an attention module: the model's context (train,
+    probe) or the longest sweep length (the sweep runs the module alone, past the context)."""
+    return max(config["model"]["block_size"], *config["sweep"]["seq_lens"])
+
+
 def check_variants(config: dict) -> None:
     """Check every variant entry against the registry (unknown names, bad params, user classes)."""
     import attention
+    from attention.contract import TINY, check_class, describe
 
     if not config.get("variants"):
         raise ConfigError("config key 'variants' must name at least one attention variant")
+    model = config["model"]
     for name in config["variants"]:
         entry = variant_entry(config, name)
         where = f"variants.{name}"
         if entry["class"] is not None:
             try:
                 cls = attention.load_class(entry["class"])
-                attention.check_api(name, cls, **entry["params"])
+            except ValueError as err:
+                raise ConfigError(f"{where}.class: {err}") from None
+            except Exception as err:  # the module itself fails on import (SyntaxError, NameError, ...)
+                raise ConfigError(f"{where}.class: importing {entry['class']!r} raised {describe(err)}") from None
+            try:
+                # tiny first (fast); the run's own shape for params that only fit it
+                check_class(name, cls, entry["params"], shapes=(TINY, (model["n_embd"], model["n_head"])),
+                            max_len=longest_input(config))
             except ValueError as err:
                 raise ConfigError(f"{where}.class: {err}") from None
             continue
@@ -54,7 +70,6 @@ def check_variants(config: dict) -> None:
                 "(or give 'class: package.module:ClassName' for your own)"
             )
         cls = attention.VARIANTS[entry["variant"]]
-        model = config["model"]
         try:
             cls(model["n_embd"], model["n_head"], **entry["params"])
         except ValueError as err:
@@ -62,7 +77,10 @@ def check_variants(config: dict) -> None:
 
 
 def check_combinations(config: dict) -> None:
-    """Cross-key rules a JSON schema cannot express; each error names the key."""
+    """Cross-key rules a JSON schema cannot express; each error names the key.  Also fills the
+    one default that depends on another key: ``seeds`` = [``seed``]."""
+    if not config.get("seeds"):
+        config["seeds"] = [config["seed"]]
     m, t, d = config["model"], config["train"], config["data"]
     if m["n_embd"] % m["n_head"]:
         raise ConfigError(f"model.n_head={m['n_head']} must divide model.n_embd={m['n_embd']}")
@@ -83,19 +101,60 @@ def check_combinations(config: dict) -> None:
                               f"exceeds model.block_size={m['block_size']}")
 
 
+# YAML 1.1 (PyYAML, and so Snakemake's --configfile) reads a float only with a dot and a signed
+# exponent: 1e-3, 6e-4, 1.0e6 arrive as strings.  Where the schema wants a number, a string
+# that reads as one is that number; where it says nothing (a variant's own params), only the
+# exponent forms YAML 1.1 misses are, and where it wants a string nothing changes.
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def coerce_numbers(value, schema: dict):
+    """A copy of ``value`` with the numbers YAML 1.1 leaves as strings made numbers, following
+    ``schema``: float where it says number; int where it says integer and the value is integral
+    (``steps: 1e4``, ``steps: 1.0e+4``); float for an exponent form where it gives no type."""
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties", {})
+        return {k: coerce_numbers(v, props.get(k, extra if isinstance(extra, dict) else {}))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        items = schema.get("items", {})
+        return [coerce_numbers(v, items if isinstance(items, dict) else {}) for v in value]
+    types = schema.get("type", [])
+    types = {types} if isinstance(types, str) else set(types)
+    pattern = _NUMBER if types & {"number", "integer"} else None if types else _EXPONENT
+    if isinstance(value, str) and pattern is not None and pattern.fullmatch(value.strip()):
+        value = float(value)
+    if "integer" in types and "number" not in types and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def schema_error(errors: list) -> str:
+    """One line for the schema violations (jsonschema errors, sorted by key): the first one
+    in full, naming the allowed keys for an unknown one, and the other keys that fail."""
+    err = errors[0]
+    key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    problem = err.message
+    if err.validator == "additionalProperties":
+        problem += f"; allowed: {', '.join(sorted(err.schema.get('properties', {})))}"
+    others = sorted({".".join(str(p) for p in e.absolute_path) or "(top level)" for e in errors[1:]} - {key})
+    also = f"; also invalid: {', '.join(others)}" if others else ""
+    return f"{key}: {problem}{also} (schema: {SCHEMA_PATH.relative_to(ROOT)})"
+
+
 def validate(config: dict) -> dict:
-    """Schema-validate (filling defaults), then the cross-key and registry checks."""
+    """Numbers coerced (:func:`coerce_numbers`), schema-validated (filling defaults), then the
+    cross-key and registry checks.  Returns a new config; errors name the key."""
     import jsonschema
 
-    config = copy.deepcopy(config)
     schema = load_schema()
+    config = coerce_numbers(config, schema)
     validator_cls = jsonschema.validators.validator_for(schema)
     validator = _extend_with_default(validator_cls)(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
-        err = errors[0]
-        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise ConfigError(f"config key {key}: {err.message}")
+        raise ConfigError(schema_error(errors))
     check_combinations(config)
     check_variants(config)
     return config
@@ -126,11 +185,12 @@ _MEASURE_KEYS = {
 }
 
 
-def stage_settings(config: dict, stage: str, name: str) -> dict:
+def stage_settings(config: dict, stage: str, name: str, seed: int | None = None) -> dict:
     """The settings slice one variant's ``stage`` job (train, probe, sweep) depends on: its
     rule params, so that a job reruns exactly when its own results would change.
 
-    All stages: the variant's resolved entry, seed, device and model shape.  train: the data
+    All stages: the variant's resolved entry, seed (``seed``: one of ``config["seeds"]``, the
+    run's seed; default the first), device and model shape.  train: the data
     layout, the train section without :data:`RUNTIME_TRAIN_KEYS`, all measure keys.  probe /
     sweep: their own section and the measure keys they read (the trained weights reach the
     probe as a file, not through settings).
@@ -138,7 +198,8 @@ def stage_settings(config: dict, stage: str, name: str) -> dict:
     if stage not in _MEASURE_KEYS:
         raise ValueError(f"stage {stage!r}; allowed: {sorted(_MEASURE_KEYS)}")
     keys = _MEASURE_KEYS[stage]
-    out = {"name": name, "entry": variant_entry(config, name), "seed": config["seed"],
+    seed = config["seeds"][0] if seed is None else int(seed)
+    out = {"name": name, "entry": variant_entry(config, name), "seed": seed,
            "device": config["device"], "model": config["model"],
            "measure": dict(config["measure"]) if keys is None else {k: config["measure"][k] for k in keys}}
     if stage == "train":

@@ -169,6 +169,7 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
                       "params": settings["entry"]["params"],
                       "exact": computes_baseline(settings["entry"], settings["train"]["seq_len"])},
         "provenance": provenance(settings["seed"], settings, device),
+        "job": {"started_utc": _utc_now()},
         "kernel_check": {"method": selfcheck.METHOD},
     }
     unavailable: dict[str, str] = {}
@@ -186,6 +187,7 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
             selfcheck.check_job(job, result, "start")
             session = measure.session_from(settings["measure"], device, out_dir, "train")
             session.start()
+            result["control"] = measure.matmul_control(device, dtype, settings["measure"]["control_seconds"])
             measure.reset_peak_memory(device)
             step = warm_up(job) if ckpt is None else job.resumed_from
             job.step = step
@@ -216,6 +218,7 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
             _stop(bar, session)
             raise
         result["unavailable"] = unavailable
+        result["job"]["finished_utc"] = _utc_now()
         atomic_write_json(out_dir / "metrics.json", jsonable(result))
     if result["status"] == "ok":
         with contextlib.suppress(FileNotFoundError):
@@ -337,6 +340,13 @@ def _stop(bar, session) -> None:
     if session is not None:
         with contextlib.suppress(Exception):
             session.finish()
+
+
+def _utc_now() -> str:
+    """Wall-clock time of this job's start/end, so a report can tell which jobs overlapped."""
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _progress(total: int, name: str):

@@ -68,6 +68,7 @@ def assemble(job, result: dict, unavailable: dict, summary: dict, mem: dict) -> 
         unavailable.update(why)
         _emissions_of_resumed_run(emissions, unavailable, job.resumed_from, t["steps"])
     result["energy"], result["emissions"] = energy, emissions
+    result["efficiency"] = loss_drop_per_energy(losses, windows)
     analytic = measure.model_flops(job.model, B, T)
     counted = None
     if job.settings["measure"]["count_flops"]:
@@ -81,6 +82,29 @@ def assemble(job, result: dict, unavailable: dict, summary: dict, mem: dict) -> 
         peak_tflops=job.settings["measure"]["peak_tflops"], dtype=job.dtype)
     result["flops"] = flops
     unavailable.update(flops_unavailable)
+
+
+def loss_drop_per_energy(losses: list[float], windows: list[dict]) -> dict:
+    """Training loss drop per kJ over the timed steps: loss and energy over the same steps
+    (mean loss of the first timed window minus that of the last, over the GPU energy of all
+    timed windows)."""
+    out = {"method": "mean train loss of the first timed window minus that of the last, per kJ of GPU "
+                     "energy over all timed windows (the same steps)"}
+    if not windows or any(w.get("energy_j") is None for w in windows):
+        return {**out, "loss_drop_per_kj": None,
+                "unavailable": "energy not measured for every timed window" if windows else "no timed windows"}
+
+    def window_mean(w):
+        vals = [v for v in losses[w["first_step"]:w["first_step"] + w["steps"]] if math.isfinite(v)]
+        return sum(vals) / len(vals) if vals else None
+
+    start, end = window_mean(windows[0]), window_mean(windows[-1])
+    energy = sum(w["energy_j"] for w in windows)
+    if start is None or end is None or energy <= 0:
+        return {**out, "loss_drop_per_kj": None, "unavailable": "no finite losses or no energy"}
+    return {**out, "loss_start": start, "loss_end": end, "energy_j": energy,
+            "first_step": windows[0]["first_step"], "last_step": windows[-1]["first_step"] + windows[-1]["steps"],
+            "loss_drop_per_kj": (start - end) / (energy / 1000)}
 
 
 def _emissions_of_resumed_run(emissions: dict, unavailable: dict, resumed_from: int, steps: int) -> None:

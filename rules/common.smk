@@ -5,21 +5,21 @@ import os
 import sys
 from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
-
 sys.path.insert(0, workflow.basedir)  # the attention/ and attnbench/ packages
 
 from attnbench import settings as _settings  # noqa: E402
 
-validate(config, schema="../config/schema.yaml", set_default=True)
+# The same validation as attnbench.settings.validate in Python: numbers YAML 1.1 leaves as
+# strings (lr: 1e-3) coerced, schema defaults filled, cross-key rules, user classes checked.
+# An error exits through SystemExit, which prints only its message: the one-line error is the
+# last thing shown (a WorkflowError appends a traceback; snakemake.utils.validate, the schema).
 try:
-    _settings.check_combinations(config)
-    _settings.check_variants(config)
+    config.update(_settings.validate(config))
 except _settings.ConfigError as err:
-    raise WorkflowError(f"invalid config: {err}")
+    raise SystemExit(f"invalid config: {err}")
 
 VARIANTS = list(config["variants"])
+SEEDS = [int(s) for s in config["seeds"]]
 ROOT = Path(workflow.basedir)
 # Jobs run with this interpreter unless a conda env provides its own python.
 PYTHON = "python" if "conda" in str(workflow.deployment_settings.deployment_method) else sys.executable
@@ -97,17 +97,19 @@ TRAIN_RESUME = "on" if config["train"]["resume"] else "off"
 
 
 def stage_params(stage):
-    """Rule params of one variant's ``stage`` job: exactly the settings it reads."""
+    """Rule params of one variant's ``stage`` job (and seed, for train and probe): exactly the
+    settings it reads."""
 
     def params(wildcards):
-        return json.dumps(_settings.stage_settings(config, stage, wildcards.variant), sort_keys=True)
+        seed = int(wildcards.seed) if "seed" in wildcards.keys() else None
+        return json.dumps(_settings.stage_settings(config, stage, wildcards.variant, seed=seed), sort_keys=True)
 
     return params
 
 
 def retry_token(wildcards):
-    """Changes after a recorded training failure, so the next invocation retries that variant."""
-    log = Path(f"results/train/{wildcards.variant}/failures.log")
+    """Changes after a recorded training failure, so the next invocation retries that run."""
+    log = Path(f"results/train/{wildcards.variant}/seed{wildcards.seed}/failures.log")
     return hashlib.sha256(log.read_bytes()).hexdigest()[:16] if log.exists() else ""
 
 

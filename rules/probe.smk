@@ -1,9 +1,10 @@
-# Inference probes and the sequence-length sweep, one job each per variant.
+# Inference probes (per variant and seed: they load that run's weights) and the sequence-length
+# sweep (per variant: the attention module alone, its weights untrained).
 
 
 rule probe:
     output:
-        "results/probe/{variant}/probe.json",
+        "results/probe/{variant}/seed{seed}/probe.json",
     input:
         metrics=rules.train.output.metrics,
         tokens=rules.tokenize.output.val,
@@ -15,12 +16,12 @@ rule probe:
     resources:
         gpu=gpu_count(),
     log:
-        "logs/probe/{variant}.log",
+        "logs/probe/{variant}-seed{seed}.log",
     conda:
         "../envs/train.yaml"
     shell:
         "{params.python:q} scripts/probe.py --settings {params.settings:q} "
-        "--train-dir results/train/{wildcards.variant} --tokens-dir results/tokens "
+        "--train-dir results/train/{wildcards.variant}/seed{wildcards.seed} --tokens-dir results/tokens "
         "--out {output:q} > {log:q} 2>&1"
 
 

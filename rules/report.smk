@@ -6,9 +6,12 @@ rule report:
         html="results/report/index.html",
         csv="results/report/results.csv",
         json="results/report/results.json",
+        runs="results/report/runs.csv",
+        summary="results/report/summary.csv",
     input:
-        train=expand("results/train/{variant}/metrics.json", variant=VARIANTS),
-        probe=expand("results/probe/{variant}/probe.json", variant=VARIANTS),
+        # seed-major: with one GPU the jobs run in this order, each seed's variants back to back
+        train=[f"results/train/{v}/seed{s}/metrics.json" for s in SEEDS for v in VARIANTS],
+        probe=[f"results/probe/{v}/seed{s}/probe.json" for s in SEEDS for v in VARIANTS],
         sweep=expand("results/sweep/{variant}/sweep.json", variant=VARIANTS),
         stats=rules.tokenize.output.stats,
         templates=report_templates(),

@@ -1,9 +1,9 @@
-# Training, one job per attention variant.
+# Training, one job per attention variant and seed.
 
 
 rule train:
     output:
-        metrics="results/train/{variant}/metrics.json",
+        metrics="results/train/{variant}/seed{seed}/metrics.json",
     input:
         tokens=rules.tokenize.output.train,
         val=rules.tokenize.output.val,
@@ -20,10 +20,10 @@ rule train:
         attnbench_checkpoint_every=TRAIN_CHECKPOINT_EVERY,
         attnbench_resume=TRAIN_RESUME,
     log:
-        "logs/train/{variant}.log",
+        "logs/train/{variant}-seed{seed}.log",
     conda:
         "../envs/train.yaml"
     shell:
         "{params.python:q} scripts/train.py --settings {params.settings:q} "
         "--checkpoint-every {resources.attnbench_checkpoint_every:q} --resume {resources.attnbench_resume:q} "
-        "--tokens-dir results/tokens --out-dir results/train/{wildcards.variant:q} > {log:q} 2>&1"
+        "--tokens-dir results/tokens --out-dir results/train/{wildcards.variant:q}/seed{wildcards.seed} > {log:q} 2>&1"

@@ -21,7 +21,7 @@ TINY = {
               "lr_warmup_steps": 3, "eval_every": 10, "eval_batches": 1},
     "probe": {"prompt_lens": [8], "batch_sizes": [1], "decode_tokens": 4, "repeats": 1, "warmup": 0},
     "sweep": {"seq_lens": [16], "tokens": 32, "repeats": 1, "warmup": 0},
-    "measure": {"nvml": False, "codecarbon": False, "idle_seconds": 0, "count_flops": False},
+    "measure": {"nvml": False, "codecarbon": False, "idle_seconds": 0, "count_flops": False, "control_seconds": 0},
     "variants": {"baseline": {}, "lsh": {"chunk_size": 8}},
 }
 

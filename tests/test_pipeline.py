@@ -1,6 +1,7 @@
 """The whole DAG through the snakemake CLI on the smoke preset, and its incremental reruns."""
 import json
 import os
+import re
 import time
 
 import pytest
@@ -37,16 +38,16 @@ def test_smoke_dag_produces_every_result(smoke_run):
     work, elapsed = smoke_run
     print(f"smoke DAG took {elapsed:.0f} s")
     for variant in SMOKE["variants"]:
-        metrics = json.loads((work / f"results/train/{variant}/metrics.json").read_text())
+        metrics = json.loads((work / f"results/train/{variant}/seed1337/metrics.json").read_text())
         assert metrics["status"] == "ok", metrics.get("failure")
         assert metrics["kernel"] and metrics["kernel"] != "not-run"
         assert metrics["training"]["val_loss"] < 11.0  # below log(50304): it learned something
-        probe = json.loads((work / f"results/probe/{variant}/probe.json").read_text())
+        probe = json.loads((work / f"results/probe/{variant}/seed1337/probe.json").read_text())
         assert probe["status"] == "ok", probe.get("failure")
         assert probe["decode_matches_full_forward"], probe["decode"]
         sweep = json.loads((work / f"results/sweep/{variant}/sweep.json").read_text())
         assert sweep["points"]
-        assert (work / f"logs/train/{variant}.log").exists()
+        assert (work / f"logs/train/{variant}-seed1337.log").exists()
     assert (work / "results/report/index.html").stat().st_size > 1000
     assert (work / "results/report/results.csv").exists()
 
@@ -147,3 +148,50 @@ def test_copied_run_folder_has_nothing_to_do(smoke_run, tmp_path):
     copy = tmp_path / "moved"
     shutil.copytree(work, copy, symlinks=True)
     assert dry(copy) == []
+
+
+def test_adding_seeds_runs_only_their_jobs(smoke_run):
+    """Seeds are a DAG axis: an extra config with more seeds schedules their train and probe
+    jobs and the report, nothing of the seed already run (sweeps do not depend on the seed)."""
+    work, _ = smoke_run
+    cfg = json.loads(json.dumps(SMOKE))
+    cfg["seeds"] = [1337, 1, 2]
+    write_config(work, "seeds.yaml", cfg)
+    proc = snakemake(work, "-n", "--cores", "1", "--configfile", "config/seeds.yaml", timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert rules_of(planned_jobs(out)) == {"all", "train", "probe", "report"}
+    seeds = {int(s) for s in re.findall(r"wildcards: variant=[\w-]+, seed=(\d+)", out)}
+    assert seeds == {1, 2}
+    assert len(re.findall(r"rule train:", out)) == 2 * len(SMOKE["variants"])
+
+
+@pytest.fixture(scope="module")
+def three_seed_run(smoke_run):
+    """The smoke run extended to three seeds (runs the two new seeds' jobs)."""
+    work, _ = smoke_run
+    cfg = json.loads(json.dumps(SMOKE))
+    cfg["seeds"] = [1337, 1, 2]
+    write_config(work, "seeds3.yaml", cfg)
+    proc = snakemake(work, "--cores", "2", "--resources", "gpu=1", "--configfile", "config/seeds3.yaml",
+                     timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return work
+
+
+def test_three_seeds_report_has_intervals(three_seed_run):
+    import csv
+
+    work = three_seed_run
+    summary = {r["variant"]: r for r in csv.DictReader(open(work / "results/report/summary.csv"))}
+    for variant in SMOKE["variants"]:
+        row = summary[variant]
+        assert row["n"] == "3"
+        assert float(row["val_loss_ci95_low"]) <= float(row["val_loss"]) <= float(row["val_loss_ci95_high"])
+    runs = list(csv.DictReader(open(work / "results/report/runs.csv")))
+    assert {r["seed"] for r in runs} == {"1337", "1", "2"}
+    html = (work / "results/report/index.html").read_text()
+    assert "mean of 3 seeds; 95 % interval" in html
+    # the three seeds' runs differ: the data order and the init follow the seed
+    losses = {r["seed"]: r["value"] for r in runs if r["variant"] == "baseline" and r["metric"] == "val_loss"}
+    assert len(set(losses.values())) == 3

@@ -108,16 +108,16 @@ def faulty_run(tmp_path_factory):
 def test_faulty_variants_are_recorded_and_the_rest_finishes(faulty_run):
     work, proc = faulty_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert doc(work, "results/train/baseline/metrics.json")["status"] == "ok"
-    nan = doc(work, "results/train/sdpa/metrics.json")
+    assert doc(work, "results/train/baseline/seed1337/metrics.json")["status"] == "ok"
+    nan = doc(work, "results/train/sdpa/seed1337/metrics.json")
     assert nan["status"] == "failed"
     assert nan["failure"]["kind"] == "nan" and nan["failure"]["step"] == 4 and nan["failure"]["loss"] == "nan"
-    oom = doc(work, "results/train/flash2/metrics.json")
+    oom = doc(work, "results/train/flash2/seed1337/metrics.json")
     assert oom["status"] == "failed" and oom["failure"]["kind"] == "oom" and oom["failure"]["step"] == 1
     assert oom["failure"]["allocator"]["peak_rss_bytes"] > 0
     for v in ("sdpa", "flash2"):
-        assert doc(work, f"results/probe/{v}/probe.json")["status"] == "skipped"
-        assert (work / f"results/train/{v}/failures.log").exists()
+        assert doc(work, f"results/probe/{v}/seed1337/probe.json")["status"] == "skipped"
+        assert (work / f"results/train/{v}/seed1337/failures.log").exists()
     report = doc(work, "results/report/results.json")
     fails = {(f["variant"], f["stage"]): f for f in report["failures"]}
     assert fails[("sdpa", "train")]["kind"] == "nan" and fails[("sdpa", "train")]["step"] == 4
@@ -148,9 +148,9 @@ def test_rerun_after_the_fix_recomputes_exactly_the_failed_variants(faulty_run):
                      timeout=600, env=env_for(work, "jobs2.log"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for v in VARIANTS:
-        m = doc(work, f"results/train/{v}/metrics.json")
+        m = doc(work, f"results/train/{v}/seed1337/metrics.json")
         assert m["status"] == "ok", m["failure"]
-        assert doc(work, f"results/probe/{v}/probe.json")["status"] == "ok"
+        assert doc(work, f"results/probe/{v}/seed1337/probe.json")["status"] == "ok"
     assert doc(work, "results/report/results.json")["failures"] == []
     jobs = job_intervals(work / "jobs2.log")
     assert sorted(j["script"] for j in jobs) == sorted(["train.py", "probe.py"] * 2)
@@ -196,24 +196,24 @@ def test_sigterm_of_a_train_job_under_snakemake_then_resume(faulty_run):
     cfg["variants"] = {"baseline": {}}
     cfg["train"].update(steps=80, checkpoint_every=4)
     write_config(work, "kill.yaml", cfg)
-    target = "results/train/baseline/metrics.json"
+    target = "results/train/baseline/seed1337/metrics.json"
     args = [target, "--cores", "1", "--configfile", "config/kill.yaml", "--forcerun", target]
     proc = subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=work, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env_for(work, "kill.log"))
-    ckpt = work / "results/train/baseline/checkpoint.safetensors"
+    ckpt = work / "results/train/baseline/seed1337/checkpoint.safetensors"
     t0 = time.monotonic()
     while not ckpt.exists():
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         assert time.monotonic() - t0 < 300
         time.sleep(0.01)
-    pid = train_pid("results/train/baseline")
+    pid = train_pid("results/train/baseline/seed1337")
     assert pid is not None
     os.kill(pid, signal.SIGTERM)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0, out[-3000:]
     assert not (work / target).exists()
-    assert "interrupted by SIGTERM" in (work / "logs/train/baseline.log").read_text()
-    failures = work / "results/train/baseline/failures.log"  # an interruption is not a variant failure
+    assert "interrupted by SIGTERM" in (work / "logs/train/baseline-seed1337.log").read_text()
+    failures = work / "results/train/baseline/seed1337/failures.log"  # an interruption is not a variant failure
     assert not failures.exists() or "SIGTERM" not in failures.read_text()
 
     plan = dry(work, "config/kill.yaml")

@@ -183,16 +183,49 @@ def test_null_metrics_are_rendered_as_unavailable_never_zero(gpu_report):
     assert NO_NVML in html
 
 
-def test_best_values_and_baseline_ratios(gpu_report):
+def test_one_seed_claims_no_best_but_keeps_baseline_ratios(gpu_report):
+    """One run per variant has no interval: no cell is shaded best, whatever its lead."""
     doc, html, page, out = gpu_report
-    assert "best" in page.rows["linear"]["tokens_per_s"]["class"].split()
-    assert "best" not in page.rows["baseline"]["tokens_per_s"]["class"].split()
-    assert "best" in page.rows["baseline"]["val_loss"]["class"].split()
-    assert "best" in page.rows["gqa"]["gpu_j_per_token"]["class"].split()
+    assert not any("best" in c["class"].split() for row in page.rows.values() for c in row.values())
     assert "×1.25" in page.rows["gqa"]["tokens_per_s"]["text"]
     assert "+0.0200" in page.rows["gqa"]["val_loss"]["text"]
-    # a failed variant is never "best"
-    assert all("best" not in c["class"].split() for c in page.rows["lsh"].values())
+    assert "1 run: no interval" in page.rows["gqa"]["tokens_per_s"]["title"]
+
+
+def with_seeds(kw, seeds=(1, 2, 3), noise=None):
+    """Three seeds of every fixture train document: ``noise`` maps a dotted key to the relative
+    (or, for losses, absolute) spread of its values across seeds."""
+    noise = noise or {}
+    paths = []
+    for seed in seeds:
+        for p in kw["train"]:
+            d = json.loads(p.read_text())
+            d["provenance"]["seed"] = seed
+            for key, spread in noise.items():
+                sec, field_ = key.split(".")
+                if d.get(sec) and isinstance(d[sec].get(field_), (int, float)):
+                    delta = spread * (seed - 2)
+                    d[sec][field_] = d[sec][field_] + delta if "loss" in field_ else d[sec][field_] * (1 + delta)
+            q = p.parent / f"seed{seed}" / p.name
+            q.parent.mkdir(exist_ok=True)
+            q.write_text(json.dumps(d))
+            for side in ("steps.csv", "power_train.csv"):
+                if (p.parent / side).exists():
+                    (q.parent / side).write_bytes((p.parent / side).read_bytes())
+            paths.append(q)
+    return {**kw, "train": paths}
+
+
+def test_three_seeds_best_only_where_intervals_separate(tmp_path):
+    kw = with_seeds(write_fixture(tmp_path / "seeds", gpu=True),
+                    noise={"timing.tokens_per_s": 0.01, "training.val_loss": 0.03})
+    doc, html, page, out = build(tmp_path, gpu=True, **kw)
+    assert page.row_order == VARIANTS
+    cell = page.rows["linear"]["tokens_per_s"]
+    assert "best" in cell["class"].split() and "mean of 3 seeds; 95 % interval" in cell["title"]
+    # baseline 4.95 and gqa 4.97, each +-0.03 over seeds: their intervals overlap, no best
+    assert not any("best" in page.rows[v]["val_loss"]["class"].split() for v in VARIANTS)
+    assert all("best" not in c["class"].split() for c in page.rows["lsh"].values())  # failed: never best
 
 
 def test_csv_and_json_are_written(gpu_report):
@@ -355,3 +388,33 @@ def test_exact_variant_within_tolerance_agrees(tmp_path):
     rows = {r["variant"]: r for r in csv.DictReader(open(out / "results.csv"))}
     assert rows["gqa"]["exact_agreement"] == "agrees"
     assert not any("computes baseline's function" in f for f in doc["findings"])
+
+
+def test_tidy_runs_and_summary_with_intervals(tmp_path):
+    kw = with_seeds(write_fixture(tmp_path / "tidy", gpu=True), noise={"timing.tokens_per_s": 0.01})
+    doc, html, page, out = build(tmp_path, gpu=True, **kw)
+    runs = list(csv.DictReader(open(out / "runs.csv")))
+    assert {"run", "device", "commit", "variant", "seed", "metric", "value"} <= set(runs[0])
+    tps = [r for r in runs if r["variant"] == "linear" and r["metric"] == "tokens_per_s"]
+    assert sorted(int(r["seed"]) for r in tps) == [1, 2, 3]
+    assert any(r["metric"] == "tokens_per_s_window_p10" for r in runs)
+    assert [r["metric"] for r in runs if r["variant"] == "lsh"] == ["status"] * 3  # failed runs: listed, no values
+    summary = {r["variant"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    lin = summary["linear"]
+    assert int(lin["n"]) == 3
+    assert float(lin["tokens_per_s_ci95_low"]) < float(lin["tokens_per_s"]) < float(lin["tokens_per_s_ci95_high"])
+    assert summary["lsh"]["n"] == "0"
+
+
+def test_exact_agreement_is_checked_seed_by_seed(tmp_path):
+    kw = write_fixture(tmp_path / "exact2", gpu=True)
+    _exact(kw, 1, shift=0.0)
+    kw = with_seeds(kw)
+    # seed 3 of 'gqa' (marked exact) leaves baseline's seed-3 curve
+    p = next(q for q in kw["train"] if q.parent.name == "seed3" and json.loads(q.read_text())["variant"] == "gqa")
+    d = json.loads(p.read_text())
+    d["training"]["val_history"][1]["val_loss"] += 0.2
+    p.write_text(json.dumps(d))
+    doc, html, page, out = build(tmp_path, gpu=True, **kw)
+    assert "suspect" in page.row_classes["gqa"]
+    assert "seed 3" in doc["findings"][0] and "step 40" in doc["findings"][0]

@@ -20,6 +20,7 @@ cannot be measured is ``None`` and its dotted key (``energy.*``, ``emissions.*``
 """
 
 from .carbon import CarbonTracker, describe_cpu_method
+from .control import matmul_control
 from .energy import MeasurementSession, Window, WindowStats, energy_totals, session_from
 from .flops import CONVENTION, count_flops, flops_section, model_flops, peak_flops
 from .memory import peak_memory, peak_rss_bytes, reset_peak_memory
@@ -32,5 +33,5 @@ __all__ = [
     "model_flops", "count_flops", "flops_section", "peak_flops", "CONVENTION",
     "peak_memory", "reset_peak_memory", "peak_rss_bytes",
     "EnergyReader", "NvmlReader", "Sample", "open_nvml_reader", "PowerSampler", "integrate",
-    "CarbonTracker", "describe_cpu_method",
+    "CarbonTracker", "describe_cpu_method", "matmul_control",
 ]

@@ -43,7 +43,7 @@ from .sampler import PowerSampler
 from .timing import synchronize
 
 ENERGY_KEYS = ("gpu_j_total", "gpu_j_per_step", "gpu_j_per_token", "gpu_mean_w", "idle_w", "gpu_j_above_idle",
-               "sampled_vs_counter_ratio", "window_seconds_min")
+               "gpu_j_per_token_above_idle", "sampled_vs_counter_ratio", "window_seconds_min")
 
 SHORT_WINDOW_S = 1.0
 FLAG_SHORT = "window shorter than 1 s: counter update period 20-100 ms"
@@ -338,6 +338,8 @@ class MeasurementSession:
             unavailable["energy.idle_w"] = self.idle_reason or self.reader_reason or "idle baseline not measured"
             if e["gpu_j_total"] is not None:
                 unavailable["energy.gpu_j_above_idle"] = unavailable["energy.idle_w"]
+            if "energy.gpu_j_per_token_above_idle" in unavailable:
+                unavailable["energy.gpu_j_per_token_above_idle"] = unavailable["energy.idle_w"]
         if e["sampled_vs_counter_ratio"] is None:
             if sampler is None:
                 reason = self.sampler_reason or "no power sampler"
@@ -382,7 +384,8 @@ def energy_totals(windows: list[dict], idle_w: float | None, *, no_counter: str 
     if not valid:
         reason = no_counter or ("no measurement windows were recorded" if not windows else
                                 "no window had a usable energy-counter difference (see energy.flags)")
-        for k in ("gpu_j_total", "gpu_j_per_step", "gpu_j_per_token", "gpu_mean_w", "gpu_j_above_idle"):
+        for k in ("gpu_j_total", "gpu_j_per_step", "gpu_j_per_token", "gpu_mean_w", "gpu_j_above_idle",
+                  "gpu_j_per_token_above_idle"):
             unavailable[f"energy.{k}"] = reason
         return e, unavailable
     total = sum(w["energy_j"] for w in valid)
@@ -392,6 +395,11 @@ def energy_totals(windows: list[dict], idle_w: float | None, *, no_counter: str 
     e["gpu_j_per_step"] = total / steps if steps else None
     e["gpu_j_per_token"] = total / tokens if tokens else None
     e["gpu_mean_w"] = total / secs if secs > 0 else None
+    # what the work itself drew: idle power is paid whatever runs (18-28 % of the total at T=512)
+    if idle_w is not None and tokens:
+        e["gpu_j_per_token_above_idle"] = (total - idle_w * secs) / tokens
+    else:
+        unavailable["energy.gpu_j_per_token_above_idle"] = "no idle baseline" if idle_w is None else "no tokens"
     if missing:
         first = missing[0]
         reason = (f"energy counter unavailable for {len(missing)} of {len(windows)} timed windows (first: "

@@ -60,10 +60,12 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Outermost submodules (or the model itself) that expose ``flops_forward``."""
+    """Outermost submodules (or the model itself) that expose ``flops_forward``, or follow the
+    attention contract (``init_cache``) without it (``flops_forward`` is optional there: their
+    FLOPs are then unavailable, not counted as MLP layers)."""
     found: list[tuple[str, nn.Module]] = []
     for name, mod in model.named_modules():
-        if not callable(getattr(mod, "flops_forward", None)):
+        if not (callable(getattr(mod, "flops_forward", None)) or callable(getattr(mod, "init_cache", None))):
             continue
         if any(name == p or name.startswith(p + ".") or p == "" for p, _ in found):
             continue
@@ -95,6 +97,8 @@ def model_flops(model: nn.Module, batch_size: int, seq_len: int) -> dict[str, An
     attn_error = None
     for name, mod in attn:
         try:
+            if not callable(getattr(mod, "flops_forward", None)):
+                raise NotImplementedError("no flops_forward (optional in the attention contract)")
             attn_halved += int(mod.flops_forward(B, T, causal_halved=True))
             attn_dense += int(mod.flops_forward(B, T, causal_halved=False))
         except Exception as err:  # NotImplementedError from a variant without a formula
@@ -112,9 +116,20 @@ def model_flops(model: nn.Module, batch_size: int, seq_len: int) -> dict[str, An
             lm_head += f
         else:
             linear += f
+    # The same model with standard causal multi-head attention in every attention module (GPT-2's
+    # projections, T(T+1)/2 pairs): equal work per token for every variant, so an MFU on this
+    # count ranks variants by speed; the variant's own count says how busy its kernels were.
+    standard = 0
+    for _, mod in attn:
+        C, H = getattr(mod, "n_embd", None), getattr(mod, "n_head", None)
+        if not C or not H:
+            standard = None
+            break
+        standard += 2 * tokens * C * 3 * C + 2 * tokens * C * C + 2 * B * H * (T * (T + 1) // 2) * (2 * (C // H))
     out: dict[str, Any] = {
         "forward_per_step": None, "train_per_step": None,
         "forward_per_step_dense": None, "train_per_step_dense": None, "train_per_token": None,
+        "train_per_step_standard": None,
         "convention": CONVENTION,
         "breakdown": {"attention": attn_halved, "attention_dense": attn_dense,
                       "mlp_and_other_linear": linear, "lm_head": lm_head},
@@ -131,6 +146,11 @@ def model_flops(model: nn.Module, batch_size: int, seq_len: int) -> dict[str, An
         fwd_dense = attn_dense + linear + lm_head
         out.update(forward_per_step=fwd, train_per_step=3 * fwd, forward_per_step_dense=fwd_dense,
                    train_per_step_dense=3 * fwd_dense, train_per_token=3 * fwd / tokens if tokens else None)
+    if standard is not None and attn:
+        out["train_per_step_standard"] = 3 * (standard + linear + lm_head)
+    else:
+        unavailable["flops.train_per_step_standard"] = ("no attention module with n_embd and n_head"
+                                                        if attn else "no attention module found")
         if not attn:
             out["note"] = "no module with flops_forward found: attention not counted"
     out["unavailable"] = unavailable
@@ -370,6 +390,8 @@ def flops_section(analytic: dict, counted: dict | None, seconds_per_step: float 
     uncounted_ops, achieved_tflops, mfu, peak_tflops}`` plus ``forward_per_step_dense``,
     ``train_per_step_dense``, ``peak_source``.  ``achieved_tflops`` = analytic train FLOPs
     (causal-halved) per step / ``seconds_per_step``; ``mfu`` = that / peak.
+    ``mfu_standard`` counts the step as if every attention module were standard causal MHA
+    (``train_per_step_standard``): the same work for every variant, so it ranks them by speed.
     """
     unavailable = {k: v for k, v in (analytic.get("unavailable") or {}).items()}
     out: dict[str, Any] = {
@@ -389,6 +411,10 @@ def flops_section(analytic: dict, counted: dict | None, seconds_per_step: float 
         out.update({k: v for k, v in c.items() if k != "unavailable"})
         out["uncounted_ops"] = list(c.get("uncounted_ops") or [])
         unavailable.update(counted.get("unavailable") or {})
+    out["train_per_step_standard"] = analytic.get("train_per_step_standard")
+    std = out["train_per_step_standard"]
+    out["achieved_tflops_standard"] = std / seconds_per_step / 1e12 if std and seconds_per_step else None
+    out["mfu_standard"] = None
     train = out["train_per_step"]
     if train is not None and seconds_per_step:
         out["achieved_tflops"] = train / seconds_per_step / 1e12
@@ -406,4 +432,9 @@ def flops_section(analytic: dict, counted: dict | None, seconds_per_step: float 
             out["mfu"] = out["achieved_tflops"] / peak["peak_tflops"]
         else:
             unavailable["flops.mfu"] = unavailable["flops.achieved_tflops"]
+        if out["achieved_tflops_standard"] is not None:
+            out["mfu_standard"] = out["achieved_tflops_standard"] / peak["peak_tflops"]
+    if out["mfu_standard"] is None:
+        unavailable["flops.mfu_standard"] = (unavailable.get("flops.train_per_step_standard")
+                                             or unavailable.get("flops.mfu") or "no step time measured")
     return out, unavailable

@@ -18,14 +18,15 @@ from .load import BASELINE, Variant
 DEFAULT_TOLERANCE = 0.05
 
 
-def _curve(v: Variant) -> dict[int, float]:
-    hist = dig(v.train.data, "training.val_history") or []
+def _curve(doc) -> dict[int, float]:
+    hist = dig(doc.data, "training.val_history") or []
     return {int(h["step"]): float(h["val_loss"]) for h in hist if h.get("val_loss") is not None}
 
 
 def check(variants: list[Variant], tolerance: float | None) -> None:
-    """Set ``v.agreement`` on every exact variant: ``{tolerance, points: [{step, diff}],
-    max_abs_diff, at_step, suspect}`` or ``{unavailable: reason}``."""
+    """Set ``v.agreement`` on every exact variant: its curve against baseline's of the same seed,
+    over every seed both finished: ``{tolerance, points: [{seed, step, diff}], max_abs_diff,
+    at_step, at_seed, suspect}`` or ``{unavailable: reason}``."""
     tol = DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
     base = next((v for v in variants if v.name == BASELINE), None)
     for v in variants:
@@ -34,18 +35,20 @@ def check(variants: list[Variant], tolerance: float | None) -> None:
         if base is None or not base.ok:
             v.agreement = {"unavailable": "no finished baseline run to compare with"}
             continue
-        if dig(v.train.data, "provenance.seed") != dig(base.train.data, "provenance.seed"):
-            v.agreement = {"unavailable": "trained from another seed than baseline"}
+        theirs = {r.seed: r.train for r in base.ok_runs}
+        points = []
+        for r in v.ok_runs:
+            if r.seed not in theirs:
+                continue
+            mine, ref = _curve(r.train), _curve(theirs[r.seed])
+            points += [{"seed": r.seed, "step": s, "diff": mine[s] - ref[s]} for s in sorted(set(mine) & set(ref))]
+        if not points:
+            v.agreement = {"unavailable": "no seed and eval step in common with baseline"}
             continue
-        mine, theirs = _curve(v), _curve(base)
-        steps = sorted(set(mine) & set(theirs))
-        if not steps:
-            v.agreement = {"unavailable": "no eval step in common with baseline"}
-            continue
-        points = [{"step": s, "diff": mine[s] - theirs[s]} for s in steps]
         worst = max(points, key=lambda p: abs(p["diff"]))
         v.agreement = {"tolerance": tol, "points": points, "max_abs_diff": abs(worst["diff"]),
-                       "at_step": worst["step"], "suspect": abs(worst["diff"]) > tol}
+                       "at_step": worst["step"], "at_seed": worst["seed"], "diff": worst["diff"],
+                       "suspect": abs(worst["diff"]) > tol}
 
 
 def describe(v: Variant) -> str | None:
@@ -53,9 +56,9 @@ def describe(v: Variant) -> str | None:
     a = v.agreement or {}
     if not a.get("suspect"):
         return None
-    diff = next(p["diff"] for p in a["points"] if p["step"] == a["at_step"])
     return (f"{v.name} computes baseline's function (same data, seed and initial weights) but its validation "
-            f"loss is {diff:+.3f} from baseline's at step {a['at_step']} (tolerance ±{a['tolerance']:g}): its "
+            f"loss is {a['diff']:+.3f} from baseline's at step {a['at_step']} (seed {a['at_seed']}; tolerance "
+            f"±{a['tolerance']:g}): its "
             f"kernel ({dig(v.train.data, 'kernel') or 'unrecorded'}) did not compute what it claims, so its row is "
             "suspect and left out of every ranking below.")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from markupsafe import Markup
 
 from ..results import atomic_write_json, atomic_write_text
-from . import agreement
+from . import agreement, tidy
 from .findings import failures, findings, run_header, unavailable_notes, unavailable_summary
 from .load import BASELINE, _read_json, load_variants
 from .plots import (plot_energy_vs_loss, plot_inference, plot_loss_vs_baseline, plot_loss_vs_energy,
@@ -133,8 +133,12 @@ def build_report(train: list[Path], probe: list[Path], sweep: list[Path], stats:
         script=Markup(SORT_SCRIPT), script_hash=script_hash,
     )
     files = {"html": str(out_dir / "index.html"), "csv": str(out_dir / "results.csv"),
-             "json": str(out_dir / "results.json")}
+             "json": str(out_dir / "results.json"), "runs": str(out_dir / "runs.csv"),
+             "summary": str(out_dir / "summary.csv")}
     out_dir.mkdir(parents=True, exist_ok=True)
+    runs = tidy.runs_frame(variants, cols, ctx, header)
+    atomic_write_text(out_dir / "runs.csv", runs.to_csv(index=False))
+    atomic_write_text(out_dir / "summary.csv", tidy.summary_frame(runs, [v.name for v in variants]).to_csv(index=False))
     atomic_write_text(out_dir / "results.csv", _csv_text(names, rows))
     atomic_write_json(out_dir / "results.json", _jsonable(document))
     atomic_write_text(out_dir / "index.html", html)

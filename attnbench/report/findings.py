@@ -9,9 +9,10 @@ from typing import Any, Iterable
 
 from ..results import config_hash
 from . import agreement
-from .format import _delta, _num, dig, fmt_bytes, fmt_joule, fmt_loss, fmt_ms, fmt_rate
-from .load import BASELINE, Variant, _common_reason, _steps_points
+from .format import _num, dig, fmt_bytes, fmt_joule, fmt_loss, fmt_ms, fmt_rate
+from .load import BASELINE, Variant, _common_reason
 from .plots import _sweep_series, energy_loss_points, pareto_front
+from ..stats import order as stats_order
 from .table import Context
 
 
@@ -146,6 +147,10 @@ def _vs_base(v: Variant, base: Variant | None, key: str, unit_ratio: bool = True
     return f", {a / b:.2f}× {BASELINE}" if unit_ratio else f", {a - b:+.3f} vs {BASELINE}"
 
 
+NOT_MEASURED = {"tokens_per_s": "Training throughput was not measured.",
+                "gpu_j_per_token": "GPU energy was not measured, so this run does not rank the variants by energy."}
+
+
 def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[dict]) -> list[str]:
     """Short statements that follow from the numbers; nothing the data does not show.
     Suspect rows (exact variants whose loss left baseline's, ``agreement.py``) come first and
@@ -158,10 +163,14 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
     if not ok:
         out.append("No variant finished training, so no variant can be recommended from this run.")
     where = header.get("device") or "an unrecorded device"
+    seeds = sorted({len(v.ok_runs) for v in variants if v.ok})
+    runs = (f"{seeds[0]} seed{'s' if seeds[0] != 1 else ''}" if len(seeds) == 1 else
+            f"{seeds[0]}-{seeds[-1]} seeds") if seeds else "no finished run"
     out.append(f"{sum(v.ok for v in variants)} of {len(variants)} variants finished training on {where}"
-               + (f" ({header['training']})" if header.get("training") else "") + "; each variant was trained "
-               "once with the same seed and data order, so small differences in loss are not evidence of a real "
-               "difference.")
+               + (f" ({header['training']})" if header.get("training") else "") + f", {runs} each (same data "
+               "order and non-attention init per seed). An order below is claimed only where 95 % bootstrap "
+               "intervals over seeds separate; otherwise it says tie within noise"
+               + (" — with one seed there are no intervals, so no order is established." if seeds == [1] else "."))
     if header.get("on_cpu"):
         out.append("This was a CPU run: its timings do not predict how the variants compare on a GPU.")
 
@@ -174,43 +183,48 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
     def reason_of(key: str) -> str:
         return _common_reason((v.name, v.cells[key].reason) for v in ok if key in v.cells) if ok else "no variant finished"
 
-    r = best("tokens_per_s", "max")
-    if r and len(ok) > 1:
-        slow = best("tokens_per_s", "min")
-        out.append(f"Fastest training: {r[0].name} at {fmt_rate(r[1])} tokens/s{_vs_base(r[0], base, 'tokens_per_s')}"
-                   f"; slowest: {slow[0].name} at {fmt_rate(slow[1])} tokens/s.")
-    elif ok and not r:
-        out.append(f"Training throughput was not measured. Reason: {reason_of('tokens_per_s')}.")
-    r = best("gpu_j_per_token", "min")
-    if r:
-        out.append(f"Least GPU energy per training token: {r[0].name} at {fmt_joule(r[1])}/token"
-                   f"{_vs_base(r[0], base, 'gpu_j_per_token')}.")
-    elif ok:
-        out.append("GPU energy was not measured, so this run does not rank the variants by energy. "
-                   f"Reason: {reason_of('gpu_j_per_token')}.")
-    r = best("val_loss", "min")
-    if r and len(ok) > 1:
-        ties = [v.name for v in ok if _cv(v, "val_loss") is not None and fmt_loss(_cv(v, "val_loss")) == fmt_loss(r[1])]
-        worst = best("val_loss", "max")
-        text = (f"Lowest validation loss: {', '.join(ties)} at {fmt_loss(r[1])}" if len(ties) > 1
-                else f"Lowest validation loss: {r[0].name} at {fmt_loss(r[1])}")
-        if base is not None and _cv(base, "val_loss") is not None and base.name not in ties:
-            text += f" ({BASELINE}: {fmt_loss(_cv(base, 'val_loss'))}, difference {_delta(r[1] - _cv(base, 'val_loss'))})"
-        text += f"; highest: {worst[0].name} at {fmt_loss(worst[1])}."
-        out.append(text)
+    def ranked(key: str, better: str, fmt, what: str) -> str | None:
+        ests = {v.name: v.cells[key].estimate for v in ok
+                if v.cells.get(key) and v.cells[key].estimate and v.cells[key].estimate.mean is not None}
+        if len(ests) < 2:
+            return None
+        leaders, rest = stats_order(ests, better)
+
+        def show(name: str) -> str:
+            e = ests[name]
+            return f"{name} {fmt(e.mean)}" + (f" [{fmt(e.low)}, {fmt(e.high)}]" if e.has_interval else "")
+
+        ordered = leaders + rest
+        if not all(e.has_interval for e in ests.values()):
+            return (f"{what}: order not established (one run per variant, no interval): "
+                    + ", ".join(show(k) for k in ordered[:3]) + (", …" if len(ordered) > 3 else "") + ".")
+        n = min(e.n for e in ests.values())
+        if len(leaders) == 1:
+            return (f"{what}: {show(leaders[0])}, its 95 % interval clear of every other variant's "
+                    f"(next: {show(rest[0])}; n = {n} seeds).")
+        return (f"{what}: tie within noise between " + ", ".join(show(k) for k in leaders)
+                + f" (95 % intervals overlap; n = {n} seeds).")
+
+    for key, better, fmt, what in (
+            ("tokens_per_s", "max", fmt_rate, "Fastest training (tokens/s)"),
+            ("tokens_per_s_normalized", "max", fmt_rate, "Fastest training, control-normalised (tokens/s)"),
+            ("gpu_j_per_token", "min", fmt_joule, "Least GPU energy per training token"),
+            ("gpu_j_per_token_above_idle", "min", fmt_joule, "Least GPU energy per training token above idle"),
+            ("val_loss", "min", fmt_loss, "Lowest validation loss")):
+        text = ranked(key, better, fmt, what)
+        if text:
+            out.append(text)
+        elif ok and key in NOT_MEASURED and not any(v.cells.get(key) and v.cells[key].value is not None for v in ok):
+            out.append(f"{NOT_MEASURED[key]} Reason: {reason_of(key)}.")
     pts, _ = energy_loss_points(ok)
     if len(pts) >= 2:
         front = pareto_front(pts)
-        per_kj = []
-        for v in ok:
-            first = _steps_points(v)[:1]
-            e, loss = _num(dig(v.train.data, "energy.gpu_j_total")), _cv(v, "val_loss")
-            if first and e and loss is not None:
-                per_kj.append((v, (first[0][1] - loss) / (e / 1000)))
+        per_kj = [(v, _num(dig(v.train.data, "efficiency.loss_drop_per_kj"))) for v in ok]
+        per_kj = [(v, x) for v, x in per_kj if x is not None]
         if per_kj:
             v, x = max(per_kj, key=lambda t: t[1])
-            out.append(f"Most loss reduction per unit of GPU energy: {v.name}, {x:.3g} nats per kJ "
-                       "((first-step loss − final validation loss) / GPU energy of the timed steps).")
+            out.append(f"Most training-loss reduction per unit of GPU energy: {v.name}, {x:.3g} nats per kJ "
+                       "(loss and energy over the same timed steps).")
         out.append("Pareto-optimal in GPU energy vs validation loss: "
                    + ", ".join(f"{n} ({fmt_joule(x)}, {fmt_loss(y)})" for n, x, y in front)
                    + ("; every other variant has both more energy and a higher loss than one of these."

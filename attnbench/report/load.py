@@ -1,5 +1,9 @@
-"""Reading the result documents: one :class:`Variant` per trained variant with its train,
-probe and sweep :class:`Doc`, and the reason text for whatever is missing, failed or null."""
+"""Reading the result documents: one :class:`Variant` per trained variant with one
+:class:`Run` per seed (its train and probe :class:`Doc`), its sweep :class:`Doc`, and the
+reason text for whatever is missing, failed or null.
+
+``Variant.train`` / ``Variant.probe`` are the documents of its first finished seed (the one
+the plots draw); the table shows means over all seeds with their intervals (``table.py``)."""
 
 from __future__ import annotations
 
@@ -127,6 +131,15 @@ class Doc:
 
 
 @dataclass
+class Run:
+    """One seed of one variant: its training and probe documents."""
+
+    seed: int | None
+    train: Doc
+    probe: Doc
+
+
+@dataclass
 class Variant:
     name: str
     index: int
@@ -135,6 +148,7 @@ class Variant:
     train: Doc
     probe: Doc
     sweep: Doc
+    runs: list[Run] = field(default_factory=list)
     steps: list[dict[str, str]] | None = None
     steps_reason: str | None = None
     power: list[dict[str, str]] | None = None
@@ -145,6 +159,15 @@ class Variant:
     @property
     def ok(self) -> bool:
         return self.train.ok
+
+    @property
+    def ok_runs(self) -> list[Run]:
+        return [r for r in self.runs if r.train.ok]
+
+    def view(self, run: Run) -> "Variant":
+        """This variant as seen through one run's documents (for per-seed values)."""
+        return Variant(name=self.name, index=self.index, color=self.color, dash=self.dash, train=run.train,
+                       probe=run.probe, sweep=self.sweep, runs=[run])
 
     @property
     def suspect(self) -> bool:
@@ -162,29 +185,47 @@ class Variant:
         return ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in self.params.items())
 
 
-def load_variants(train: Sequence, probe: Sequence, sweep: Sequence) -> list[Variant]:
-    """Pair the documents by variant name (config order = the order of ``train``)."""
-    train_docs = []
-    for p in train:
-        data, why = _read_json(Path(p), "train")
-        train_docs.append(Doc("train", Path(p), data, why))
+def _seed(doc: Doc) -> int | None:
+    seed = dig(doc.data, "provenance.seed")
+    return seed if isinstance(seed, int) else None
 
-    def by_name(paths: Sequence, kind: str) -> dict[str, Doc]:
-        out: dict[str, Doc] = {}
+
+def _name(doc: Doc) -> str:
+    return str(doc.data.get("variant")) if doc.data and doc.data.get("variant") else _folder_name(doc.path)
+
+
+def _folder_name(path: Path | None) -> str:
+    """The variant folder of ``results/<stage>/<variant>[/seed<n>]/<file>``."""
+    if path is None:
+        return "?"
+    parent = path.parent
+    return parent.parent.name if parent.name.startswith("seed") else parent.name
+
+
+def load_variants(train: Sequence, probe: Sequence, sweep: Sequence) -> list[Variant]:
+    """Group the documents by variant (first appearance in ``train`` = config order) and seed."""
+    def read(paths: Sequence, kind: str) -> list[Doc]:
+        docs = []
         for p in paths:
             data, why = _read_json(Path(p), kind)
-            name = str(data.get("variant")) if data and data.get("variant") else Path(p).parent.name
-            out[name] = Doc(kind, Path(p), data, why)
-        return out
+            docs.append(Doc(kind, Path(p), data, why))
+        return docs
 
-    probes, sweeps = by_name(probe, "probe"), by_name(sweep, "sweep")
+    runs: "OrderedDict[str, list[Run]]" = OrderedDict()
+    probes = {(_name(d), _seed(d)): d for d in read(probe, "probe")}
+    sweeps = {_name(d): d for d in read(sweep, "sweep")}
+    for doc in read(train, "train"):
+        name, seed = _name(doc), _seed(doc)
+        pr = probes.get((name, seed)) or Doc("probe", None, None, "no probe result document for this run")
+        runs.setdefault(name, []).append(Run(seed, doc, pr))
     variants = []
-    for i, doc in enumerate(train_docs):
-        name = str(doc.data.get("variant")) if doc.data and doc.data.get("variant") else doc.path.parent.name
+    for i, (name, rs) in enumerate(runs.items()):
+        first = next((r for r in rs if r.train.ok), rs[0])
         v = Variant(name=name, index=i, color=PALETTE[i % len(PALETTE)],
-                    dash=DASHES[(i // len(PALETTE)) % len(DASHES)], train=doc,
-                    probe=probes.get(name) or Doc("probe", None, None, "no probe result document for this variant"),
-                    sweep=sweeps.get(name) or Doc("sweep", None, None, "no sweep result document for this variant"))
+                    dash=DASHES[(i // len(PALETTE)) % len(DASHES)], train=first.train, probe=first.probe,
+                    sweep=sweeps.get(name) or Doc("sweep", None, None, "no sweep result document for this variant"),
+                    runs=rs)
+        doc = first.train
         folder = doc.path.parent
         if doc.ok:
             v.steps, v.steps_reason = _read_csv(folder / "steps.csv")

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 from .format import (_delta, _num, _sig, dig, fmt_bytes, fmt_co2, fmt_count, fmt_joule, fmt_kwh, fmt_loss,
                      fmt_ms, fmt_pct, fmt_rate)
+from ..stats import Estimate, bootstrap_mean
+from ..stats import order as stats_order
 from . import agreement
 from .load import BASELINE, Variant
 
@@ -25,14 +27,25 @@ class Cell:
     detail: str | None = None  # extra tooltip text for a value
     best: bool = False
     compare: str | None = None  # "x1.23" / "+0.012" vs baseline
+    estimate: Estimate | None = None  # mean over seeds with its 95 % interval (numeric columns)
+    fmt: Callable[[float], str] | None = None
+
+    @property
+    def interval_text(self) -> str | None:
+        e = self.estimate
+        if e is None or self.fmt is None:
+            return None
+        if not e.has_interval:
+            return f"{e.n} run{'s' if e.n != 1 else ''}: no interval"
+        return f"mean of {e.n} seeds; 95 % interval {self.fmt(e.low)} – {self.fmt(e.high)}"
 
     @property
     def title(self) -> str:
         if self.value is None:
             return f"not measured: {self.reason}"
-        parts = [self.detail] if self.detail else []
+        parts = [p for p in (self.interval_text, self.detail) if p]
         if self.best:
-            parts.append("best in column")
+            parts.append("best in column: its interval separates from every other row's")
         return "; ".join(parts)
 
     @property
@@ -61,6 +74,19 @@ class Context:
     prefill_L: int | None = None
     decode_B: int | None = None
     decode_P: int | None = None
+    control_median: float | None = None  # median control TFLOP/s over every train job of the report
+
+
+def _normalized_rate(v: Variant, ctx: Context):
+    """tokens/s x (median control / this job's control): throughput with the drift between
+    calls and machines that the job's own control saw divided out."""
+    rate, why = v.train.get("timing.tokens_per_s")
+    ctl, cwhy = v.train.get("control.tflops")
+    if _num(rate) is None:
+        return None, why, None
+    if _num(ctl) is None or not ctx.control_median:
+        return None, cwhy or "no control measured", None
+    return _num(rate) * ctx.control_median / _num(ctl), None, f"control {_sig(ctl)} TFLOP/s in this job"
 
 
 def _from(doc_attr: str, dotted: str, detail: Callable[[Variant], str | None] | None = None):
@@ -154,8 +180,15 @@ def columns(ctx: Context) -> list[Column]:
                "max", "ratio", "training throughput over the timed windows"),
         Column("step_ms_p50", "Step p50", "ms", fmt_ms, _from("train", "timing.step_ms_p50"), "min", "ratio",
                "median training step time (window means)"),
+        Column("tokens_per_s_normalized", "Train tokens/s, control-normalised", "tok/s", fmt_rate,
+               _normalized_rate, "max", "ratio",
+               "tokens/s × median control TFLOP/s of all jobs / this job's control (a fixed matrix product "
+               "timed in the job's own process): drift between calls and machines divided out"),
         Column("mfu", "MFU", "%", fmt_pct, _from("train", "flops.mfu", _mfu_detail), "max", "ratio",
-               "model FLOPs utilisation: analytic training FLOPs / time / peak"),
+               "model FLOPs utilisation on the variant's own FLOP count: how busy its kernels were"),
+        Column("mfu_standard", "MFU (std. attention)", "%", fmt_pct, _from("train", "flops.mfu_standard"),
+               "max", "ratio", "MFU counting every variant's attention as standard causal MHA: the same work "
+                              "per token for all, so it ranks variants by speed"),
         Column("peak_allocated_bytes", "Peak GPU mem", "bytes", fmt_bytes,
                _from("train", "memory.peak_allocated_bytes"), "min", "ratio",
                "peak memory allocated by the CUDA caching allocator during the timed steps"),
@@ -163,6 +196,9 @@ def columns(ctx: Context) -> list[Column]:
                "min", "ratio", "peak resident set of the training process (whole process lifetime)"),
         Column("gpu_j_per_token", "GPU energy", "J/token", fmt_joule, _from("train", "energy.gpu_j_per_token"),
                "min", "ratio", "GPU energy counter over the timed windows / tokens"),
+        Column("gpu_j_per_token_above_idle", "GPU energy above idle", "J/token", fmt_joule,
+               _from("train", "energy.gpu_j_per_token_above_idle"), "min", "ratio",
+               "the same minus the idle power measured before the job: what the work itself drew"),
         Column("energy_total_kwh", "Energy total", "kWh", fmt_kwh, _total_kwh, "min", "ratio",
                "CodeCarbon CPU+RAM+GPU energy over the whole training session"),
         Column("co2eq_kg", "CO2eq", "kg", fmt_co2, _from("train", "emissions.co2eq_kg"), "min", "ratio",
@@ -185,8 +221,13 @@ def columns(ctx: Context) -> list[Column]:
 
 
 def probe_context(variants: list[Variant]) -> Context:
-    """The representative probe settings: smallest batch, longest prompt."""
+    """The representative probe settings (smallest batch, longest prompt) and the median control."""
     ctx = Context()
+    controls = sorted(c for v in variants for r in v.ok_runs
+                      if (c := _num(dig(r.train.data, "control.tflops"))) is not None)
+    if controls:
+        mid = len(controls) // 2
+        ctx.control_median = controls[mid] if len(controls) % 2 else (controls[mid - 1] + controls[mid]) / 2
     pre = [(r.get("batch_size"), r.get("prompt_len")) for v in variants if v.probe.ok
            for r in (v.probe.data.get("prefill") or []) if isinstance(r, dict)]
     pre = [(b, L) for b, L in pre if isinstance(b, int) and isinstance(L, int)]
@@ -202,28 +243,39 @@ def probe_context(variants: list[Variant]) -> Context:
     return ctx
 
 
+def _cell(v: Variant, col: Column, ctx: Context) -> Cell:
+    """A variant's cell: numeric values are the mean over its finished seeds, with an interval."""
+    val, why, detail = col.get(v, ctx)
+    if val is None or not isinstance(val, (int, float)) or len(v.ok_runs) < 2:
+        if val is None:
+            return Cell(None, reason=why or "not recorded")
+        text = col.fmt(val) if isinstance(val, (int, float)) else str(val)
+        est = bootstrap_mean([val]) if isinstance(val, (int, float)) else None
+        if not isinstance(val, (int, float)) and len(v.ok_runs) > 1:  # e.g. kernels that differ by seed
+            others = {str(col.get(v.view(r), ctx)[0]) for r in v.ok_runs} - {text}
+            detail = "; ".join(filter(None, [detail, f"other seeds: {', '.join(sorted(others))}" if others else None]))
+        return Cell(val, text=text, detail=detail, estimate=est, fmt=col.fmt)
+    values = [col.get(v.view(r), ctx)[0] for r in v.ok_runs]
+    est = bootstrap_mean(values)
+    return Cell(est.mean, text=col.fmt(est.mean), detail=detail, estimate=est, fmt=col.fmt)
+
+
 def fill_cells(variants: list[Variant], cols: list[Column], ctx: Context) -> None:
     for v in variants:
         for col in cols:
-            val, why, detail = col.get(v, ctx)
-            if val is None:
-                v.cells[col.key] = Cell(None, reason=why or "not recorded")
-            else:
-                text = col.fmt(val) if isinstance(val, (int, float)) else str(val)
-                v.cells[col.key] = Cell(val, text=text, detail=detail)
+            v.cells[col.key] = _cell(v, col, ctx)
     base = next((v for v in variants if v.name == BASELINE and v.ok), None)
     for col in cols:
         if col.better is None:
             continue
-        # Best as displayed: values that print the same tie (e.g. equal losses to 4 decimals).
-        # Suspect rows (agreement.py) are never "best".
-        shown = [(v.cells[col.key].value, v.cells[col.key].text) for v in variants
-                 if v.ok and not v.suspect and isinstance(v.cells[col.key].value, (int, float))]
-        if len(shown) >= 2 and len({t for _, t in shown}) > 1:
-            best_val, best_text = (min if col.better == "min" else max)(shown, key=lambda vt: vt[0])
-            for v in variants:
-                if v.ok and not v.suspect and v.cells[col.key].text == best_text:
-                    v.cells[col.key].best = True
+        # "Best" only for a lead the intervals show: the best row's interval separates from every
+        # other row's (one seed: no interval, no best).  Suspect rows (agreement.py) are never best.
+        ests = {v.name: v.cells[col.key].estimate for v in variants
+                if v.ok and not v.suspect and v.cells[col.key].estimate is not None}
+        leaders, _ = stats_order(ests, col.better)
+        if len(leaders) == 1 and len(ests) >= 2 and ests[leaders[0]].has_interval and all(
+                ests[leaders[0]].separated_from(e) for k, e in ests.items() if k != leaders[0]):
+            next(v for v in variants if v.name == leaders[0]).cells[col.key].best = True
         b = base.cells[col.key].value if base else None
         if not isinstance(b, (int, float)):
             continue

@@ -234,7 +234,7 @@ def test_gpu_rule_requests_and_gets_a_gpu(cluster_workdir, smoke_run):
     if not (cluster_workdir / "results" / "tokens" / "train.npy").exists():
         pytest.fail("the smoke run did not produce results/tokens (see the smoke test)")
     variant = VARIANTS[0]
-    target = f"results/train/{variant}/metrics.json"
+    target = f"results/train/{variant}/seed1337/metrics.json"
     since = _dt.datetime.now() - _dt.timedelta(minutes=1)
     rc, log = run_snakemake(cluster_workdir,
                             [target, *PROFILE_ARGS, "--configfile", "config/cluster-smoke.yaml",

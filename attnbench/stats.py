@@ -1,0 +1,99 @@
+"""Intervals for findings: the mean over seeds and its 95 % percentile-bootstrap interval.
+
+A finding that one variant is faster, leaner or better than another holds only when the
+intervals of the two separate; otherwise the report says "tie within noise" and gives the
+figures.  With one run there is no interval at all (``n = 1``): nothing can be ordered.
+
+The bootstrap resamples the runs with replacement (``resamples`` times, a fixed generator, so
+a report renders the same every time) and takes the 2.5th and 97.5th percentiles of the
+resampled means.  With three seeds it is a rough interval (at most 10 distinct resampled
+means); it is what three runs can say, and the report states n beside every interval.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+LEVEL = 0.95
+RESAMPLES = 10_000
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mean: float | None
+    low: float | None      # 95 % interval; None when n < 2
+    high: float | None
+    n: int
+
+    @property
+    def has_interval(self) -> bool:
+        return self.low is not None and self.high is not None
+
+    def separated_from(self, other: "Estimate") -> bool:
+        """True when both have intervals and they do not overlap."""
+        if not (self.has_interval and other.has_interval):
+            return False
+        return self.high < other.low or other.high < self.low
+
+
+def finite(values: Iterable) -> list[float]:
+    out = []
+    for v in values:
+        if isinstance(v, bool) or v is None:
+            continue
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            out.append(f)
+    return out
+
+
+def bootstrap_mean(values: Iterable, *, level: float = LEVEL, resamples: int = RESAMPLES,
+                   seed: int = 0) -> Estimate:
+    """Mean of the finite ``values`` and its percentile-bootstrap interval."""
+    x = np.asarray(finite(values), dtype=np.float64)
+    n = int(x.size)
+    if n == 0:
+        return Estimate(None, None, None, 0)
+    mean = float(x.mean())
+    if n == 1:
+        return Estimate(mean, None, None, 1)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return Estimate(mean, float(lo), float(hi), n)
+
+
+def bootstrap_ratio(a: Iterable, b: Iterable, *, level: float = LEVEL, resamples: int = RESAMPLES,
+                    seed: int = 0) -> Estimate:
+    """mean(a) / mean(b) with an interval from resampling both groups independently (two
+    runs compared: e.g. the same variant on two GPUs or at two commits)."""
+    xa, xb = (np.asarray(finite(v), dtype=np.float64) for v in (a, b))
+    if xa.size == 0 or xb.size == 0 or xb.mean() == 0:
+        return Estimate(None, None, None, int(min(xa.size, xb.size)))
+    ratio = float(xa.mean() / xb.mean())
+    if xa.size < 2 or xb.size < 2:
+        return Estimate(ratio, None, None, int(min(xa.size, xb.size)))
+    rng = np.random.default_rng(seed)
+    ra = xa[rng.integers(0, xa.size, size=(resamples, xa.size))].mean(axis=1)
+    rb = xb[rng.integers(0, xb.size, size=(resamples, xb.size))].mean(axis=1)
+    lo, hi = np.quantile(ra / rb, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return Estimate(ratio, float(lo), float(hi), int(min(xa.size, xb.size)))
+
+
+def order(estimates: dict[str, Estimate], better: str) -> tuple[list[str], list[str]]:
+    """(leaders, others): the variants whose estimate is best or not separated from the best
+    (a tie within noise when there are several), in order of their means."""
+    known = {k: e for k, e in estimates.items() if e.mean is not None}
+    if not known:
+        return [], []
+    ranked = sorted(known, key=lambda k: known[k].mean, reverse=(better == "max"))
+    top = known[ranked[0]]
+    leaders = [k for k in ranked if k == ranked[0] or not known[k].separated_from(top)]
+    return leaders, [k for k in ranked if k not in leaders]
