@@ -21,7 +21,7 @@ rule probe:
         "../envs/train.yaml"
     shell:
         "{params.python:q} scripts/probe.py --settings {params.settings:q} "
-        "--train-dir results/train/{wildcards.variant}/seed{wildcards.seed} --tokens-dir results/tokens "
+        "--train-dir results/train/{wildcards.variant}/seed{wildcards.seed:q} --tokens-dir results/tokens "
         "--out {output:q} > {log:q} 2>&1"
 
 

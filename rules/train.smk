@@ -26,4 +26,4 @@ rule train:
     shell:
         "{params.python:q} scripts/train.py --settings {params.settings:q} "
         "--checkpoint-every {resources.attnbench_checkpoint_every:q} --resume {resources.attnbench_resume:q} "
-        "--tokens-dir results/tokens --out-dir results/train/{wildcards.variant:q}/seed{wildcards.seed} > {log:q} 2>&1"
+        "--tokens-dir results/tokens --out-dir results/train/{wildcards.variant:q}/seed{wildcards.seed:q} > {log:q} 2>&1"

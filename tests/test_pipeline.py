@@ -166,12 +166,16 @@ def test_adding_seeds_runs_only_their_jobs(smoke_run):
     assert len(re.findall(r"rule train:", out)) == 2 * len(SMOKE["variants"])
 
 
+THREE_SEED_VARIANTS = ("baseline", "sdpa")  # two variants keep the run short on CI's two cores
+
+
 @pytest.fixture(scope="module")
 def three_seed_run(smoke_run):
-    """The smoke run extended to three seeds (runs the two new seeds' jobs)."""
+    """The smoke run extended to three seeds for two of its variants (runs the new seeds' jobs)."""
     work, _ = smoke_run
     cfg = json.loads(json.dumps(SMOKE))
     cfg["seeds"] = [1337, 1, 2]
+    cfg["variants"] = {v: SMOKE["variants"][v] for v in THREE_SEED_VARIANTS}
     write_config(work, "seeds3.yaml", cfg)
     proc = snakemake(work, "--cores", "2", "--resources", "gpu=1", "--configfile", "config/seeds3.yaml",
                      timeout=900)
@@ -184,7 +188,8 @@ def test_three_seeds_report_has_intervals(three_seed_run):
 
     work = three_seed_run
     summary = {r["variant"]: r for r in csv.DictReader(open(work / "results/report/summary.csv"))}
-    for variant in SMOKE["variants"]:
+    assert set(summary) == set(THREE_SEED_VARIANTS)
+    for variant in THREE_SEED_VARIANTS:
         row = summary[variant]
         assert row["n"] == "3"
         assert float(row["val_loss_ci95_low"]) <= float(row["val_loss"]) <= float(row["val_loss_ci95_high"])

@@ -243,7 +243,7 @@ def test_gpu_rule_requests_and_gets_a_gpu(cluster_workdir, smoke_run):
     assert rc == 0, f"GPU run failed (rc {rc}). Log tail:\n{log[-6000:]}"
     run = parse_run(log)
     assert run["stats"] == {"train": 1}, run["stats"]
-    call = call_of(run["sbatch_calls"], f"rule_train_wildcards_{variant}")
+    call = call_of(run["sbatch_calls"], f"rule_train_wildcards_{variant}_1337")
     print(f"\nsbatch call for gpu=1 rule train: {call}")
     (cluster_workdir / "sbatch-gpu.txt").write_text(call + "\n")
     argv = shlex.split(call)
@@ -258,7 +258,7 @@ def test_gpu_rule_requests_and_gets_a_gpu(cluster_workdir, smoke_run):
     print(format_rows(rows))
     assert len(rows) == 1, format_rows(rows)
     row = rows[0]
-    assert row["Comment"] == f"rule_train_wildcards_{variant}", row
+    assert row["Comment"] == f"rule_train_wildcards_{variant}_1337", row
     assert row["State"] == "COMPLETED", row
     assert "gres/gpu=1" in row["AllocTRES"], f"SLURM did not allocate the GPU: {row}"
 
