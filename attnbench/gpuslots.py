@@ -91,11 +91,14 @@ def release(slot: str) -> None:
 def claim_from_env(environ=os.environ) -> str | None:
     """The scripts' first step: claim a slot per ``ATTNBENCH_GPU_SLOTS`` and make it the job's
     only visible GPU.  Returns the slot, or None when there is no pool (unset, empty, under
-    SLURM)."""
+    SLURM, ``none`` for CPU jobs)."""
     spec = environ.get(ENV, "").strip()
-    if not spec or environ.get("SLURM_JOB_ID"):
+    if not spec or spec == "none" or environ.get("SLURM_JOB_ID"):
         return None
-    slot = claim(parse_slots(spec))
+    slots = parse_slots(spec)
+    if not slots and spec == "auto":
+        return None  # no GPU here (device: auto on a CPU machine): nothing to share
+    slot = claim(slots)
     environ["CUDA_VISIBLE_DEVICES"] = slot
     environ["ATTNBENCH_GPU_SLOT"] = slot  # recorded in the job's provenance
     return slot

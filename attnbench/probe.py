@@ -27,7 +27,7 @@ from attention.selection import prepare
 
 from . import measure, selfcheck
 from .model import build_model, load_weights
-from .results import PROBE_SCHEMA, atomic_write_json, jsonable, provenance
+from .results import PROBE_SCHEMA, atomic_write_json, jsonable, provenance, utc_now
 from .settings import resolve_device
 
 
@@ -123,7 +123,8 @@ def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
     name, p = settings["name"], settings["probe"]
     device = resolve_device(settings["device"])
     result: dict[str, Any] = {"schema": PROBE_SCHEMA, "variant": name, "status": "ok",
-                              "provenance": provenance(settings["seed"], settings, device)}
+                              "provenance": provenance(settings["seed"], settings, device),
+                              "job": {"started_utc": utc_now()}}
     unavailable: dict[str, str] = {}
     metrics = json.loads((Path(train_dir) / "metrics.json").read_text())
     if metrics["status"] != "ok":
@@ -179,5 +180,6 @@ def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
         else:
             result.update(status="failed", failure={"kind": "error", "message": f"{type(err).__name__}: {err}"})
     result["unavailable"] = unavailable
+    result["job"]["finished_utc"] = utc_now()
     atomic_write_json(out_path, jsonable(result))
     return result

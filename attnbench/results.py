@@ -106,6 +106,14 @@ def jsonable(obj):
     return obj
 
 
+def utc_now() -> str:
+    """Wall-clock time (UTC, ms) of a job's start or end: the report tells from these and the
+    device UUIDs whether two jobs shared a GPU at the same time."""
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
 def config_hash(obj: Any) -> str:
     """Stable short hash of a JSON-serialisable config (key order does not matter)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
@@ -162,6 +170,9 @@ def provenance(seed: int | None = None, config: Any = None, device=None) -> dict
         info["device"] = props.name
         info["device_memory_bytes"] = props.total_memory
         info["device_capability"] = f"{props.major}.{props.minor}"
+        uuid = str(getattr(props, "uuid", "") or "")
+        info["device_uuid"] = (uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}") if uuid else None
+        info["gpu_slot"] = os.environ.get("ATTNBENCH_GPU_SLOT")  # the slot this job held (attnbench.gpuslots)
         try:
             import pynvml
             pynvml.nvmlInit()

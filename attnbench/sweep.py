@@ -24,7 +24,7 @@ from attention.selection import KernelCheckError, autotune
 
 from . import measure
 from .model import Block, GPTConfig
-from .results import atomic_write_json, jsonable, provenance
+from .results import atomic_write_json, jsonable, provenance, utc_now
 from .settings import resolve_device
 
 SWEEP_SCHEMA = "attnbench.sweep/1"
@@ -87,6 +87,7 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
 
 def run(settings: dict, out_path) -> dict[str, Any]:
     name, s, m = settings["name"], settings["sweep"], settings["model"]
+    started = utc_now()
     device = resolve_device(settings["device"])
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     cfg = GPTConfig.from_settings(m, settings["entry"], n_layer=1, block_size=max(s["seq_lens"]), dropout=0.0)
@@ -118,6 +119,7 @@ def run(settings: dict, out_path) -> dict[str, Any]:
     result = {"schema": SWEEP_SCHEMA, "variant": name, "status": "ok", "dtype": str(dtype).replace("torch.", ""),
               "tokens_per_call": s["tokens"], "flop_convention": "causal pairs only; forward+backward = 3x forward",
               "points": points, "unavailable": unavailable,
-              "provenance": provenance(settings["seed"], settings, device)}
+              "provenance": provenance(settings["seed"], settings, device),
+              "job": {"started_utc": started, "finished_utc": utc_now()}}
     atomic_write_json(out_path, jsonable(result))
     return result

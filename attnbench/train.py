@@ -42,7 +42,7 @@ from .batches import TokenBatches
 from .interrupt import Interrupted, interruptible
 from .model import GPT, build_model, weights_bytes
 from .optim import autocast_ctx, lr_at, make_optimizer, resolve_dtype, should_compile
-from .results import TRAIN_SCHEMA, atomic_write_bytes, atomic_write_json, jsonable, provenance
+from .results import TRAIN_SCHEMA, atomic_write_bytes, atomic_write_json, jsonable, provenance, utc_now
 from .settings import ConfigError, check_stage_settings, resolve_device
 from .train_result import FAULT_ENV, TrainingFault, assemble, injected_fault, record_failure, write_steps_csv
 
@@ -169,7 +169,7 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
                       "params": settings["entry"]["params"],
                       "exact": computes_baseline(settings["entry"], settings["train"]["seq_len"])},
         "provenance": provenance(settings["seed"], settings, device),
-        "job": {"started_utc": _utc_now()},
+        "job": {"started_utc": utc_now()},
         "kernel_check": {"method": selfcheck.METHOD},
     }
     unavailable: dict[str, str] = {}
@@ -218,7 +218,7 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
             _stop(bar, session)
             raise
         result["unavailable"] = unavailable
-        result["job"]["finished_utc"] = _utc_now()
+        result["job"]["finished_utc"] = utc_now()
         atomic_write_json(out_dir / "metrics.json", jsonable(result))
     if result["status"] == "ok":
         with contextlib.suppress(FileNotFoundError):
@@ -340,13 +340,6 @@ def _stop(bar, session) -> None:
     if session is not None:
         with contextlib.suppress(Exception):
             session.finish()
-
-
-def _utc_now() -> str:
-    """Wall-clock time of this job's start/end, so a report can tell which jobs overlapped."""
-    import datetime
-
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _progress(total: int, name: str):

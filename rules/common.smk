@@ -117,6 +117,12 @@ def gpu_count():
     return 0 if config["device"] == "cpu" else 1
 
 
+# The GPUs a job may claim (attnbench.gpuslots): each GPU job takes one free slot before CUDA
+# starts, so jobs running at once under --resources gpu=N each get their own GPU.
+GPU_SLOTS = "none" if config["device"] == "cpu" else (
+    ",".join(str(g) for g in config["gpus"]) if config.get("gpus") else "auto")
+
+
 def final_outputs():
     return ["results/report/index.html"]
 

@@ -15,12 +15,13 @@ rule probe:
         python=PYTHON,
     resources:
         gpu=gpu_count(),
+        attnbench_gpu_slots=GPU_SLOTS,  # which GPUs: not a param (it changes no result)
     log:
         "logs/probe/{variant}-seed{seed}.log",
     conda:
         "../envs/train.yaml"
     shell:
-        "{params.python:q} scripts/probe.py --settings {params.settings:q} "
+        "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {params.python:q} scripts/probe.py --settings {params.settings:q} "
         "--train-dir results/train/{wildcards.variant}/seed{wildcards.seed:q} --tokens-dir results/tokens "
         "--out {output:q} > {log:q} 2>&1"
 
@@ -36,9 +37,10 @@ rule sweep:
         python=PYTHON,
     resources:
         gpu=gpu_count(),
+        attnbench_gpu_slots=GPU_SLOTS,  # which GPUs: not a param (it changes no result)
     log:
         "logs/sweep/{variant}.log",
     conda:
         "../envs/train.yaml"
     shell:
-        "{params.python:q} scripts/sweep.py --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
+        "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {params.python:q} scripts/sweep.py --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"

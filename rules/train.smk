@@ -15,6 +15,7 @@ rule train:
         python=PYTHON,
     resources:
         gpu=gpu_count(),
+        attnbench_gpu_slots=GPU_SLOTS,  # which GPUs: not a param (it changes no result)
         # Not params: they do not change results, so they must not trigger reruns (strings:
         # the scheduler does not count them).
         attnbench_checkpoint_every=TRAIN_CHECKPOINT_EVERY,
@@ -24,6 +25,6 @@ rule train:
     conda:
         "../envs/train.yaml"
     shell:
-        "{params.python:q} scripts/train.py --settings {params.settings:q} "
+        "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {params.python:q} scripts/train.py --settings {params.settings:q} "
         "--checkpoint-every {resources.attnbench_checkpoint_every:q} --resume {resources.attnbench_resume:q} "
         "--tokens-dir results/tokens --out-dir results/train/{wildcards.variant:q}/seed{wildcards.seed:q} > {log:q} 2>&1"

@@ -4,6 +4,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from attnbench import gpuslots  # noqa: E402
+
+gpuslots.claim_from_env()  # before torch initialises CUDA: this job's own GPU (several-GPU machines)
 from attnbench import cli, sweep  # noqa: E402
 
 

@@ -71,6 +71,8 @@ def test_no_pool_under_slurm_or_when_unset(tmp_path, monkeypatch):
     assert gpuslots.claim_from_env({gpuslots.ENV: ""}) is None
     env = {gpuslots.ENV: "0,1", "SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "3"}
     assert gpuslots.claim_from_env(env) is None and env["CUDA_VISIBLE_DEVICES"] == "3"
+    assert gpuslots.claim_from_env({gpuslots.ENV: "none"}) is None
+    assert gpuslots.claim_from_env({gpuslots.ENV: "auto", "CUDA_VISIBLE_DEVICES": ""}) is None  # no GPU here
     env = {gpuslots.ENV: "x"}
     assert gpuslots.claim_from_env(env) == "x" and env["CUDA_VISIBLE_DEVICES"] == "x"
     gpuslots.release("x")
