@@ -42,6 +42,7 @@ in pad mode each piece is a row).  Pieces stay in their conversation's split.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import importlib.resources
 import json
@@ -638,6 +639,27 @@ class ConversationReader:
             raise DataError(f"{self.path}: {where} (set data.on_bad_rows: skip to skip such rows)")
 
 
+def validate_file(path, on_bad_rows: str = "error", cache: str | os.PathLike | None = None) -> None:
+    """Read a user's JSONL file through :class:`ConversationReader` and raise its
+    :class:`DataError` (every bad line named) -- before any job runs, so that a bad file is an
+    error in seconds.  ``cache``: a JSON file remembering the (path, size, mtime, mode) of files
+    that passed, so an unchanged file is read once, not at every Snakemake invocation."""
+    path = Path(path)
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{on_bad_rows}"
+    known: list = []
+    if cache is not None and Path(cache).is_file():
+        with contextlib.suppress(OSError, ValueError):
+            known = json.loads(Path(cache).read_text())
+    if key in known:
+        return
+    reader = ConversationReader(path, on_bad_rows=on_bad_rows)
+    for _ in reader:
+        pass
+    if cache is not None:
+        atomic_write_json(cache, (known + [key])[-32:])
+
+
 # --- formatting and tokenization -------------------------------------------------------------
 
 def format_conversation(messages: list[dict]) -> str:
@@ -750,11 +772,13 @@ def tokenize(raw_path, out_dir, *, max_len: int = 512, val_fraction: float = 0.0
         "truncated_conversations": over if long_conversations == "truncate" else 0,
         "tokens_dropped_by_truncation": dropped_tokens,
     }
+    tokens_hash = hashlib.sha256()  # of every token array, in order: results trained on these tokens carry it
     for split, parts in pieces.items():
         stats[f"{split}_conversations"] = convs[split]
         stats[f"{split}_tokens"] = int(sum(len(p) for p in parts))
         if mode == "pack":
             arr = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
+            tokens_hash.update(arr.tobytes())
             _save_npy(out_dir / f"{split}.npy", arr)
         else:
             stats[f"{split}_rows"] = len(parts)
@@ -763,9 +787,11 @@ def tokenize(raw_path, out_dir, *, max_len: int = 512, val_fraction: float = 0.0
             for j, p in enumerate(parts):
                 arr[j, :len(p)] = p
                 lengths[j] = len(p)
+            tokens_hash.update(arr.tobytes())
             _save_npy(out_dir / f"{split}.npy", arr)
             _save_npy(out_dir / f"{split}_lengths.npy", lengths)
     stats["download"] = read_download_counts(raw_path, reader.sha256)
+    stats["tokens_sha256"] = tokens_hash.hexdigest()
     atomic_write_json(out_dir / "stats.json", stats)
     return stats
 

@@ -15,7 +15,9 @@ at once.  SIGKILL cannot be caught; the atomic writes are what protect against i
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 
 SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
@@ -79,3 +81,55 @@ def interruptible():
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Have the kernel send ``sig`` to this process when its parent dies (Linux).
+
+    A job runs as ``shell -> python``; when Snakemake stops (Ctrl-C: "Terminating
+    processes...") it ends the shells, and without this the Python job would train on and write
+    a result Snakemake already counted as failed.  With SIGTERM it stops like any interrupted
+    job: no result under a final name.  Elsewhere a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the call: the kernel will not tell us
+        os.kill(os.getpid(), sig)
+
+
+JOB_SCRIPTS = ("scripts/train.py", "scripts/probe.py", "scripts/sweep.py")
+
+
+def stop_jobs_on_interrupt() -> None:
+    """In Snakemake's process: on SIGINT, send SIGTERM to the running job processes first.
+
+    Snakemake's local executor answers an interrupt with "Terminating processes..." and then
+    *waits* for its running jobs, so a training job would train to its end and write a result
+    Snakemake has already counted as failed.  This handler (installed from the workflow, main
+    thread only) stops them -- they end as interrupted jobs, writing nothing -- and then hands
+    the signal on to Snakemake's own handling.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        import psutil
+
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if any(script in " ".join(child.cmdline()) for script in JOB_SCRIPTS):
+                    child.send_signal(signal.SIGTERM)
+            except psutil.Error:
+                pass
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)

@@ -27,7 +27,7 @@ from attention.selection import prepare
 
 from . import measure, selfcheck
 from .model import build_model, load_weights
-from .results import PROBE_SCHEMA, atomic_write_json, jsonable, provenance, utc_now
+from .results import PROBE_SCHEMA, atomic_write_json, jsonable, provenance, tokens_identity, utc_now
 from .settings import resolve_device
 
 
@@ -124,7 +124,8 @@ def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
     device = resolve_device(settings["device"])
     result: dict[str, Any] = {"schema": PROBE_SCHEMA, "variant": name, "status": "ok",
                               "provenance": provenance(settings["seed"], settings, device),
-                              "job": {"started_utc": utc_now()}}
+                              "job": {"started_utc": utc_now()},
+                              "data": {"tokens_sha256": tokens_identity(tokens_dir)}, "settings": settings}
     unavailable: dict[str, str] = {}
     metrics = json.loads((Path(train_dir) / "metrics.json").read_text())
     if metrics["status"] != "ok":

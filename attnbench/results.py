@@ -106,6 +106,15 @@ def jsonable(obj):
     return obj
 
 
+def tokens_identity(tokens_dir) -> str | None:
+    """The ``tokens_sha256`` of a tokenized folder (its stats.json), recorded by every result
+    trained or probed on it, so a report can tell results of other data apart."""
+    try:
+        return json.loads((Path(tokens_dir) / "stats.json").read_text()).get("tokens_sha256")
+    except (OSError, ValueError):
+        return None
+
+
 def utc_now() -> str:
     """Wall-clock time (UTC, ms) of a job's start or end: the report tells from these and the
     device UUIDs whether two jobs shared a GPU at the same time."""

@@ -42,7 +42,7 @@ from .batches import TokenBatches
 from .interrupt import Interrupted, interruptible
 from .model import GPT, build_model, weights_bytes
 from .optim import autocast_ctx, lr_at, make_optimizer, resolve_dtype, should_compile
-from .results import TRAIN_SCHEMA, atomic_write_bytes, atomic_write_json, jsonable, provenance, utc_now
+from .results import TRAIN_SCHEMA, atomic_write_bytes, atomic_write_json, jsonable, provenance, tokens_identity, utc_now
 from .settings import ConfigError, check_stage_settings, resolve_device
 from .train_result import FAULT_ENV, TrainingFault, assemble, injected_fault, record_failure, write_steps_csv
 
@@ -170,6 +170,8 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
                       "exact": computes_baseline(settings["entry"], settings["train"]["seq_len"])},
         "provenance": provenance(settings["seed"], settings, device),
         "job": {"started_utc": utc_now()},
+        "data": {"tokens_sha256": tokens_identity(tokens_dir)},
+        "settings": settings,  # what the job ran with: a report checks it against its own config
         "kernel_check": {"method": selfcheck.METHOD},
     }
     unavailable: dict[str, str] = {}
@@ -242,6 +244,8 @@ def setup(settings, tokens_dir, out_dir, device, dtype, fault, result) -> Job:
         "params_non_embedding": model.num_params(non_embedding=True),
         "cache_bytes_per_token": model.cache_bytes_per_token(torch.bfloat16),
         "cache_bytes_at_seq_len": model.cache_bytes(1, T, torch.bfloat16),
+        # at stated lengths (fixed-size states stay fixed, windows cap): what the report's cache column shows
+        "cache_bytes_at_lengths": {str(L): model.cache_bytes(1, L, torch.bfloat16) for L in (512, 4096, 32768)},
     }
     model.train()
     x, _ = job.check_batch()

@@ -131,6 +131,33 @@ def report_templates():
     return sorted(rel(p) for p in (ROOT / "reports" / "templates").glob("*"))
 
 
+def _check_dataset_file():
+    """A user's dataset file must exist before any job runs: otherwise an earlier run's tokens
+    would stay up to date and a report would name data it was not made from.  A user's JSONL
+    is validated here too (once per version of the file)."""
+    source = config["data"]["dataset"]
+    for prefix in ("jsonl:", "sharegpt:", "tulu-v2:"):
+        if source.startswith(prefix):
+            path = Path(source[len(prefix):])
+            if not path.exists():
+                raise SystemExit(f"invalid config: data.dataset: {source!r}: {path} does not exist "
+                                 f"(schema: config/schema.yaml)")
+            if prefix == "jsonl:" and path.is_file():  # every bad line named now, not after other jobs ran
+                from attnbench.data import DataError, validate_file
+
+                try:
+                    validate_file(path, config["data"]["on_bad_rows"], cache=".snakemake/attnbench-valid-data.json")
+                except DataError as err:
+                    raise SystemExit(f"invalid data: {err}")
+
+
+_check_dataset_file()
+
+from attnbench.interrupt import stop_jobs_on_interrupt  # noqa: E402
+
+stop_jobs_on_interrupt()  # Ctrl-C (or SIGINT) stops the running jobs instead of waiting for them
+
+
 def raw_dataset(wildcards):
     """The JSONL that tokenize reads.  A user's ``jsonl:<path>`` is read in place: tokenize
     validates it (errors name that file and its line numbers), counts the rows that

@@ -12,6 +12,8 @@ rule download:
         source=config["data"]["dataset"],
         on_bad_rows=config["data"]["on_bad_rows"],
         python=PYTHON,
+    # Before anything else: a bad dataset is an error in seconds, not after the sweeps ran.
+    priority: 100
     log:
         "logs/download/{dataset}.log",
     conda:
@@ -33,6 +35,7 @@ rule tokenize:
         data=json.dumps(config["data"], sort_keys=True),
         seed=config["seed"],
         python=PYTHON,
+    priority: 100
     log:
         "logs/tokenize/tokenize.log",
     conda:

@@ -5,7 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from attnbench import gpuslots  # noqa: E402
+from attnbench.interrupt import die_with_parent  # noqa: E402
 
+die_with_parent()  # a job ends with its Snakemake shell: no result after its job was stopped
 gpuslots.claim_from_env()  # before torch initialises CUDA: this job's own GPU (several-GPU machines)
 from attnbench import cli, train  # noqa: E402
 

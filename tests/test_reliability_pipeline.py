@@ -223,3 +223,76 @@ def test_sigterm_of_a_train_job_under_snakemake_then_resume(faulty_run):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     m = doc(work, target)
     assert m["status"] == "ok" and m["training"]["resumed_from_step"] > 0
+
+
+def test_missing_dataset_after_a_finished_run_stops_before_any_job(faulty_run):
+    """Issue 22, 1: a dataset file that is gone stops the workflow at once with one line, even
+    though the earlier run's tokens are up to date; nothing reruns, no report is re-rendered."""
+    work, _ = faulty_run
+    report = work / "results/report/index.html"
+    before = report.stat().st_mtime if report.exists() else None
+    cfg = copy.deepcopy(CONFIG)
+    cfg["data"]["dataset"] = "jsonl:userdata/missing.jsonl"
+    write_config(work, "missing.yaml", cfg)
+    proc = snakemake(work, "--cores", "1", "--configfile", "config/missing.yaml", timeout=180,
+                     env=env_for(work, "missing.log"))
+    out = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode != 0
+    assert out[-1].startswith("invalid config: data.dataset: 'jsonl:userdata/missing.jsonl'"), out[-5:]
+    assert "does not exist" in out[-1]
+    assert (report.stat().st_mtime if report.exists() else None) == before
+
+
+def test_a_bad_dataset_fails_before_any_gpu_job_runs(tmp_path):
+    """Issue 22, 8: a bad user file stops the run at DAG construction, every bad line named,
+    before any sweep or train job starts (tokenize also has priority over GPU jobs)."""
+    work = copy_repo(tmp_path / "badrun")
+    write_conversations(work / "input" / "conversations.jsonl", 100, [bad.rstrip(b"\n") for bad, _ in BAD_ROWS])
+    cfg = copy.deepcopy(CONFIG)
+    cfg["data"]["on_bad_rows"] = "error"
+    write_config(work, "bad.yaml", cfg)
+    proc = snakemake(work, "--cores", "1", "--configfile", "config/bad.yaml", timeout=300,
+                     env=env_for(work, "bad.log"))
+    out = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode != 0
+    assert out[-1].startswith("invalid data: input/conversations.jsonl:") and "bad rows" in out[-1], out[-3:]
+    ran = job_intervals(work / "bad.log") if (work / "bad.log").exists() else []
+    assert ran == [], f"jobs ran before the data error: {ran}"
+
+
+def test_interrupting_snakemake_stops_the_training_job(faulty_run):
+    """Issue 22, 6: Ctrl-C (SIGINT) to Snakemake ends the train job's Python process with its
+    shell; it writes no result, and the next plain run has nothing incomplete to complain about."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    work, _ = faulty_run
+    cfg = copy.deepcopy(CONFIG)
+    cfg["variants"] = {"baseline": {}}
+    cfg["train"].update(steps=400)
+    write_config(work, "sigint.yaml", cfg)
+    target = "results/train/baseline/seed1337/metrics.json"
+    args = [target, "--cores", "1", "--configfile", "config/sigint.yaml", "--forcerun", target]
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=work, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env_for(work, "sigint.log"))
+    t0 = time.monotonic()
+    pid = None
+    while pid is None:
+        assert proc.poll() is None and time.monotonic() - t0 < 120, proc.stdout.read()[-3000:]
+        pid = train_pid("results/train/baseline/seed1337")
+        time.sleep(0.05)
+    time.sleep(2)  # training under way
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    for _ in range(100):  # the job's Python process must be gone within seconds
+        if not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"train process {pid} still running after Snakemake was interrupted")
+    assert not (work / target).exists()
+    rerun = snakemake(work, target, "--cores", "1", "--configfile", "config/sigint.yaml", "-n", timeout=180,
+                      env=env_for(work, "sigint2.log"))
+    assert rerun.returncode == 0 and "IncompleteFilesException" not in rerun.stdout + rerun.stderr
