@@ -117,7 +117,7 @@ def test_every_variant_has_a_row_in_config_order(gpu_report):
         assert set(page.rows[name]) >= {"kernel", "params_total", "tokens_per_s", "step_ms_p50", "mfu",
                                         "peak_allocated_bytes", "gpu_j_per_token", "energy_total_kwh", "co2eq_kg",
                                         "final_train_loss", "val_loss", "prefill_ms_p50",
-                                        "decode_ms_per_token_p50", "cache_bytes_per_token"}
+                                        "decode_ms_per_token_p50", "cache_512", "cache_4096", "cache_32768"}
     assert page.rows["baseline"]["kernel"]["text"] == "sdpa_flash"
     assert page.rows["linear"]["kernel"]["text"] == "linear_chunked"
 
@@ -239,7 +239,7 @@ def test_csv_and_json_are_written(gpu_report):
     assert [v["variant"] for v in data["variants"]] == VARIANTS
     h = data["header"]
     assert h["run_name"] == "fixture" and h["device"] == "NVIDIA H100 80GB HBM3"
-    assert h["git_commit"].startswith("0123456789") and h["train_tokens"] == 41234 and h["driver"] == "550.54.15"
+    assert h["git_commit"].startswith("0123456789") and h["train_tokens"] == 41234 and "550.54.15" in h["driver"]
     assert doc["files"]["html"].endswith("index.html")
     assert not list(out.glob(".*.tmp"))  # atomic writes leave nothing behind
 
@@ -289,9 +289,11 @@ def test_cpu_run_says_energy_was_not_measured(cpu_report):
     assert "GPU energy was not measured" in text and NO_NVML in text
     assert "Least GPU energy" not in text and "Pareto" not in text and "per unit of GPU energy" not in text
     assert "CPU run" in text
+    # no variant has GPU memory: the column leaves the table and is named under it with its reason
+    assert all("peak_allocated_bytes" not in page.rows[name] for name in VARIANTS)
+    note = re.search(r'<p class="legend-note" id="empty-columns">(.*?)</p>', html, re.S).group(1)
+    assert "Peak GPU mem" in note and NO_CUDA in note
     for name in ("baseline", "gqa", "linear"):
-        c = page.rows[name]["peak_allocated_bytes"]
-        assert c["text"] == "—" and NO_CUDA in c["title"]
         assert page.rows[name]["peak_rss_bytes"]["text"] != "—"  # host RSS shown on CPU runs
 
 
@@ -418,3 +420,244 @@ def test_exact_agreement_is_checked_seed_by_seed(tmp_path):
     doc, html, page, out = build(tmp_path, gpu=True, **kw)
     assert "suspect" in page.row_classes["gqa"]
     assert "seed 3" in doc["findings"][0] and "step 40" in doc["findings"][0]
+
+
+# --- issue 23: the verdict, grouped failures, cache at lengths, provenance, units, plots -------
+
+
+def test_verdict_by_length_names_ties_and_failures(gpu_report):
+    """Per sweep length the fastest variant, and every variant whose p50-p90 range overlaps
+    its range as a tie; the fastest exact variant beside it."""
+    doc, html, page, out = gpu_report
+    rows = {r["T"]: r for r in doc["verdict"]["length"]["rows"]}
+    # baseline and gqa time the same at T=64 (p50 and p90 equal): a tie, said so
+    assert [x["name"] for x in rows[64]["leaders"]] == ["baseline", "gqa"] and rows[64]["tie"]
+    assert rows[64]["exact"]["name"] == "baseline"
+    # at 512 baseline ran out of memory; linear and lsh (same times) tie, far ahead of gqa
+    assert rows[512]["failed"] == ["baseline"]
+    assert sorted(x["name"] for x in rows[512]["leaders"]) == ["linear", "lsh"]
+    assert "512: linear (tie: lsh)" in doc["verdict"]["length"]["summary"]
+    assert 'id="verdict"' in html and "Which variant should I use?" in html
+    assert "tie: p50–p90 ranges overlap" in html
+
+
+def test_verdict_with_one_seed_establishes_no_order(gpu_report):
+    doc, html, page, out = gpu_report
+    con = {c["what"]: c for c in doc["verdict"]["constraints"]}
+    speed = con["Training speed"]
+    assert speed["status"] == "one-seed" and speed["status_text"] == "one seed: order not established"
+    assert speed["best"][0]["name"] == "linear" and speed["best"][0]["figure"] == "32,768 tok/s"
+    assert con["GPU energy per token"]["best"][0]["name"] == "gqa"  # linear (faster) has no energy measured
+    assert con["Inference cache at 32k tokens"]["best"][0]["name"] == "linear"  # fixed 64 KiB state
+    assert con["Inference cache at 32k tokens"]["status"] == "clear"
+    assert "One seed per variant" in " ".join(doc["verdict"]["caveats"])
+    assert "one seed: order not established" in html
+
+
+def test_verdict_with_three_seeds_claims_only_separated_leads(tmp_path):
+    kw = with_seeds(write_fixture(tmp_path / "seeds", gpu=True),
+                    noise={"timing.tokens_per_s": 0.01, "training.val_loss": 0.03})
+    doc, html, page, out = build(tmp_path, gpu=True, **kw)
+    con = {c["what"]: c for c in doc["verdict"]["constraints"]}
+    speed = con["Training speed"]
+    assert speed["status"] == "clear" and speed["best"][0]["name"] == "linear"
+    assert "95 % interval" in speed["best"][0]["interval"] and "n = 3" in speed["best"][0]["interval"]
+    loss = con["Quality: validation loss"]
+    assert loss["status"] == "tie" and {x["name"] for x in loss["best"]} == {"baseline", "gqa"}
+    assert "tie within noise" in html
+
+
+def test_verdict_names_a_suspect_row_and_leaves_it_out(tmp_path):
+    kw = write_fixture(tmp_path / "exact", gpu=True)
+    _exact(kw, 2, shift=0.41)  # linear claims exactness but leaves baseline's curve
+    doc, html, page, out = build(tmp_path, gpu=True, **kw)
+    v = doc["verdict"]
+    assert v["suspect"] == ["linear"]
+    assert v["agreement"][0].startswith("linear computes baseline's function")
+    assert all(x["name"] != "linear" for c in v["constraints"] for x in c.get("best", []))
+    assert all(x["name"] != "linear" for r in v["length"]["rows"] for x in r["leaders"])
+    assert "Suspect, left out of every recommendation: linear" in html
+
+
+def test_object_reprs_never_reach_the_page(gpu_report):
+    doc, html, page, out = gpu_report
+    assert "object at 0x" not in html
+    assert "nor in mode TransformGetItemToIndex" in html
+    # the document itself is kept verbatim in results.json
+    assert "object at 0x7fb98a120c80" in (out / "results.json").read_text()
+
+
+def test_failures_and_unavailable_are_one_collapsed_section_grouped_by_reason(gpu_report):
+    doc, html, page, out = gpu_report
+    section = re.search(r'<details class="problems" id="problems">(.*?)</details>\s*<h2', html, re.S).group(1)
+    assert "<details class=\"problems\" id=\"problems\" open" not in html  # collapsed
+    reasons = re.findall(r"<li data-reason>(.*?)</li>", section, re.S)
+    assert len(reasons) == len({n["reason"] for n in doc["unavailable"]})  # one line per reason
+    nvml = [r for r in reasons if NO_NVML in r]
+    assert len(nvml) == 1 and "linear" in nvml[0] and "energy.gpu_j_per_token" in nvml[0]
+    assert ["lsh", "train", "failed", "oom", "12"] == page.failures[0][:5]
+
+
+def test_cache_at_stated_lengths_fixed_states_shown_as_fixed(gpu_report):
+    doc, html, page, out = gpu_report
+    base, lin = page.rows["baseline"], page.rows["linear"]
+    # baseline grows: 2048 bytes per token; one unit per column, named in the heading
+    units = {c["key"]: c["unit"] for c in doc["columns"]}
+    assert units["cache_512"] == "KiB" and base["cache_512"]["text"].startswith("1,024")
+    assert units["cache_32768"] == "KiB" and base["cache_32768"]["text"].startswith("65,536")
+    # linear: a fixed 64 KiB state at every length, said so
+    for key in ("cache_512", "cache_4096", "cache_32768"):
+        assert lin[key]["text"].startswith("64.0fixed"), lin[key]
+        assert "fixed state" in lin[key]["title"]
+    summary = {r["variant"]: r for r in doc["summary"]}
+    assert summary["linear"]["cache_32768"] == 65_536 and summary["baseline"]["cache_4096"] == 4096 * 2048
+
+
+def test_cache_capped_window_and_probe_disagreement(tmp_path):
+    from attnbench.report import cache
+    from attnbench.report.load import load_variants
+
+    kw = write_fixture(tmp_path / "r", gpu=True)
+    p = kw["train"][1]
+    d = json.loads(p.read_text())
+    d["model"]["cache_bytes_at_seq_len"] = 32 * 1024  # a 32-token window at 1024 bytes per token
+    p.write_text(json.dumps(d))
+    q = kw["probe"][1]
+    pr = json.loads(q.read_text())
+    for row in pr["decode"]:
+        row["cache_bytes"] = row["batch_size"] * 32 * 1024
+    q.write_text(json.dumps(pr))
+    gqa = load_variants(kw["train"], kw["probe"], kw["sweep"])[1]
+    sizes, shape = cache.profile(gqa, kw["config"])
+    assert shape == "capped at 32 tokens"
+    assert sizes[512].value == sizes[32768].value == 32 * 1024 and sizes[512].fixed
+    for row in pr["decode"]:
+        row["cache_bytes"] = 1
+    q.write_text(json.dumps(pr))
+    gqa = load_variants(kw["train"], kw["probe"], kw["sweep"])[1]
+    sizes, shape = cache.profile(gqa, kw["config"])
+    assert shape == "not recorded" and "disagrees with the probe" in sizes[512].reason
+    # the train job's own per-length figures win when it records them
+    d["model"]["cache_bytes_at_lengths"] = {"512": 7, "4096": 8, "32768": 9}
+    p.write_text(json.dumps(d))
+    gqa = load_variants(kw["train"], kw["probe"], kw["sweep"])[1]
+    sizes, shape = cache.profile(gqa, kw["config"])
+    assert [sizes[L].value for L in cache.LENGTHS] == [7, 8, 9]
+
+
+def test_provenance_per_document_with_unknown_commit(gpu_report):
+    doc, html, page, out = gpu_report
+    prov = doc["provenance"]
+    assert len(prov) == 12  # 4 train, 4 probe (lsh's says it was skipped), 4 sweep
+    sweep_linear = next(r for r in prov if r["variant"] == "linear" and r["stage"] == "sweep")
+    assert sweep_linear["commit"] == "unknown"
+    assert sweep_linear["started"] == "2026-11-28 10:08:00" and sweep_linear["device_uuid"].startswith("GPU-")
+    assert "no two of the 12 timed jobs overlapped on one GPU" in doc["verdict"]["overlap"]["text"]
+    assert 'id="gpu-overlap"' not in html
+    assert "9.1.0" in html  # cuDNN as its release, not 90100
+
+
+def test_two_jobs_on_one_gpu_at_once_are_flagged(tmp_path):
+    kw = write_fixture(tmp_path / "r", gpu=True)
+    p = kw["train"][1]
+    d = json.loads(p.read_text())
+    d["job"] = {"started_utc": "2026-11-28T10:00:30.000+00:00", "finished_utc": "2026-11-28T10:00:55.000+00:00"}
+    p.write_text(json.dumps(d))
+    doc, html, page, out = build(tmp_path, gpu=True, **kw)
+    pairs = doc["verdict"]["overlap"]["pairs"]
+    assert len(pairs) == 1 and "baseline train" in pairs[0]["a"] and "gqa train" in pairs[0]["b"]
+    alarm = re.search(r'<div class="alarm" id="gpu-overlap" role="alert">(.*?)</div>', html, re.S).group(1)
+    assert "not trustworthy" in alarm and html.index('id="gpu-overlap"') < html.index('id="verdict"')
+
+
+def test_documents_without_job_times_say_not_recorded(cpu_report):
+    doc, html, page, out = cpu_report
+    assert doc["verdict"]["overlap"]["text"].startswith("not recorded")
+    assert all(r["started"] == "not recorded" and r["device_uuid"] == "not recorded" for r in doc["provenance"])
+
+
+def test_power_plots_share_one_scale_and_average_the_timed_windows(gpu_report):
+    doc, html, page, out = gpu_report
+    figs = dict(re.findall(r'<figure class="small" id="(plot-power-\d)">(.*?)</figure>', html, re.S))
+    ticks = {fid: re.findall(r"text-anchor: end[^>]*>([^<]+)</text>", body) for fid, body in figs.items()
+             if "<svg" in body}
+    assert len(ticks) == 3 and len({tuple(t) for t in ticks.values()}) == 1, ticks  # one y scale
+    cap = re.search(r"<figcaption>(.*?)</figcaption>", figs["plot-power-0"], re.S).group(1)
+    assert "Timed windows (shaded, 4): mean 300 W by the energy counter" in cap
+    # the fixture's samples: 80 W idle before 0.5 s, ~280 W after; the windows hold only the latter
+    inside = float(re.search(r", (\d+) W over the \d+ samples inside them", cap).group(1))
+    assert inside > 250
+
+
+def test_one_unit_per_column_and_estimates_labelled(gpu_report):
+    doc, html, page, out = gpu_report
+    units = {c["key"]: c["unit"] for c in doc["columns"]}
+    assert units["peak_allocated_bytes"] == "GiB" and units["gpu_j_per_token"] == "mJ/token"
+    assert units["energy_total_kwh"] == "Wh" and units["co2eq_kg"] == "g"
+    assert page.rows["baseline"]["peak_allocated_bytes"]["text"].startswith("0.879")
+    assert page.rows["gqa"]["co2eq_kg"]["text"].startswith("0.800")
+    for row in page.rows.values():  # no cell repeats a unit: its heading has it
+        for cell in row.values():
+            assert not re.search(r"\d\s*(GiB|MiB|KiB|kWh|Wh|mJ|kg|ms)\b", cell["text"]), cell
+    assert page.rows["baseline"]["energy_total_kwh"]["text"].startswith("1.30est.")
+    assert "CPU power estimated by CodeCarbon (cpu_load)" in page.rows["baseline"]["energy_total_kwh"]["title"]
+
+
+def test_error_bars_on_means_over_seeds(tmp_path):
+    kw = with_seeds(write_fixture(tmp_path / "seeds", gpu=True),
+                    noise={"memory.peak_allocated_bytes": 0.05, "energy.gpu_j_per_token": 0.05,
+                           "training.val_loss": 0.03})
+    doc, html, page, out = build(tmp_path, gpu=True, **kw)
+    one = build(tmp_path / "one", gpu=True)[1]
+    for fid, words in (("plot-mem-peak_allocated_bytes", "error bars: 95 % interval"),
+                       ("plot-energy-loss", "95 % intervals in both directions"),
+                       ("plot-loss-step", "mean over seeds with its 95 % interval")):
+        body = re.search(rf'id="{fid}">(.*?)</figure>', html, re.S).group(1)
+        assert words in body, fid
+        # the interval bars are drawn: more strokes than the one-seed figure
+        single = re.search(rf'id="{fid}">(.*?)</figure>', one, re.S).group(1)
+        assert body.count("<path") > single.count("<path"), fid
+
+
+def test_a_sweep_scope_not_configured_says_so(tmp_path):
+    kw = write_fixture(tmp_path / "r", gpu=True)
+    for p in kw["sweep"]:
+        d = json.loads(p.read_text())
+        d["points"] = [pt for pt in d["points"] if pt["scope"] == "attention"]
+        p.write_text(json.dumps(d))
+    config = {**kw["config"], "sweep": {"scopes": ["attention"]}}
+    doc, html, page, out = build(tmp_path, gpu=True, **{**kw, "config": config})
+    assert page.figures["plot-sweep-block"]["missing"] == (
+        "not measured: the sweep did not run the block scope (sweep.scopes: attention)")
+
+
+def test_runs_of_other_data_or_settings_are_stale_and_left_out(tmp_path):
+    """Issue 22, 1: the report checks each run's recorded tokens hash against this report's
+    stats.json and its recorded settings against the config; a mismatch is named first and the
+    run is used nowhere (the dataset in the header stays this report's)."""
+    from attnbench import settings as S
+
+    kw = write_fixture(tmp_path / "stale", gpu=True)
+    stats = json.loads(kw["stats"].read_text())
+    stats["tokens_sha256"] = "a" * 64
+    kw["stats"].write_text(json.dumps(stats))
+    config = S.validate({"variants": {v: {} for v in VARIANTS}, "data": {"max_len": 128},
+                         "train": {"seq_len": 128}, "probe": {"prompt_lens": [64]},
+                         "model": {"n_layer": 2, "n_head": 4, "n_embd": 128, "block_size": 256}})
+    for p in kw["train"]:
+        d = json.loads(p.read_text())
+        d["data"] = {"tokens_sha256": "a" * 64}
+        d["settings"] = S.stage_settings(config, "train", d["variant"])
+        if d["variant"] == "gqa":
+            d["data"]["tokens_sha256"] = "b" * 64        # trained on other data
+        if d["variant"] == "linear":
+            d["settings"]["train"]["lr"] = 0.123          # trained with other settings
+        p.write_text(json.dumps(d))
+    doc, html, page, out = build(tmp_path, gpu=True, **{**kw, "config": S.report_settings(config)})
+    first = doc["findings"][:2]
+    assert any(f.startswith("Stale results left out: gqa") and "other tokens" in f for f in first), first
+    assert any(f.startswith("Stale results left out: linear") and "train.lr: 0.123 (run)" in f for f in first), first
+    assert "failed" in page.row_classes["gqa"] and "failed" in page.row_classes["linear"]
+    assert "suspect" not in page.row_classes["baseline"] and "failed" not in page.row_classes["baseline"]
+    runs = list(csv.DictReader(open(out / "runs.csv")))
+    assert {r["status"] for r in runs if r["variant"] in ("gqa", "linear")} == {"stale"}

@@ -1,6 +1,7 @@
 """The report in a real headless Chromium: loads offline without console errors, every
-variant is in the table, plots are drawn, sorting works; a screenshot is kept under
-``test-artifacts/``.
+variant is in the table, plots are drawn, sorting works; the verdict is at the top, no raw
+object repr reaches the page, the table's last column is reachable at 400 px, and the printed
+table fits a landscape page; screenshots are kept under ``test-artifacts/``.
 
 Needs the ``chromium`` binary (Debian: ``apt-get install -y chromium``); without it the test
 is skipped with a loud reason.  Talks to Chromium over ``--remote-debugging-pipe`` with a
@@ -37,6 +38,14 @@ def chromium():
         pytest.skip("BROWSER TEST NOT RUN: no chromium binary on PATH -- install it with "
                     "`apt-get install -y chromium` (the report's offline/console checks did not run)")
     return binary
+
+
+@pytest.fixture(scope="module")
+def gpu_page(tmp_path_factory):
+    kw = write_fixture(tmp_path_factory.mktemp("results"), gpu=True)
+    out = tmp_path_factory.mktemp("report")
+    build_report(out_dir=out, **kw)
+    return (out / "index.html").as_uri()
 
 
 @pytest.mark.parametrize("gpu", [True, False], ids=["gpu-fixture", "cpu-fixture"])
@@ -95,3 +104,62 @@ def test_console_errors_are_detected(chromium, tmp_path):
         browser.open(page2.as_uri())
         problems = browser.problems()
     assert any("undefinedFunction" in p for p in problems), problems
+
+
+JS_REACH_LAST_COLUMN = """(() => {
+  const wrap = document.getElementById('summary-wrap');
+  const heads = document.querySelectorAll('#summary thead th');
+  const last = heads[heads.length - 1], first = heads[0];
+  const before = {scrollWidth: wrap.scrollWidth, clientWidth: wrap.clientWidth,
+                  overflowX: getComputedStyle(wrap).overflowX};
+  last.scrollIntoView({block: 'center', inline: 'end'});
+  const r = last.getBoundingClientRect(), f = first.getBoundingClientRect();
+  const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+  const hitFirst = document.elementFromPoint(f.left + 5, f.top + f.height / 2);
+  return {...before, scrollLeft: wrap.scrollLeft, left: r.left, right: r.right, width: window.innerWidth,
+          lastVisible: !!hit && last.contains(hit), firstPinned: !!hitFirst && first.contains(hitFirst),
+          lastText: last.textContent.trim(), pageWidth: document.documentElement.scrollWidth};
+})()"""
+
+
+def test_verdict_first_no_object_reprs_and_last_column_reachable_at_400px(chromium, gpu_page):
+    with Chromium(chromium) as browser:
+        browser.open(gpu_page, width=400, height=800)
+        assert browser.problems() == [], browser.problems()
+        # the verdict box is the first section, in view without scrolling, and says what to use
+        verdict = browser.evaluate("""(() => { const v = document.getElementById('verdict');
+            const r = v.getBoundingClientRect();
+            return {top: r.top, tag: v.previousElementSibling.tagName, text: v.innerText,
+                    rows: v.querySelectorAll('#verdict-constraint tbody tr').length}; })()""")
+        assert verdict["tag"] == "HEADER" and verdict["top"] < 800, verdict
+        assert "Which variant should I use?" in verdict["text"] and "By sequence length" in verdict["text"]
+        assert "one seed: order not established" in verdict["text"] and verdict["rows"] >= 6
+        # no raw Python object repr anywhere in the page, text or markup (the fixture has one)
+        assert "object at 0x" not in browser.evaluate("document.documentElement.outerHTML")
+        assert "TransformGetItemToIndex" in browser.evaluate("document.documentElement.outerHTML")
+        # the page itself does not scroll sideways; the table scrolls inside its box
+        reach = browser.evaluate(JS_REACH_LAST_COLUMN)
+        assert reach["pageWidth"] <= 400, reach
+        assert reach["overflowX"] in ("auto", "scroll") and reach["scrollWidth"] > reach["clientWidth"], reach
+        assert reach["scrollLeft"] > 0 and reach["lastText"].startswith("Cache at 32k tokens"), reach
+        assert 0 <= reach["left"] and reach["right"] <= reach["width"] and reach["lastVisible"], reach
+        assert reach["firstPinned"], reach  # the variant column stays in view while scrolled
+        # plot text stays readable: tick labels at least 8 px tall on a 400 px screen
+        smallest = browser.evaluate("Math.min(...[...document.querySelectorAll('#plot-sweep-time svg text')]"
+                                    ".map(t => t.getBoundingClientRect().height))")
+        assert smallest >= 8, smallest
+        browser.screenshot(ARTIFACTS / "report-gpu-fixture-400.png", width=400)
+
+
+def test_printed_table_fits_a_landscape_page(chromium, gpu_page, tmp_path):
+    with Chromium(chromium) as browser:
+        browser.open(gpu_page, width=1400)
+        # A4 landscape minus the 8 mm margins of the page's @page rule: 281 mm = 1062 CSS px
+        browser.emulate(width=1062, media="print")
+        fit = browser.evaluate("""(() => { const t = document.getElementById('summary');
+            return {table: t.getBoundingClientRect().width, page: document.body.clientWidth,
+                    figures: [...document.querySelectorAll('figure')].map(f => getComputedStyle(f).breakInside)}; })()""")
+        assert fit["table"] <= fit["page"] + 1, fit
+        assert set(fit["figures"]) == {"avoid"}, fit
+        pdf = browser.pdf(tmp_path / "report.pdf")
+    assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 20_000

@@ -12,9 +12,9 @@ from pathlib import Path
 from markupsafe import Markup
 
 from ..results import atomic_write_json, atomic_write_text
-from . import agreement, tidy
-from .findings import failures, findings, run_header, unavailable_notes, unavailable_summary
-from .load import BASELINE, _read_json, load_variants
+from . import agreement, stale, provenance, tidy, verdict
+from .findings import failures, findings, problems, run_header, unavailable_notes
+from .load import BASELINE, _common_reason, _read_json, load_variants
 from .plots import (plot_energy_vs_loss, plot_inference, plot_loss_vs_baseline, plot_loss_vs_energy,
                     plot_loss_vs_step, plot_memory, plot_power, plot_sweep)
 from .table import _csv_text, columns, csv_rows, fill_cells, probe_context
@@ -80,40 +80,47 @@ def build_report(train: list[Path], probe: list[Path], sweep: list[Path], stats:
     (schema ``attnbench.report/1``) with ``files`` naming what was written.
     """
     out_dir = Path(out_dir)
+    config = config or {}
     now = _dt.datetime.now(_dt.timezone.utc)
-    variants = load_variants(list(train), list(probe or []), list(sweep or []))
     stats_doc, stats_reason = _read_json(Path(stats), "stats") if stats else (None, "no stats.json given")
-    header = run_header(variants, stats_doc, stats_reason, config or {}, now)
-    agreement.check(variants, ((config or {}).get("report") or {}).get("exact_tolerance"))
-    ctx = probe_context(variants)
+    variants = load_variants(list(train), list(probe or []), list(sweep or []),
+                             stale=stale.checker(stats_doc, config))
+    prov_rows = provenance.rows(variants)
+    overlap = provenance.overlaps(prov_rows)
+    header = run_header(variants, stats_doc, stats_reason, config, now, provenance.summary(variants, prov_rows))
+    agreement.check(variants, (config.get("report") or {}).get("exact_tolerance"))
+    ctx = probe_context(variants, config)
     cols = columns(ctx)
     fill_cells(variants, cols, ctx)
     notes = unavailable_notes(variants)
     fails = failures(variants)
-    sweep_main, sweep_more = plot_sweep(variants)
+    sweep_main, sweep_more = plot_sweep(variants, config)
     plots = {
         "loss_step": plot_loss_vs_step(variants),
         "loss_delta": plot_loss_vs_baseline(variants),
         "loss_energy": plot_loss_vs_energy(variants),
         "energy_loss": plot_energy_vs_loss(variants),
         "power": plot_power(variants),
-        "memory": plot_memory(variants),
+        "memory": plot_memory(variants, config),
         "inference": plot_inference(variants, ctx),
         "sweep": sweep_main,
         "sweep_more": sweep_more,
     }
-    found = findings(variants, header, ctx, fails)
+    found = findings(variants, header, ctx, fails, config)
+    ruling = verdict.build(variants, cols, header, config, overlap)
     names, rows = csv_rows(variants, cols)
 
     document = {
         "schema": REPORT_SCHEMA,
         "header": header,
+        "verdict": ruling,
         "findings": found,
-        "columns": [{"key": c.key, "label": c.label, "unit": c.unit, "better": c.better, "help": c.help,
-                     "measured_at": c.sub or None} for c in cols],
+        "columns": [{"key": c.key, "label": c.label, "unit": c.unit.name if c.unit else None, "better": c.better,
+                     "help": c.help, "measured_at": c.sub or None} for c in cols],
         "summary": rows,
         "failures": fails,
         "unavailable": notes,
+        "provenance": [{k: val for k, val in r.items() if k not in ("start", "end")} for r in prov_rows],
         "stats": stats_doc,
         "config": config,
         "variants": [{"variant": v.name, "train": v.train.data, "probe": v.probe.data, "sweep": v.sweep.data,
@@ -124,11 +131,18 @@ def build_report(train: list[Path], probe: list[Path], sweep: list[Path], stats:
     }
     script_hash = base64.b64encode(hashlib.sha256(SORT_SCRIPT.encode()).digest()).decode()
     # Host RSS is in the table only when no variant has GPU memory (CPU runs); always in CSV/plots.
+    # A column no variant has a value for is left out of the page's table (narrower on every
+    # screen and page) and named under it with its reason; CSV and JSON keep it.
     has_gpu_mem = any(isinstance(v.cells["peak_allocated_bytes"].value, (int, float)) for v in variants)
-    table_cols = [c for c in cols if not (c.key == "peak_rss_bytes" and has_gpu_mem)]
+    empty = [c for c in cols if variants and all(v.cells[c.key].value is None for v in variants)]
+    table_cols = [c for c in cols if c not in empty and not (c.key == "peak_rss_bytes" and has_gpu_mem)]
+    empty_cols = [{"label": c.label, "reason": _common_reason((v.name, v.cells[c.key].reason) for v in variants)}
+                  for c in empty]
     html = _env().get_template(TEMPLATE).render(
-        header=header, variants=variants, columns=table_cols, findings=found, failures=fails, notes=notes,
-        notes_summary=unavailable_summary(notes, len(variants)), plots=plots, ctx=ctx, baseline=BASELINE,
+        header=header, variants=variants, columns=table_cols, findings=found, verdict=ruling,
+        problems=problems(fails, notes, len(variants), any(len(v.runs) > 1 for v in variants)),
+        n_failures=len(fails), n_notes=len(notes),
+        provenance=prov_rows, empty_columns=empty_cols, plots=plots, ctx=ctx, baseline=BASELINE,
         has_baseline=any(v.name == BASELINE and v.ok for v in variants),
         script=Markup(SORT_SCRIPT), script_hash=script_hash,
     )

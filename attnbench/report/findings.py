@@ -1,5 +1,6 @@
 """The text parts of the report: the run header, the notes on unavailable metrics, the
-failures, and the findings (short statements that follow from the numbers)."""
+failures (both grouped by reason for the page), and the findings (short statements that
+follow from the numbers)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from collections import OrderedDict
 from typing import Any, Iterable
 
 from ..results import config_hash
-from . import agreement
-from .format import _num, dig, fmt_bytes, fmt_joule, fmt_loss, fmt_ms, fmt_rate
-from .load import BASELINE, Variant, _common_reason
-from .plots import _sweep_series, energy_loss_points, pareto_front
 from ..stats import order as stats_order
+from . import agreement, cache, stale
+from .format import _num, clean, dig, fmt_bytes, fmt_joule, fmt_loss
+from .load import BASELINE, Variant, _common_reason
+from .plots import energy_loss_points, pareto_front, sweep_series
 from .table import Context
 
 
@@ -30,31 +31,31 @@ def _distinct(values: Iterable[tuple[str, Any]]) -> str | None:
 
 
 def run_header(variants: list[Variant], stats: dict | None, stats_reason: str | None, config: dict,
-               now: _dt.datetime) -> dict[str, Any]:
-    docs = [(v.name, d) for v in variants for d in (v.train, v.probe, v.sweep) if d.data]
-    prov = [(n, d.data.get("provenance") or {}) for n, d in docs]
+               now: _dt.datetime, prov: dict[str, Any]) -> dict[str, Any]:
+    """The run as a whole; ``prov`` is :func:`.provenance.summary` (each distinct commit,
+    device and version with how many documents carry it)."""
     train_prov = [(v.name, (v.train.data or {}).get("provenance") or {}) for v in variants]
-
-    def pv(key, source=prov):
-        return _distinct((n, p.get(key)) for n, p in source)
-
     t = config.get("train", {}) if isinstance(config, dict) else {}
     m = config.get("model", {}) if isinstance(config, dict) else {}
     d = config.get("data", {}) if isinstance(config, dict) else {}
-    devices = pv("device", train_prov) or pv("device")
+    devices = _distinct((n, p.get("device")) for n, p in train_prov)
+    seeds = config.get("seeds") if isinstance(config, dict) else None
     header = {
         "run_name": config.get("run_name") if isinstance(config, dict) else None,
         "generated_utc": now.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "git_commit": pv("git_commit"),
+        "git_commit": prov["commits"],
         "device": devices,
-        "driver": pv("driver", train_prov),
-        "torch": pv("torch"),
-        "cuda": pv("cuda"),
-        "cudnn": pv("cudnn"),
-        "python": pv("python"),
-        "host": pv("host", train_prov),
+        "devices": prov["devices"],
+        "hosts": prov["hosts"],
+        "jobs_ran": prov["jobs_ran"],
+        "driver": prov["driver"],
+        "torch": prov["torch"],
+        "cuda": prov["cuda"],
+        "cudnn": prov["cudnn"],
+        "python": prov["python"],
         "config_hash": config_hash(config),
-        "seed": config.get("seed") if isinstance(config, dict) else None,
+        "seed": ", ".join(str(x) for x in seeds) if isinstance(seeds, list) and seeds else
+                (config.get("seed") if isinstance(config, dict) else None),
         "dataset": d.get("dataset"),
         "data_mode": (stats or {}).get("mode") or d.get("mode"),
         "max_len": (stats or {}).get("max_len") or d.get("max_len"),
@@ -74,6 +75,7 @@ def run_header(variants: list[Variant], stats: dict | None, stats_reason: str | 
         "dtype": _distinct((v.name, dig(v.train.data, "training.dtype")) for v in variants),
         "variants": len(variants),
         "variants_ok": sum(v.ok for v in variants),
+        "seeds_per_variant": _distinct((v.name, len(v.ok_runs)) for v in variants if v.ok),
     }
     header["on_cpu"] = bool(devices) and all(str(p.get("device", "")).startswith("cpu")
                                               for _, p in train_prov if p.get("device"))
@@ -91,46 +93,64 @@ def unavailable_notes(variants: list[Variant]) -> list[dict[str, Any]]:
                 groups.setdefault((doc.kind, "(whole document)", doc.missing or "missing"), []).append(v.name)
     n = len(variants)
     return [{"document": k, "metric": m, "reason": r,
-             "variants": names, "variants_text": "all variants" if len(names) == n and n > 1 else ", ".join(names)}
+             "variants": names, "variants_text": _who(names, n)}
             for (k, m, r), names in groups.items()]
 
 
-def _family(metric: str) -> str:
-    return metric.split(".")[0] if "." in metric else metric
-
-
-def unavailable_summary(notes: list[dict[str, Any]], n_variants: int) -> list[dict[str, str]]:
-    """Distinct reasons with the metric families and variants they affect (for the header)."""
-    by: "OrderedDict[str, tuple[list[str], list[str]]]" = OrderedDict()
-    for n in notes:
-        fam = _family(n["metric"])
-        fam = f"{n['document']} (whole document)" if fam in (n["document"], "(whole document)") \
-            else f"{n['document']} {fam}"
-        fams, names = by.setdefault(n["reason"], ([], []))
-        if fam not in fams:
-            fams.append(fam)
-        names.extend(x for x in n["variants"] if x not in names)
-    return [{"reason": r, "affects": ", ".join(f),
-             "variants": "all variants" if len(v) == n_variants and n_variants > 1 else ", ".join(v)}
-            for r, (f, v) in by.items()]
+def _who(names: list[str], n_variants: int) -> str:
+    names = list(OrderedDict.fromkeys(names))
+    return "all variants" if len(names) == n_variants and n_variants > 1 else ", ".join(names)
 
 
 def failures(variants: list[Variant]) -> list[dict[str, Any]]:
     out = []
     for v in variants:
-        for doc in (v.train, v.probe, v.sweep):
-            if doc.ok:
-                continue
-            f = (doc.data or {}).get("failure") if doc.data else None
-            f = f if isinstance(f, dict) else {}
-            out.append({
-                "variant": v.name, "stage": doc.kind, "status": doc.status,
-                "kind": f.get("kind") or ("skipped" if doc.status == "skipped" else doc.status),
-                "step": f.get("step"),
-                "message": f.get("message") or (doc.data or {}).get("reason") or doc.missing or "no reason recorded",
-                "traceback": f.get("traceback"),
-            })
+        for r in v.runs:
+            for doc in (r.train, r.probe):
+                if not doc.ok:
+                    out.append(_failure(v, doc, r.seed))
+        if not v.sweep.ok:
+            out.append(_failure(v, v.sweep, None))
     return out
+
+
+def _failure(v: Variant, doc, seed) -> dict[str, Any]:
+    f = (doc.data or {}).get("failure") if doc.data else None
+    f = f if isinstance(f, dict) else {}
+    return {
+        "variant": v.name, "stage": doc.kind, "seed": seed, "status": doc.status,
+        "kind": f.get("kind") or ("skipped" if doc.status == "skipped" else doc.status),
+        "step": f.get("step"),
+        "message": clean(f.get("message") or (doc.data or {}).get("reason") or doc.missing or "no reason recorded"),
+        "traceback": clean(f["traceback"]) if f.get("traceback") else None,
+    }
+
+
+def problems(fails: list[dict[str, Any]], notes: list[dict[str, Any]], n_variants: int,
+             several_seeds: bool) -> dict[str, Any]:
+    """Failures and unavailable metrics for the page, one line per reason: the failures by
+    (stage, status, kind, step, message) with the variants (and, where a variant ran several
+    seeds, which seeds); the unavailable metrics by reason, with the metrics (per document)
+    and the variants each reason applies to."""
+    by_fail: "OrderedDict[tuple, dict[str, Any]]" = OrderedDict()
+    for f in fails:
+        key = (f["stage"], f["status"], f["kind"], f["step"], f["message"])
+        g = by_fail.setdefault(key, {**f, "variants": [], "seeds": []})
+        g["variants"].append(f["variant"])
+        if f["seed"] is not None and several_seeds:
+            g["seeds"].append(f"{f['variant']} seed {f['seed']}")
+    by_reason: "OrderedDict[str, dict[str, Any]]" = OrderedDict()
+    for n in notes:
+        g = by_reason.setdefault(n["reason"], {"reason": n["reason"], "metrics": OrderedDict(), "variants": []})
+        g["metrics"].setdefault(n["document"], [])
+        if n["metric"] not in g["metrics"][n["document"]]:
+            g["metrics"][n["document"]].append(n["metric"])
+        g["variants"] += n["variants"]
+    unavailable = [{"reason": g["reason"], "variants": _who(g["variants"], n_variants),
+                    "metrics": "; ".join(f"{doc}: {', '.join(ms)}" for doc, ms in g["metrics"].items())}
+                   for g in by_reason.values()]
+    failed = [{**g, "variants_text": _who(g["variants"], n_variants)} for g in by_fail.values()]
+    return {"failures": failed, "unavailable": unavailable}
 
 
 def _cv(v: Variant, key: str) -> float | None:
@@ -138,26 +158,17 @@ def _cv(v: Variant, key: str) -> float | None:
     return c.value if c is not None and isinstance(c.value, (int, float)) else None
 
 
-def _vs_base(v: Variant, base: Variant | None, key: str, unit_ratio: bool = True) -> str:
-    if base is None or v is base:
-        return ""
-    a, b = _cv(v, key), _cv(base, key)
-    if a is None or b is None or not b:
-        return ""
-    return f", {a / b:.2f}× {BASELINE}" if unit_ratio else f", {a - b:+.3f} vs {BASELINE}"
-
-
 NOT_MEASURED = {"tokens_per_s": "Training throughput was not measured.",
-                "gpu_j_per_token": "GPU energy was not measured, so this run does not rank the variants by energy."}
+                "gpu_j_per_token": "GPU energy was not measured, so this run does not rank the variants by energy.",
+                "peak_allocated_bytes": "Peak GPU memory was not measured."}
 
 
-def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[dict]) -> list[str]:
+def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[dict], config: dict) -> list[str]:
     """Short statements that follow from the numbers; nothing the data does not show.
     Suspect rows (exact variants whose loss left baseline's, ``agreement.py``) come first and
     take part in no ranking."""
-    out: list[str] = [s for s in (agreement.describe(v) for v in variants) if s]
+    out: list[str] = stale.describe(variants) + [s for s in (agreement.describe(v) for v in variants) if s]
     ok = [v for v in variants if v.ok and not v.suspect]
-    base = next((v for v in ok if v.name == BASELINE), None)
     if not variants:
         return ["No result documents were given, so there is nothing to report."]
     if not ok:
@@ -174,30 +185,26 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
     if header.get("on_cpu"):
         out.append("This was a CPU run: its timings do not predict how the variants compare on a GPU.")
 
-    def best(key: str, mode: str) -> tuple[Variant, float] | None:
-        cand = [(v, _cv(v, key)) for v in ok if _cv(v, key) is not None]
-        if not cand:
-            return None
-        return (min if mode == "min" else max)(cand, key=lambda t: t[1])
-
     def reason_of(key: str) -> str:
         return _common_reason((v.name, v.cells[key].reason) for v in ok if key in v.cells) if ok else "no variant finished"
 
-    def ranked(key: str, better: str, fmt, what: str) -> str | None:
-        ests = {v.name: v.cells[key].estimate for v in ok
-                if v.cells.get(key) and v.cells[key].estimate and v.cells[key].estimate.mean is not None}
-        if len(ests) < 2:
+    def ranked(key: str, better: str, what: str) -> str | None:
+        cells = {v.name: v.cells[key] for v in ok
+                 if v.cells.get(key) and v.cells[key].estimate and v.cells[key].estimate.mean is not None}
+        if len(cells) < 2:
             return None
+        ests = {k: c.estimate for k, c in cells.items()}
         leaders, rest = stats_order(ests, better)
 
         def show(name: str) -> str:
-            e = ests[name]
-            return f"{name} {fmt(e.mean)}" + (f" [{fmt(e.low)}, {fmt(e.high)}]" if e.has_interval else "")
+            e, u = ests[name], cells[name].unit
+            return f"{name} {u.text(e.mean)}" + (f" [{u.num(e.low)}, {u.num(e.high)}]" if e.has_interval else "")
 
         ordered = leaders + rest
         if not all(e.has_interval for e in ests.values()):
             return (f"{what}: order not established (one run per variant, no interval): "
-                    + ", ".join(show(k) for k in ordered[:3]) + (", …" if len(ordered) > 3 else "") + ".")
+                    + ", ".join(show(k) for k in ordered[:3])
+                    + (f" (then {len(ordered) - 3} more)." if len(ordered) > 3 else "."))
         n = min(e.n for e in ests.values())
         if len(leaders) == 1:
             return (f"{what}: {show(leaders[0])}, its 95 % interval clear of every other variant's "
@@ -205,13 +212,16 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
         return (f"{what}: tie within noise between " + ", ".join(show(k) for k in leaders)
                 + f" (95 % intervals overlap; n = {n} seeds).")
 
-    for key, better, fmt, what in (
-            ("tokens_per_s", "max", fmt_rate, "Fastest training (tokens/s)"),
-            ("tokens_per_s_normalized", "max", fmt_rate, "Fastest training, control-normalised (tokens/s)"),
-            ("gpu_j_per_token", "min", fmt_joule, "Least GPU energy per training token"),
-            ("gpu_j_per_token_above_idle", "min", fmt_joule, "Least GPU energy per training token above idle"),
-            ("val_loss", "min", fmt_loss, "Lowest validation loss")):
-        text = ranked(key, better, fmt, what)
+    for key, better, what in (
+            ("tokens_per_s", "max", "Fastest training (tokens/s)"),
+            ("tokens_per_s_normalized", "max", "Fastest training, control-normalised (tokens/s)"),
+            ("gpu_j_per_token", "min", "Least GPU energy per training token"),
+            ("gpu_j_per_token_above_idle", "min", "Least GPU energy per training token above idle"),
+            ("val_loss", "min", "Lowest validation loss"),
+            ("peak_allocated_bytes", "min", "Lowest peak GPU memory in training"),
+            ("decode_ms_per_token_p50", "min", f"Fastest cached decoding (batch {ctx.decode_B}, "
+                                               f"{ctx.decode_P}-token prompt, ms/token)")):
+        text = ranked(key, better, what)
         if text:
             out.append(text)
         elif ok and key in NOT_MEASURED and not any(v.cells.get(key) and v.cells[key].value is not None for v in ok):
@@ -225,28 +235,11 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
             v, x = max(per_kj, key=lambda t: t[1])
             out.append(f"Most training-loss reduction per unit of GPU energy: {v.name}, {x:.3g} nats per kJ "
                        "(loss and energy over the same timed steps).")
-        out.append("Pareto-optimal in GPU energy vs validation loss: "
+        out.append("Pareto-optimal in GPU energy per token vs validation loss (means): "
                    + ", ".join(f"{n} ({fmt_joule(x)}, {fmt_loss(y)})" for n, x, y in front)
                    + ("; every other variant has both more energy and a higher loss than one of these."
                       if len(front) < len(pts) else "."))
-    r = best("peak_allocated_bytes", "min")
-    if r and len(ok) > 1:
-        out.append(f"Lowest peak GPU memory in training: {r[0].name} at {fmt_bytes(r[1])}"
-                   f"{_vs_base(r[0], base, 'peak_allocated_bytes')}.")
-    elif ok and not r:
-        out.append(f"Peak GPU memory was not measured. Reason: {reason_of('peak_allocated_bytes')}.")
-    r = best("decode_ms_per_token_p50", "min")
-    if r and len(ok) > 1:
-        out.append(f"Fastest cached decoding (batch {ctx.decode_B}, {ctx.decode_P}-token prompt): {r[0].name} at "
-                   f"{fmt_ms(r[1])}/token{_vs_base(r[0], base, 'decode_ms_per_token_p50')}.")
-    r = best("cache_bytes_per_token", "min")
-    if r and len(ok) > 1:
-        zero = [v.name for v in ok if _cv(v, "cache_bytes_per_token") == 0]
-        if zero:
-            out.append(f"Inference cache that does not grow with length (0 bytes per token): {', '.join(zero)}.")
-        else:
-            out.append(f"Smallest inference cache: {r[0].name} at {fmt_bytes(r[1])} per token"
-                       f"{_vs_base(r[0], base, 'cache_bytes_per_token')}.")
+    out.extend(_cache_findings(variants, config))
     mismatch = [v.name for v in ok if v.probe.ok and v.probe.data.get("decode_matches_full_forward") is False]
     checked = [v.name for v in ok if v.probe.ok and v.probe.data.get("decode_matches_full_forward") is not None]
     if mismatch:
@@ -254,28 +247,40 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
                    + " (see decode rows in results.json).")
     elif checked:
         out.append(f"Cached decoding reproduced the logits of a full forward for all {len(checked)} probed variants.")
-    out.extend(_sweep_findings(variants))
+    out.extend(_sweep_findings(variants, config))
     train_fails = [f for f in fails if f["stage"] == "train"]
     if train_fails:
-        out.append(f"{len(train_fails)} variant{'s' if len(train_fails) > 1 else ''} failed in training: "
+        out.append(f"{len(train_fails)} training job{'s' if len(train_fails) > 1 else ''} failed: "
                    + "; ".join(f"{f['variant']} ({f['kind']}" + (f" at step {f['step']}" if f['step'] is not None
                                                                   else "") + ")" for f in train_fails)
-                   + (". They are" if len(train_fails) > 1 else ". It is") + " kept in the table without numbers; see Failures.")
+                   + ". Failed variants are kept in the table without numbers; see Failures and unavailable metrics.")
     return out
 
 
-def _sweep_findings(variants: list[Variant]) -> list[str]:
+def _cache_findings(variants: list[Variant], config: dict) -> list[str]:
+    shapes = {v.name: cache.profile(v, config) for v in variants}
+    fixed = [f"{n} ({fmt_bytes(sizes[cache.LENGTHS[0]].value)})" for n, (sizes, shape) in shapes.items()
+             if shape == "fixed-size state"]
+    capped = [f"{n} ({shape}: {fmt_bytes(sizes[cache.LENGTHS[-1]].value)})" for n, (sizes, shape) in shapes.items()
+              if shape.startswith("capped")]
     out = []
-    times = {s.name: dict(s.points) for s in _sweep_series(variants, "attention", "forward_backward", "ms_p50")}
-    fails = {s.name: s.failed for s in _sweep_series(variants, "attention", "forward_backward", "ms_p50")}
-    all_T = sorted({T for d in times.values() for T in d})
-    if not all_T:
+    if fixed or capped:
+        out.append("Inference caches that stop growing with the context: " + ", ".join(fixed + capped)
+                   + " (batch 1, all layers); the others grow with every token.")
+    at = {n: sizes[cache.LENGTHS[-1]].value for n, (sizes, _) in shapes.items() if sizes[cache.LENGTHS[-1]].value}
+    if len(at) >= 2:
+        n = min(at, key=at.get)
+        out.append(f"Smallest inference cache at {cache.LENGTHS[-1]:,} tokens: {n} ({fmt_bytes(at[n])}, batch 1).")
+    return out
+
+
+def _sweep_findings(variants: list[Variant], config: dict) -> list[str]:
+    out = []
+    series = sweep_series(variants, "attention", "forward_backward", "ms_p50", config=config)
+    times = {s.name: dict(s.points) for s in series}
+    fails = {s.name: s.failed for s in series}
+    if not any(times.values()):
         return out
-    longest = max((T for T in all_T if sum(T in d for d in times.values()) >= 2), default=None)
-    if longest is not None:
-        name, ms = min(((n, d[longest]) for n, d in times.items() if longest in d), key=lambda t: t[1])
-        out.append(f"In the scaling sweep at the longest length measured by two or more variants (T={longest:.0f}), "
-                   f"the fastest attention forward+backward is {name} ({fmt_ms(ms)}).")
     oom = [f"{n} from T={min(x for x, _ in f):.0f}" for n, f in fails.items() if f]
     if oom:
         out.append("Sweep lengths that failed (out of memory or error): " + "; ".join(oom) + ".")
@@ -293,6 +298,6 @@ def _sweep_findings(variants: list[Variant]) -> list[str]:
                     cross.append(f"{n} (T≥{T:.0f})")
                     break
         if cross:
-            out.append(f"Slower than {BASELINE} at short lengths but faster at every measured length from some T on: "
-                       + ", ".join(cross) + ".")
+            out.append(f"Slower than {BASELINE} at short lengths but faster (p50) at every measured length from some "
+                       "T on: " + ", ".join(cross) + ".")
     return out

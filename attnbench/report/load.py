@@ -12,9 +12,9 @@ import json
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from .format import _num, dig
+from .format import _num, clean, dig
 
 if TYPE_CHECKING:  # table.py imports this module, so Cell only for the annotation
     from .table import Cell
@@ -58,18 +58,18 @@ def _unavailable_map(doc: dict | None) -> dict[str, str]:
     for key, val in doc.items():
         if isinstance(val, dict) and isinstance(val.get("unavailable"), dict):
             for k, reason in val["unavailable"].items():
-                out[k if "." in k else f"{key}.{k}"] = str(reason)
+                out[k if "." in k else f"{key}.{k}"] = clean(reason)
     if isinstance(doc.get("unavailable"), dict):
-        out.update({str(k): str(v) for k, v in doc["unavailable"].items()})
+        out.update({str(k): clean(v) for k, v in doc["unavailable"].items()})
     return out
 
 
 def _failure_text(failure: Any) -> str:
     if not isinstance(failure, dict):
-        return str(failure) if failure else "no reason recorded"
+        return clean(failure) if failure else "no reason recorded"
     kind = failure.get("kind") or "error"
     step = failure.get("step")
-    message = str(failure.get("message") or "no message")
+    message = clean(failure.get("message") or "no message")
     where = f" at step {step}" if step is not None and f"step {step}" not in message else ""
     return f"{kind}{where}: {message}"
 
@@ -104,8 +104,8 @@ class Doc:
         if st == "ok":
             return None
         if st == "skipped":
-            return f"{self.kind} skipped: " + str(self.data.get("reason") or self.unavailable.get(self.kind)
-                                                  or "no reason recorded")
+            return f"{self.kind} skipped: " + clean(self.data.get("reason") or self.unavailable.get(self.kind)
+                                                    or "no reason recorded")
         return f"{self.kind} {st}: " + _failure_text(self.data.get("failure"))
 
     def get(self, dotted: str) -> tuple[Any, str | None]:
@@ -127,6 +127,10 @@ class Doc:
         if bad:
             return bad
         name = self.path.name if self.path else f"{self.kind} result"
+        parent, _, leaf = dotted.rpartition(".")
+        holder = dig(self.data, parent) if parent else self.data
+        if isinstance(holder, dict) and leaf not in holder or parent and not isinstance(holder, dict):
+            return f"{name} has no {dotted} (the code that wrote it did not record this metric)"
         return f"null in {name} with no reason recorded"
 
 
@@ -137,6 +141,7 @@ class Run:
     seed: int | None
     train: Doc
     probe: Doc
+    stale: str | None = None  # why this run does not belong in this report (stale.py)
 
 
 @dataclass
@@ -158,16 +163,26 @@ class Variant:
 
     @property
     def ok(self) -> bool:
-        return self.train.ok
+        return self.train.ok and any(not r.stale for r in self.runs)
 
     @property
     def ok_runs(self) -> list[Run]:
-        return [r for r in self.runs if r.train.ok]
+        """Finished runs that belong in this report (stale ones are listed, not used)."""
+        return [r for r in self.runs if r.train.ok and not r.stale]
+
+    @property
+    def status_label(self) -> str:
+        return "stale" if self.train.ok and not self.ok else self.train.status
 
     def view(self, run: Run) -> "Variant":
         """This variant as seen through one run's documents (for per-seed values)."""
         return Variant(name=self.name, index=self.index, color=self.color, dash=self.dash, train=run.train,
                        probe=run.probe, sweep=self.sweep, runs=[run])
+
+    @property
+    def exact(self) -> bool:
+        """Computes baseline's function (``attention.exact``); other variants approximate it."""
+        return bool(dig(self.train.data, "attention.exact")) or self.name == BASELINE
 
     @property
     def suspect(self) -> bool:
@@ -202,7 +217,8 @@ def _folder_name(path: Path | None) -> str:
     return parent.parent.name if parent.name.startswith("seed") else parent.name
 
 
-def load_variants(train: Sequence, probe: Sequence, sweep: Sequence) -> list[Variant]:
+def load_variants(train: Sequence, probe: Sequence, sweep: Sequence,
+                  stale: Callable[[str, Run], str | None] | None = None) -> list[Variant]:
     """Group the documents by variant (first appearance in ``train`` = config order) and seed."""
     def read(paths: Sequence, kind: str) -> list[Doc]:
         docs = []
@@ -217,10 +233,12 @@ def load_variants(train: Sequence, probe: Sequence, sweep: Sequence) -> list[Var
     for doc in read(train, "train"):
         name, seed = _name(doc), _seed(doc)
         pr = probes.get((name, seed)) or Doc("probe", None, None, "no probe result document for this run")
-        runs.setdefault(name, []).append(Run(seed, doc, pr))
+        run = Run(seed, doc, pr)
+        run.stale = stale(name, run) if stale is not None else None
+        runs.setdefault(name, []).append(run)
     variants = []
     for i, (name, rs) in enumerate(runs.items()):
-        first = next((r for r in rs if r.train.ok), rs[0])
+        first = next((r for r in rs if r.train.ok and not r.stale), next((r for r in rs if r.train.ok), rs[0]))
         v = Variant(name=name, index=i, color=PALETTE[i % len(PALETTE)],
                     dash=DASHES[(i // len(PALETTE)) % len(DASHES)], train=first.train, probe=first.probe,
                     sweep=sweeps.get(name) or Doc("sweep", None, None, "no sweep result document for this variant"),

@@ -1,6 +1,7 @@
 """The summary table: which metric each column shows and where it is read (:func:`columns`),
-the cells per variant with best-in-column and baseline comparison (:func:`fill_cells`), and
-the same values as flat CSV rows (:func:`csv_rows`)."""
+the cells per variant (mean over seeds with its interval), one display unit per column,
+best-in-column and baseline comparison (:func:`fill_cells`), and the same values as flat CSV
+rows (:func:`csv_rows`)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .format import (_delta, _num, _sig, dig, fmt_bytes, fmt_co2, fmt_count, fmt_joule, fmt_kwh, fmt_loss,
-                     fmt_ms, fmt_pct, fmt_rate)
 from ..stats import Estimate, bootstrap_mean
 from ..stats import order as stats_order
-from . import agreement
+from . import agreement, cache
+from .format import Unit, _delta, _num, _sig, dig, fmt_count, fmt_kwh, pick_unit
 from .load import BASELINE, Variant
+
+# CodeCarbon CPU power methods that estimate (from a TDP, a constant or the CPU load) rather
+# than read a power counter
+ESTIMATED_CPU_METHODS = ("tdp", "constant", "load")
 
 
 @dataclass
@@ -28,16 +32,17 @@ class Cell:
     best: bool = False
     compare: str | None = None  # "x1.23" / "+0.012" vs baseline
     estimate: Estimate | None = None  # mean over seeds with its 95 % interval (numeric columns)
-    fmt: Callable[[float], str] | None = None
+    unit: Unit | None = None
+    note: str | None = None  # small word under the value ("fixed", "est.")
 
     @property
     def interval_text(self) -> str | None:
         e = self.estimate
-        if e is None or self.fmt is None:
+        if e is None or self.unit is None:
             return None
         if not e.has_interval:
             return f"{e.n} run{'s' if e.n != 1 else ''}: no interval"
-        return f"mean of {e.n} seeds; 95 % interval {self.fmt(e.low)} – {self.fmt(e.high)}"
+        return f"mean of {e.n} seeds; 95 % interval {self.unit.text(e.low)} – {self.unit.text(e.high)}"
 
     @property
     def title(self) -> str:
@@ -59,13 +64,16 @@ class Cell:
 class Column:
     key: str
     label: str
-    unit: str
-    fmt: Callable[[float], str]
+    kind: str  # a format.pick_unit kind: the column's one display unit is picked from its values
     get: Callable[[Variant, "Context"], tuple[Any, str | None, str | None]]  # value, reason, detail
     better: str | None = None  # "min" | "max"
     compare: str | None = None  # "ratio" | "delta"
     help: str = ""
     sub: str = ""  # shown under the label (the setting a value was measured at)
+    per: str = ""  # appended to the unit ("/token")
+    seeds: bool = True  # a mean over seeds (False: a property of the architecture, the same in every seed)
+    note: Callable[[Variant, "Context"], str | None] | None = None  # small word under a value
+    unit: Unit | None = None  # set by fill_cells
 
 
 @dataclass
@@ -75,6 +83,7 @@ class Context:
     decode_B: int | None = None
     decode_P: int | None = None
     control_median: float | None = None  # median control TFLOP/s over every train job of the report
+    config: dict | None = None  # the run's config (the training length a failed job did not record)
 
 
 def _normalized_rate(v: Variant, ctx: Context):
@@ -94,6 +103,19 @@ def _from(doc_attr: str, dotted: str, detail: Callable[[Variant], str | None] | 
         val, why = getattr(v, doc_attr).get(dotted)
         return _num(val), why, (detail(v) if detail and val is not None else None)
     return get
+
+
+def _above_idle(v: Variant, ctx: Context):
+    """GPU J/token above idle; documents written before the per-token figure existed carry the
+    total above idle, divided here by the same timed tokens as ``gpu_j_per_token``."""
+    val, why = v.train.get("energy.gpu_j_per_token_above_idle")
+    if _num(val) is not None:
+        return _num(val), None, None
+    above, total, per = (_num(dig(v.train.data, f"energy.{k}"))
+                         for k in ("gpu_j_above_idle", "gpu_j_total", "gpu_j_per_token"))
+    if above is None or not total or not per:
+        return None, why, None
+    return above / (total / per), None, "gpu_j_above_idle / timed tokens (the document has no per-token figure)"
 
 
 def _probe_row(v: Variant, section: str, want: dict[str, int | None], field_: str):
@@ -118,6 +140,14 @@ def _probe_row(v: Variant, section: str, want: dict[str, int | None], field_: st
     return None, f"no {section} row for " + ", ".join(f"{k}={x}" for k, x in want.items()), None
 
 
+def estimated_energy(doc_data: dict | None) -> str | None:
+    """Why CodeCarbon's CPU/RAM energy of a document is an estimate (None: it is not)."""
+    method = str(dig(doc_data, "emissions.cpu_power_method") or "")
+    if any(m in method.lower() for m in ESTIMATED_CPU_METHODS):
+        return f"CPU power estimated by CodeCarbon ({method})"
+    return None
+
+
 def _total_kwh(v: Variant, ctx: Context):
     doc = v.train
     parts, missing = [], []
@@ -130,10 +160,10 @@ def _total_kwh(v: Variant, ctx: Context):
     if not parts:
         why = doc.get("emissions.co2eq_kg")[1] if dig(doc.data, "emissions.co2eq_kg") is None else missing[0]
         return None, why, None
-    method = dig(doc.data, "emissions.cpu_power_method")
     detail = "CodeCarbon, whole training session: " + " + ".join(f"{n} {fmt_kwh(x)}" for n, x in parts)
-    if method:
-        detail += f"; CPU power method: {method}"
+    for note in (estimated_energy(doc.data), dig(doc.data, "emissions.ram_power_method")):
+        if note:
+            detail += f"; {note}"
     if missing:
         detail += "; not included: " + "; ".join(missing)
     return sum(x for _, x in parts), None, detail
@@ -151,13 +181,17 @@ def _params_detail(v: Variant) -> str | None:
     return f"attention parameters: {fmt_count(a)}" if a is not None else None
 
 
-def _cache_bpt(v: Variant, ctx: Context):
-    val, why = v.train.get("model.cache_bytes_per_token")
-    if _num(val) is None:
-        pval, pwhy = v.probe.get("cache_bytes_per_token")
-        if _num(pval) is not None:
-            return _num(pval), None, "all layers, bf16 (from probe.json)"
-    return _num(val), why, "all layers, bf16"
+def _cache_at(length: int):
+    def get(v: Variant, ctx: Context):
+        size = cache.profile(v, ctx.config or {})[0][length]
+        return size.value, size.reason, size.how + ("; fixed from here on" if size.fixed else "")
+    return get
+
+
+def _cache_fixed(length: int):
+    def note(v: Variant, ctx: Context):
+        return "fixed" if cache.profile(v, ctx.config or {})[0][length].fixed else None
+    return note
 
 
 def _kernel(v: Variant, ctx: Context):
@@ -172,57 +206,60 @@ def _kernel(v: Variant, ctx: Context):
 def columns(ctx: Context) -> list[Column]:
     pre = f"B={ctx.prefill_B}, L={ctx.prefill_L}" if ctx.prefill_B is not None else "no data"
     dec = f"B={ctx.decode_B}, P={ctx.decode_P}" if ctx.decode_B is not None else "no data"
-    return [
-        Column("kernel", "Kernel", "", str, _kernel, help="attention implementation that ran"),
-        Column("params_total", "Params", "", fmt_count, _from("train", "model.params_total", _params_detail),
-               help="all model parameters"),
-        Column("tokens_per_s", "Train tokens/s", "tok/s", fmt_rate, _from("train", "timing.tokens_per_s"),
+    cols = [
+        Column("kernel", "Kernel", "text", _kernel, help="attention implementation that ran"),
+        Column("params_total", "Params", "count", _from("train", "model.params_total", _params_detail),
+               help="all model parameters", seeds=False),
+        Column("tokens_per_s", "Train tokens/s", "rate", _from("train", "timing.tokens_per_s"),
                "max", "ratio", "training throughput over the timed windows"),
-        Column("step_ms_p50", "Step p50", "ms", fmt_ms, _from("train", "timing.step_ms_p50"), "min", "ratio",
+        Column("step_ms_p50", "Step p50", "ms", _from("train", "timing.step_ms_p50"), "min", "ratio",
                "median training step time (window means)"),
-        Column("tokens_per_s_normalized", "Train tokens/s, control-normalised", "tok/s", fmt_rate,
+        Column("tokens_per_s_normalized", "Train tokens/s, control-normalised", "rate",
                _normalized_rate, "max", "ratio",
                "tokens/s × median control TFLOP/s of all jobs / this job's control (a fixed matrix product "
                "timed in the job's own process): drift between calls and machines divided out"),
-        Column("mfu", "MFU", "%", fmt_pct, _from("train", "flops.mfu", _mfu_detail), "max", "ratio",
+        Column("mfu", "MFU", "pct", _from("train", "flops.mfu", _mfu_detail), "max", "ratio",
                "model FLOPs utilisation on the variant's own FLOP count: how busy its kernels were"),
-        Column("mfu_standard", "MFU (std. attention)", "%", fmt_pct, _from("train", "flops.mfu_standard"),
+        Column("mfu_standard", "MFU (std. attention)", "pct", _from("train", "flops.mfu_standard"),
                "max", "ratio", "MFU counting every variant's attention as standard causal MHA: the same work "
                               "per token for all, so it ranks variants by speed"),
-        Column("peak_allocated_bytes", "Peak GPU mem", "bytes", fmt_bytes,
-               _from("train", "memory.peak_allocated_bytes"), "min", "ratio",
-               "peak memory allocated by the CUDA caching allocator during the timed steps"),
-        Column("peak_rss_bytes", "Peak host RSS", "bytes", fmt_bytes, _from("train", "memory.peak_rss_bytes"),
+        Column("peak_allocated_bytes", "Peak GPU mem", "bytes", _from("train", "memory.peak_allocated_bytes"),
+               "min", "ratio", "peak memory allocated by the CUDA caching allocator during the timed steps"),
+        Column("peak_rss_bytes", "Peak host RSS", "bytes", _from("train", "memory.peak_rss_bytes"),
                "min", "ratio", "peak resident set of the training process (whole process lifetime)"),
-        Column("gpu_j_per_token", "GPU energy", "J/token", fmt_joule, _from("train", "energy.gpu_j_per_token"),
-               "min", "ratio", "GPU energy counter over the timed windows / tokens"),
-        Column("gpu_j_per_token_above_idle", "GPU energy above idle", "J/token", fmt_joule,
-               _from("train", "energy.gpu_j_per_token_above_idle"), "min", "ratio",
-               "the same minus the idle power measured before the job: what the work itself drew"),
-        Column("energy_total_kwh", "Energy total", "kWh", fmt_kwh, _total_kwh, "min", "ratio",
-               "CodeCarbon CPU+RAM+GPU energy over the whole training session"),
-        Column("co2eq_kg", "CO2eq", "kg", fmt_co2, _from("train", "emissions.co2eq_kg"), "min", "ratio",
-               "CodeCarbon estimate for the whole training session"),
-        Column("final_train_loss", "Train loss", "", fmt_loss, _from("train", "training.final_train_loss"),
+        Column("gpu_j_per_token", "GPU energy", "joule", _from("train", "energy.gpu_j_per_token"),
+               "min", "ratio", "GPU energy counter over the timed windows / tokens", per="/token"),
+        Column("gpu_j_per_token_above_idle", "GPU energy above idle", "joule", _above_idle, "min", "ratio",
+               "the same minus the idle power measured before the job: what the work itself drew", per="/token"),
+        Column("energy_total_kwh", "Energy total (CodeCarbon)", "kwh", _total_kwh, "min", "ratio",
+               "CodeCarbon CPU+RAM+GPU energy over the whole training session; 'est.' = its CPU part is "
+               "estimated (from the CPU's TDP, a constant or its load), not read from a power counter",
+               note=lambda v, c: "est." if estimated_energy(v.train.data) else None),
+        Column("co2eq_kg", "CO2eq (est.)", "kg", _from("train", "emissions.co2eq_kg"), "min", "ratio",
+               "CodeCarbon estimate for the whole training session (energy × grid intensity)"),
+        Column("final_train_loss", "Train loss", "loss", _from("train", "training.final_train_loss"),
                "min", "delta", "mean of the last 10 training-step losses"),
-        Column("val_loss", "Val loss", "", fmt_loss, _from("train", "training.val_loss"), "min", "delta",
+        Column("val_loss", "Val loss", "loss", _from("train", "training.val_loss"), "min", "delta",
                "validation loss after the last step"),
-        Column("prefill_ms_p50", "Prefill p50", "ms", fmt_ms,
+        Column("prefill_ms_p50", "Prefill p50", "ms",
                lambda v, c: _probe_row(v, "prefill", {"batch_size": c.prefill_B, "prompt_len": c.prefill_L},
                                        "ms_p50"), "min", "ratio",
                f"median latency of one forward over the prompt ({pre})", sub=pre),
-        Column("decode_ms_per_token_p50", "Decode p50", "ms/token", fmt_ms,
+        Column("decode_ms_per_token_p50", "Decode p50", "ms",
                lambda v, c: _probe_row(v, "decode", {"batch_size": c.decode_B, "prompt_len": c.decode_P},
                                        "ms_per_token_p50"), "min", "ratio",
-               f"median latency of one cached greedy decoding step ({dec} prompt tokens)", sub=dec),
-        Column("cache_bytes_per_token", "Cache", "bytes/token", fmt_bytes, _cache_bpt, "min", "ratio",
-               "inference cache bytes per token, all layers, bf16"),
+               f"median latency of one cached greedy decoding step ({dec} prompt tokens)", sub=dec, per="/token"),
     ]
+    for L in cache.LENGTHS:
+        cols.append(Column(f"cache_{L}", f"Cache at {cache._label(L)} tokens", "bytes", _cache_at(L), "min", "ratio",
+                           f"inference cache after {L:,} tokens, batch 1, all layers, bf16; 'fixed' = the cache "
+                           "no longer grows at this length", sub="batch 1", seeds=False, note=_cache_fixed(L)))
+    return cols
 
 
-def probe_context(variants: list[Variant]) -> Context:
+def probe_context(variants: list[Variant], config: dict | None = None) -> Context:
     """The representative probe settings (smallest batch, longest prompt) and the median control."""
-    ctx = Context()
+    ctx = Context(config=config or {})
     controls = sorted(c for v in variants for r in v.ok_runs
                       if (c := _num(dig(r.train.data, "control.tflops"))) is not None)
     if controls:
@@ -246,24 +283,32 @@ def probe_context(variants: list[Variant]) -> Context:
 def _cell(v: Variant, col: Column, ctx: Context) -> Cell:
     """A variant's cell: numeric values are the mean over its finished seeds, with an interval."""
     val, why, detail = col.get(v, ctx)
-    if val is None or not isinstance(val, (int, float)) or len(v.ok_runs) < 2:
-        if val is None:
-            return Cell(None, reason=why or "not recorded")
-        text = col.fmt(val) if isinstance(val, (int, float)) else str(val)
-        est = bootstrap_mean([val]) if isinstance(val, (int, float)) else None
-        if not isinstance(val, (int, float)) and len(v.ok_runs) > 1:  # e.g. kernels that differ by seed
-            others = {str(col.get(v.view(r), ctx)[0]) for r in v.ok_runs} - {text}
+    if val is None:
+        return Cell(None, reason=why or "not recorded")
+    if not isinstance(val, (int, float)):
+        if len(v.ok_runs) > 1:  # e.g. kernels that differ by seed
+            others = {str(col.get(v.view(r), ctx)[0]) for r in v.ok_runs} - {str(val)}
             detail = "; ".join(filter(None, [detail, f"other seeds: {', '.join(sorted(others))}" if others else None]))
-        return Cell(val, text=text, detail=detail, estimate=est, fmt=col.fmt)
-    values = [col.get(v.view(r), ctx)[0] for r in v.ok_runs]
+        return Cell(val, text=str(val), detail=detail)
+    if not col.seeds:
+        return Cell(val, detail=detail)
+    values = [col.get(v.view(r), ctx)[0] for r in v.ok_runs] if len(v.ok_runs) >= 2 else [val]
     est = bootstrap_mean(values)
-    return Cell(est.mean, text=col.fmt(est.mean), detail=detail, estimate=est, fmt=col.fmt)
+    return Cell(est.mean, detail=detail, estimate=est)
 
 
 def fill_cells(variants: list[Variant], cols: list[Column], ctx: Context) -> None:
     for v in variants:
         for col in cols:
             v.cells[col.key] = _cell(v, col, ctx)
+    for col in cols:
+        cells = [v.cells[col.key] for v in variants]
+        col.unit = pick_unit(col.kind, [c.value for c in cells if isinstance(c.value, (int, float))], col.per)
+        for v, c in zip(variants, cells):
+            if isinstance(c.value, (int, float)):
+                c.unit = col.unit
+                c.text = col.unit.num(c.value)
+                c.note = col.note(v, ctx) if col.note else None
     base = next((v for v in variants if v.name == BASELINE and v.ok), None)
     for col in cols:
         if col.better is None:
@@ -309,6 +354,7 @@ CSV_MORE = [
     ("gpu_mean_w", "energy.gpu_mean_w"), ("idle_w", "energy.idle_w"),
     ("cpu_energy_kwh", "emissions.cpu_energy_kwh"), ("ram_energy_kwh", "emissions.ram_energy_kwh"),
     ("gpu_energy_kwh", "emissions.gpu_energy_kwh"), ("cpu_power_method", "emissions.cpu_power_method"),
+    ("cache_bytes_per_token", "model.cache_bytes_per_token"), ("cache_bytes_at_seq_len", "model.cache_bytes_at_seq_len"),
     ("tokens_trained", "training.tokens_trained"), ("steps", "training.steps"),
     ("batch_size", "training.batch_size"), ("seq_len", "training.seq_len"), ("dtype", "training.dtype"),
 ]

@@ -49,8 +49,8 @@ def runs_frame(variants: list[Variant], cols: list[Column], ctx: Context, header
         for r in v.runs:
             base = {"run": header.get("run_name"), "device": dig(r.train.data, "provenance.device"),
                     "commit": dig(r.train.data, "provenance.git_commit"), "variant": v.name, "seed": r.seed,
-                    "status": r.train.status}
-            if not r.train.ok:
+                    "status": "stale" if r.stale else r.train.status}
+            if not r.train.ok or r.stale:
                 rows.append({**base, "metric": "status", "value": None})
                 continue
             view = v.view(r)

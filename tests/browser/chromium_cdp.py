@@ -157,6 +157,22 @@ class Chromium:
         path.write_bytes(base64.b64decode(data))
         return path
 
+    def pdf(self, path: str | Path, *, landscape: bool = True) -> Path:
+        """The page printed as the browser prints it (the page's print CSS and @page size)."""
+        data = self.call("Page.printToPDF", {"landscape": landscape, "printBackground": True,
+                                             "preferCSSPageSize": True}, timeout=120)["data"]
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+    def emulate(self, *, width: int, height: int = 1000, media: str = "") -> None:
+        """Resize the viewport and switch the CSS media type ("print", or "" for screen)."""
+        self.call("Emulation.setDeviceMetricsOverride",
+                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        self.call("Emulation.setEmulatedMedia", {"media": media})
+        self.evaluate("new Promise(r => requestAnimationFrame(() => setTimeout(r, 50)))")
+
     def stderr_tail(self, n: int = 2000) -> str:
         try:
             self._stderr.flush()

@@ -7,7 +7,12 @@ power_train.csv sidecars) for four variants and returns the keyword arguments of
 * ``baseline`` -- finished, every metric measured (GPU-like numbers when ``gpu``);
 * ``gqa`` -- finished; one parameter is an HTML string that must come out escaped;
 * ``linear`` -- finished, but GPU energy and MFU are null with reasons in ``unavailable``;
+  a fixed-size inference state (0 cache bytes per token); its sweep document has a null commit;
 * ``lsh`` -- training failed (out of memory at step 12); probe skipped; sweep ran.
+
+``gqa``'s FLOP count is unavailable with a raw Python object repr in its reason (as torch's
+exceptions write them), which the page must not show.  GPU documents carry job start and end
+times and a device UUID, one job after the other (no two on one GPU at once).
 
 With ``gpu=False`` the documents look like a CPU smoke run: no GPU memory, no GPU energy,
 no power samples, each with its reason.
@@ -23,6 +28,18 @@ XSS = "<script>alert(1)</script>"
 VARIANTS = ["baseline", "gqa", "linear", "lsh"]
 NO_NVML = "no NVML: fixture machine has no GPU counters"
 NO_CUDA = "device is cpu: no CUDA caching allocator"
+OBJECT_REPR = ("FlopCounterMode counting failed: TypeError: no implementation found for 'flex_attention' nor in mode "
+               "<torch._dynamo._trace_wrapped_higher_order_op.TransformGetItemToIndex object at 0x7fb98a120c80>")
+UUID = "GPU-5f1e0c2a-0000-4000-8000-000000000001"
+CACHE = {  # (bytes per token, bytes at the training length of 128 tokens), batch 1
+    "baseline": (2048, 2048 * 128), "gqa": (1024, 1024 * 128), "linear": (0, 65_536), "lsh": (0, 98_304)}
+
+
+def job_times(i: int, stage: str) -> dict:
+    """Start and end of a job: the fixture's jobs ran one after the other on one GPU."""
+    slot = i * 3 + ("train", "probe", "sweep").index(stage)
+    return {"started_utc": f"2026-11-28T10:{slot:02d}:00.000+00:00",
+            "finished_utc": f"2026-11-28T10:{slot:02d}:50.000+00:00"}
 
 
 def _prov(gpu: bool) -> dict:
@@ -31,7 +48,8 @@ def _prov(gpu: bool) -> dict:
             "cudnn": 90100 if gpu else None, "host": "fixture-host", "platform": "Linux", "seed": 1337,
             "config_hash": "abcdef0123456789",
             "device": "NVIDIA H100 80GB HBM3" if gpu else "cpu (x86_64, 2 cores)",
-            "driver": "550.54.15" if gpu else None}
+            "driver": "550.54.15" if gpu else None,
+            **({"device_uuid": UUID, "gpu_slot": "0"} if gpu else {})}
 
 
 def train_doc(name: str, i: int, gpu: bool, *, params: dict | None = None, failed: bool = False,
@@ -45,9 +63,11 @@ def train_doc(name: str, i: int, gpu: bool, *, params: dict | None = None, faile
         "provenance": _prov(gpu),
         "model": {"n_layer": 2, "n_head": 4, "n_embd": 128, "vocab_size": 50304, "block_size": 256,
                   "params_total": 6_900_000 + 1000 * i, "params_attention": 130_000 - 20_000 * i,
-                  "params_non_embedding": 400_000, "cache_bytes_per_token": [2048, 1024, 512, 2048][i],
-                  "cache_bytes_at_seq_len": 262144},
+                  "params_non_embedding": 400_000, "cache_bytes_per_token": CACHE[name][0],
+                  "cache_bytes_at_seq_len": CACHE[name][1]},
     }
+    if gpu:
+        doc["job"] = job_times(i, "train")
     if failed:
         doc["status"] = "failed"
         doc["failure"] = {"kind": "oom", "message": "CUDA out of memory. Tried to allocate 2.00 GiB", "step": 12,
@@ -68,6 +88,11 @@ def train_doc(name: str, i: int, gpu: bool, *, params: dict | None = None, faile
         windows.append({"first_step": first, "steps": n, "seconds": n * step_ms / 1000,
                         "energy_j": (n * step_ms / 1000 * 300.0) if gpu and not no_energy else None})
     timed_s = sum(w["seconds"] for w in windows)
+    if gpu and not no_energy:  # the session's clock: windows after 0.5 s of idle and compilation
+        t = 0.5
+        for w in windows:
+            w["t_start_s"], w["t_end_s"] = t, t + w["seconds"]
+            t += w["seconds"] + 0.01
     doc["timing"] = {"step_ms_p50": step_ms, "step_ms_p90": step_ms * 1.1, "step_ms_min": step_ms * 0.95,
                      "step_ms_max": step_ms * 1.2, "tokens_per_s": (steps - warm) * B * T / timed_s,
                      "warmup_s": 3.2, "timed_s": timed_s, "windows": windows, "method": "synchronised wall clock"}
@@ -85,7 +110,10 @@ def train_doc(name: str, i: int, gpu: bool, *, params: dict | None = None, faile
         doc["energy"] = {"gpu_j_total": total, "gpu_j_per_step": total / (steps - warm),
                          "gpu_j_per_token": total / ((steps - warm) * B * T), "gpu_mean_w": 300.0, "idle_w": 70.0,
                          "gpu_j_above_idle": total * 0.75, "sampled_vs_counter_ratio": 1.01,
-                         "window_seconds_min": 0.2, "flags": []}
+                         "window_seconds_min": 0.2, "flags": [],
+                         "windows": [{"index": k, "t_start_s": w["t_start_s"], "t_end_s": w["t_end_s"],
+                                      "energy_j": w["energy_j"], "seconds": w["seconds"]}
+                                     for k, w in enumerate(windows)]}
     else:
         doc["energy"] = {k: None for k in energy_keys}
         for k in energy_keys:
@@ -95,6 +123,9 @@ def train_doc(name: str, i: int, gpu: bool, *, params: dict | None = None, faile
                     "mfu": (3e12 / step_ms * 1e3 / 1e12) / 989.0 if gpu and not no_energy else None}
     if doc["flops"]["mfu"] is None:
         unavailable["flops.mfu"] = "no peak TFLOP/s known for this device"
+    if name == "gqa":
+        doc["flops"]["counted_train_per_step"] = None
+        unavailable["flops.counted_train_per_step"] = OBJECT_REPR
     doc["emissions"] = {"co2eq_kg": 0.0004 * (i + 1), "cpu_energy_kwh": 0.0002, "ram_energy_kwh": 0.0001,
                         "gpu_energy_kwh": 0.001 if gpu else None, "cpu_power_method": "cpu_load",
                         "country_iso_code": "USA"}
@@ -126,10 +157,11 @@ def power_csv(i: int) -> str:
 
 def probe_doc(name: str, i: int, gpu: bool, train: dict) -> dict:
     prov = _prov(gpu)
+    job = {"job": job_times(i, "probe")} if gpu else {}
     if train["status"] != "ok":
         reason = f"training failed: {train['failure']['message']}"
         return {"schema": "attnbench.probe/1", "variant": name, "status": "skipped", "reason": reason,
-                "provenance": prov, "unavailable": {"probe": reason}}
+                "provenance": prov, "unavailable": {"probe": reason}, **job}
     f = [1.0, 0.9, 0.7, 1.0][i]
     prefill, decode = [], []
     for B in (1, 4):
@@ -140,14 +172,15 @@ def probe_doc(name: str, i: int, gpu: bool, train: dict) -> dict:
         decode.append({"batch_size": B, "prompt_len": 64, "new_tokens": 8, "ms_per_token_p50": f * (2.0 + B),
                        "ms_per_token_p90": f * (2.5 + B), "tokens_per_s": B / (f * (2.0 + B) / 1000),
                        "window_seconds": 0.1, "gpu_j_per_token": 0.5 if gpu else None,
-                       "peak_allocated_bytes": None, "cache_bytes": 4096 * B,
+                       "peak_allocated_bytes": None,
+                       "cache_bytes": B * (CACHE[name][0] * (64 + 8) or CACHE[name][1]),
                        "cache_vs_full_forward_max_abs_diff": 1e-5, "logit_scale": 10.0,
                        "cache_matches_full_forward": True, "kernel": train["kernel"]})
     unav = {} if gpu else {"decode.gpu_j_per_token": "no GPU: CPU run"}
     return {"schema": "attnbench.probe/1", "variant": name, "status": "ok", "provenance": prov,
             "kernel": train["kernel"], "dtype": "bfloat16" if gpu else "float32", "prefill": prefill,
             "decode": decode, "cache_bytes_per_token": train["model"]["cache_bytes_per_token"],
-            "energy": {}, "emissions": {}, "unavailable": unav, "decode_matches_full_forward": True}
+            "energy": {}, "emissions": {}, "unavailable": unav, "decode_matches_full_forward": True, **job}
 
 
 def sweep_doc(name: str, i: int, gpu: bool) -> dict:
@@ -169,10 +202,13 @@ def sweep_doc(name: str, i: int, gpu: bool) -> dict:
                             "kernel": "k"}
             points.append(pt)
     unav = {} if gpu else {"points.gpu_j_per_call": "no GPU: CPU run"}
+    prov = _prov(gpu)
+    if name == "linear":
+        prov["git_commit"] = None  # a run from a checkout without .git
     return {"schema": "attnbench.sweep/1", "variant": name, "status": "ok",
             "dtype": "bfloat16" if gpu else "float32", "tokens_per_call": 1024,
             "flop_convention": "causal pairs only", "points": points, "unavailable": unav,
-            "provenance": _prov(gpu)}
+            "provenance": prov, **({"job": job_times(i, "sweep")} if gpu else {})}
 
 
 def write_fixture(root: Path, gpu: bool = True) -> dict:

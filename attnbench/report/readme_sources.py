@@ -1,0 +1,531 @@
+"""What each committed README's generated fragments say, read from the documents beside it
+(the renderers of :mod:`attnbench.report.readme`; each reads only files under its README's folder)."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Callable
+
+from .readme import (H100_ORDER, commit, dig, gib, kilo, load, mib, names, pct, seq, sig, span,  # noqa: F401
+                     table)
+
+
+# --- reports/h100 -------------------------------------------------------------------------------
+
+class H100:
+    def __init__(self, folder: Path):
+        self.dir = folder
+        runs = folder / "runs"
+        self.train = {v: load(runs / "train" / v / "metrics.json") for v in H100_ORDER}
+        self.probe = {v: load(runs / "probe" / v / "probe.json") for v in H100_ORDER}
+        self.sweep = {v: load(runs / "sweep" / v / "sweep.json") for v in H100_ORDER}
+        self.controls = {p.stem: load(p) for p in sorted((runs / "controls").glob("*.json"))}
+        self.kernels = {p.stem: load(p) for p in sorted((folder / "kernels").glob("*.json"))}
+
+    def by_speed(self) -> list[str]:
+        return sorted(H100_ORDER, key=lambda v: -self.train[v]["timing"]["tokens_per_s"])
+
+    def fb(self, v: str, scope: str = "attention", mode: str = "forward_backward") -> dict[int, dict]:
+        return {p["seq_len"]: p[mode] for p in self.sweep[v]["points"] if p.get("scope", "attention") == scope}
+
+    def machine(self) -> str:
+        p = self.train["linear"]["provenance"]
+        same = all(self.train[v]["provenance"].get(k) == p.get(k) for v in H100_ORDER
+                   for k in ("device", "driver", "torch", "cuda", "cudnn", "triton", "fla"))
+        cudnn = p["cudnn"]
+        return (f"Machine: one {p['device']} (driver {p['driver']}, CUDA {p['cuda']}, torch {p['torch']}, cuDNN "
+                f"{cudnn // 10000}.{cudnn % 10000 // 100}, triton {p['triton']}, fla-core {p['fla']}"
+                + ("; the same in every training document" if same else "; versions differ between documents")
+                + ").")
+
+    def commits(self) -> str:
+        rows = []
+        for kind, docs in (("train", self.train), ("probe", self.probe), ("sweep", self.sweep)):
+            by: dict[str, list[str]] = {}
+            for v, d in docs.items():
+                by.setdefault(commit(d), []).append(v)
+            rows.append([kind] + ["; ".join(f"{c}: {', '.join(vs)}" for c, vs in by.items())])
+        return table(["documents", "commit (`provenance.git_commit`): variants"], rows)
+
+    def training_table(self) -> str:
+        rows = []
+        for v in self.by_speed():
+            d = self.train[v]
+            t, e, f, m = d["timing"], d["energy"], d["flops"], d["memory"]
+            params = ", ".join(f"{k}={x}" for k, x in d["attention"]["params"].items() if k != "impl")
+            rows.append([f"`{v}`" + (f" ({params})" if params else ""), d["kernel"], kilo(t["tokens_per_s"]),
+                         f"{sig(t['step_ms_p50'])} / {sig(t['step_ms_p90'])}", f"{sig(100 * f['mfu'])} %",
+                         sig(1000 * e["gpu_j_per_token"]), f"{e['gpu_mean_w']:.0f}", f"{e['sampled_vs_counter_ratio']:.3f}",
+                         gib(m["peak_allocated_bytes"]), f"{d['training']['val_loss']:.4f}", sig(t["timed_s"]),
+                         f"{d['model']['params_total'] / 1e6:.0f}M"])
+        return table(["variant", "kernel that ran", "tokens/s", "step ms p50 / p90", "MFU", "GPU mJ/token",
+                      "mean W", "sampled/counter", "peak alloc GiB", "val loss", "timed s", "params"], rows)
+
+    def training_notes(self) -> str:
+        d = self.train["gqa"]
+        ratios = [self.train[v]["energy"]["sampled_vs_counter_ratio"] for v in H100_ORDER]
+        idle = [self.train[v]["energy"]["idle_w"] for v in H100_ORDER]
+        steps = {(x["training"]["steps"], x["training"]["warmup_steps"], x["training"]["batch_size"],
+                  x["training"]["seq_len"]) for x in self.train.values()}
+        (n, w, B, T), = steps
+        return (f"Every variant trained {n} steps ({w} warm-up steps untimed) of {B} × {T} tokens. MFU counts "
+                f"analytic matmul FLOPs with causal attention halved, against {d['flops']['peak_tflops']:.0f} "
+                f"TFLOP/s. \"sampled/counter\" is the integral of the power samples over the timed windows divided "
+                f"by the NVML energy-counter delta ({min(ratios):.3f}–{max(ratios):.3f}, within "
+                f"{100 * max(abs(r - 1) for r in ratios):.1f} % for every variant). Idle power before each job: "
+                f"{min(idle):.0f}–{max(idle):.0f} W.")
+
+    def repeated_gqa(self) -> str:
+        runs = [("the table's row", self.train["gqa"])] + [
+            (f"`runs/controls/{k}.json`", d) for k, d in self.controls.items() if d["variant"] == "gqa"]
+        losses = [d["training"]["val_loss"] for _, d in runs]
+        return (f"**Validation loss between identical runs**: `gqa` trained {len(runs)} times with the same data and "
+                f"seed in the committed documents ({', '.join(w for w, _ in runs)}) ended at "
+                + ", ".join(f"{x:.4f}" for x in losses)
+                + f" — a spread of {max(losses) - min(losses):.4f} from non-deterministic kernels (and two commits, "
+                + ", ".join(sorted({commit(d) for _, d in runs})) + "). Loss differences of that size between rows "
+                "are noise.")
+
+    def bare_loop(self) -> str:
+        b = load(self.dir / "bare_vs_project.json")
+        bare, proj = b["rows"][0], b["rows"][1]
+        return (f"**Against the bare loop** (`bare_vs_project.json`, {proj.get('kernel')}, one call): bare "
+                f"{kilo(bare['tokens_per_s'])}, project {kilo(proj['tokens_per_s'])} tokens/s, ratio "
+                f"**{proj['ratio_to_bare']:.3f}** (target ≥ 0.95).")
+
+    def controls_text(self) -> str:
+        c, g = self.controls["gqa_beside_linear"], self.train["gqa"]
+        s, gs = self.controls["sdpa_with_layout_copy"], self.controls["gqa_beside_sdpa_copy"]
+        return (f"Beside the retrained `linear`, a `gqa` control trained at {kilo(c['timing']['tokens_per_s'])} "
+                f"tokens/s, {sig(1000 * c['energy']['gpu_j_per_token'])} mJ/token (table row: "
+                f"{kilo(g['timing']['tokens_per_s'])}, {sig(1000 * g['energy']['gpu_j_per_token'])}; "
+                "`runs/controls/gqa_beside_linear.json`). `sdpa` with a contiguous copy of q, k, v trained at "
+                f"{kilo(s['timing']['tokens_per_s'])} tokens/s beside a {kilo(gs['timing']['tokens_per_s'])} `gqa` "
+                f"control ({pct(1 - s['timing']['tokens_per_s'] / gs['timing']['tokens_per_s'])} below it; "
+                "`runs/controls/sdpa_with_layout_copy.json`), so the copy was removed.")
+
+    def inference_table(self) -> str:
+        rows = []
+        for v in H100_ORDER:
+            p = self.probe[v]
+            pre = {(r["batch_size"], r["prompt_len"]): r for r in p["prefill"]}
+            dec = {r["batch_size"]: r for r in p["decode"]}
+            d1, d16 = dec[1], dec[16]
+            fixed = self.train[v]["model"]["cache_bytes_per_token"] == 0 or \
+                self.train[v]["model"]["cache_bytes_at_seq_len"] < 512 * self.train[v]["model"]["cache_bytes_per_token"]
+            ok = {b: r["cache_matches_full_forward"] for b, r in dec.items()}
+            rows.append([f"`{v}`", sig(pre[(1, 512)]["ms_p50"]), sig(pre[(16, 896)]["ms_p50"]),
+                         f"{sig(d1['ms_per_token_p50'])} / {sig(d16['ms_per_token_p50'])}",
+                         sig(d1["gpu_j_per_token"]), mib(d1["cache_bytes"]) + (" (fixed)" if fixed else ""),
+                         "yes" if all(ok.values()) else ", ".join(f"batch {b} {'yes' if x else '**no**'}"
+                                                                   for b, x in sorted(ok.items()))])
+        P = self.probe["sdpa"]["decode"][0]
+        return table(["variant", "prefill 512, batch 1 (ms)", "prefill 896, batch 16 (ms)",
+                      "decode ms/token batch 1 / 16", "J/token batch 1",
+                      f"cache after {P['prompt_len'] + P['new_tokens']} tokens, batch 1", "decode = full forward"],
+                     rows)
+
+    def inference_notes(self) -> str:
+        exact = [v for v in ("sdpa", "flash2", "gqa", "flex") if v in self.probe]
+        b1 = [next(r for r in self.probe[v]["decode"] if r["batch_size"] == 1)["ms_per_token_p50"] for v in exact]
+        lsh = next(r for r in self.probe["lsh"]["decode"] if r["batch_size"] == 16)
+        return (f"Decode at batch 1 takes {sig(min(b1))}–{sig(max(b1))} ms per token for the fused exact kernels "
+                f"({', '.join(exact)}): launch-bound (eager, no CUDA graphs), not bound by cache size. `lsh` at "
+                f"batch 16: max |Δlogit| {lsh['cache_vs_full_forward_max_abs_diff']:.2f} at logit scale "
+                f"{lsh['logit_scale']:.1f}, above the bf16 tolerance.")
+
+    def sweep_table(self) -> str:
+        lengths = sorted(self.fb("sdpa"))
+        rows = []
+        for v in ("baseline", "sdpa", "gqa", "flash2", "flex", "mla", "sliding_window", "lsh", "linear"):
+            pts = self.fb(v)
+            rows.append([f"`{v}`"] + [sig(pts[T]["ms_p50"]) if pts.get(T, {}).get("status") == "ok"
+                                      else str(pts.get(T, {}).get("status", "—")).upper() for T in lengths])
+        return table(["variant"] + [seq(T) for T in lengths], rows)
+
+    def crossovers(self) -> str:
+        """For each approximate variant, from which length on it is faster (p50) than each other
+        variant at that length and every longer one; "nowhere" when never."""
+        lengths = sorted(self.fb("sdpa"))
+        ms = {v: {T: x["ms_p50"] for T, x in self.fb(v).items() if x.get("status") == "ok"} for v in H100_ORDER}
+        p90 = {v: {T: x["ms_p90"] for T, x in self.fb(v).items() if x.get("status") == "ok"} for v in H100_ORDER}
+        out = []
+        for a in ("sliding_window", "lsh", "linear"):
+            parts = []
+            for b in H100_ORDER:
+                if b == a:
+                    continue
+                common = [T for T in lengths if T in ms[a] and T in ms[b]]
+                start = next((T for i, T in enumerate(common) if all(ms[a][U] < ms[b][U] for U in common[i:])), None)
+                failed = [T for T in lengths if T in ms[a] and T not in ms[b]]
+                where = (f"nowhere up to {seq(common[-1])}" if start is None else
+                         "at every length" if start == lengths[0] else f"from {seq(start)}")
+                if start is not None and ms[b][start] <= p90[a][start]:
+                    where += " (a tie there: the p50–p90 ranges overlap)"
+                if failed:
+                    where += f" (`{b}` ran out of memory at {', '.join(seq(T) for T in failed)})"
+                parts.append(f"`{b}` {where}")
+            out.append(f"- `{a}` is faster than " + "; ".join(parts) + ".")
+        T16 = lengths[-1]
+        fwd = {v: {T: x["ms_p50"] for T, x in self.fb(v, mode="forward").items() if x.get("status") == "ok"}
+               for v in H100_ORDER}
+        fwd_from = next(T for i, T in enumerate(lengths) if all(
+            min(fwd, key=lambda v: fwd[v].get(U, math.inf)) == "sliding_window" for U in lengths[i:]))
+        base_fwd = self.fb("baseline", mode="forward")[T16]
+        return "\n".join(out) + (
+            f"\n\n{self.at_longest()} The eager `baseline` runs out of memory at {seq(T16)} forward+backward (its forward alone peaks "
+            f"at {gib(base_fwd['peak_allocated_bytes'])} GiB). Forward only, `sliding_window` is the fastest from "
+            f"{seq(fwd_from)}.")
+
+    def at_longest(self) -> str:
+        T = max(self.fb("sdpa"))
+        ms = {v: self.fb(v)[T]["ms_p50"] for v in H100_ORDER if self.fb(v).get(T, {}).get("status") == "ok"}
+        return f"At {seq(T)}: " + ", ".join(f"`{v}` {sig(x)}" for v, x in sorted(ms.items(), key=lambda t: t[1])) + " ms."
+
+    def linear_kernels(self) -> str:
+        lc = self.kernels["linear_crossover"]
+        paths = ("chunked", "fla", "fla+compile", "chunked+compile")
+        by = {(x["path"], x["T"]): x for x in lc["training"]}
+        lengths = sorted({x["T"] for x in lc["training"]})
+        rows = [[f"`{p}`"] + [sig(by[(p, T)]["fwd_bwd_ms"]) if (p, T) in by else "—" for T in lengths] for p in paths]
+        errs = [x[k] for x in lc["training"] for k in ("out_rel_err", "dx_rel_err") if x.get(k) is not None]
+        return (table(["`linear` module fwd+bwd ms (`kernels/linear_crossover.json`)"] + [seq(T) for T in lengths],
+                      rows)
+                + f"\n\nEvery path agrees with the float32 chunked form to ≤ {max(errs):.1e} (output and input "
+                "gradient).")
+
+    def kernel_checks(self) -> str:
+        k = self.kernels["attention_kernels"]
+        meta = k["meta"]
+        ok, bad = [], []
+        skipped = [v for v, rec in k["variants"].items() if "check" not in rec]
+        for v, rec in k["variants"].items():
+            for path, p in (rec.get("check") or {}).get("paths", {}).items():
+                if p.get("pass") is True:
+                    ok.append(p)
+                elif p.get("pass") is False:
+                    bad.append(f"`{v}` {path}: output {p['out_rel_err']:.1e}, input gradient {p['dx_rel_err']:.2f}")
+        decode = all(rec["decode"].get("pass") for rec in k["variants"].values() if "decode" in rec)
+        fresh, primed = self.kernels["cudnn_packed_layout"], self.kernels["cudnn_packed_layout_primed"]
+        uncopied = [c["dx_rel_err"] for c in primed["cases"] if c["copy"] == "none"]
+        copied = [c["dx_rel_err"] for c in primed["cases"] if c["copy"] != "none"]
+        s = self.kernels["attention_kernels_sdpa"]["variants"]["sdpa"]
+        sp = list(s["check"]["paths"].values())
+        thr = {t["T"]: t["fwd_bwd_ms"] for t in s["throughput"]}
+        return "\n".join([
+            f"- `attention_kernels.json`: every CUDA path against its `impl=\"reference\"` path in bf16 (B, T = "
+            f"{meta['check_shape'][0]}, {meta['check_shape'][1]}; pass: output rel. error < {meta['out_tol']}, input "
+            f"gradient < {meta['grad_tol']}). {len(ok)} paths pass (output ≤ {max(p['out_rel_err'] for p in ok):.1e}, "
+            f"input gradient ≤ {max(p['dx_rel_err'] for p in ok):.1e}); decode with cache "
+            + ("passes for every variant checked" if decode else "fails for some variant") + "; fail: " + "; ".join(bad)
+            + (f"; skipped in that run: {names(skipped)}" if skipped else "") + ".",
+            f"- `cudnn_packed_layout.json` (fresh process): input gradient ≤ "
+            f"{max(c['dx_rel_err'] for c in fresh['cases']):.1e} in all {len(fresh['cases'])} cases. "
+            f"`cudnn_packed_layout_primed.json` (after one cuDNN backward at the same shape with another gradient "
+            f"layout): uncopied " + " – ".join(sorted({f"{x:.3f}" for x in uncopied}))
+            + f", any of q, k, v copied ≤ {max(copied):.1e}.",
+            f"- `attention_kernels_sdpa.json` (raw kernels at the modules' gradient layout first, then `sdpa`): every "
+            f"path passes (output ≤ {max(p['out_rel_err'] for p in sp):.2e}, input gradient ≤ "
+            f"{max(p['dx_rel_err'] for p in sp):.2e}); module fwd+bwd "
+            + " / ".join(f"{sig(thr[T])}" for T in sorted(thr)) + " ms at T = "
+            + " / ".join(str(T) for T in sorted(thr)) + ".",
+        ])
+
+    def raw_kernels(self) -> str:
+        rows = []
+        for name in ("attention_kernels", "attention_kernels_extras"):
+            for r in self.kernels[name].get("raw_kernels", []):
+                if r.get("fwd_ms") is None:
+                    continue
+                notes = r.get("notes_ms")
+                rows.append([f"`{name}.json`", r["kernel"], str(r["T"]), f"{r['fwd_ms']:.3f} / {r['fwd_bwd_ms']:.3f}",
+                             f"{notes[0]} / {notes[1]}" if notes else "—"])
+        return table(["file", "raw causal kernel", "T", "fwd / fwd+bwd ms", "the notes' figures (`notes_ms`)"], rows)
+
+    def module_tflops(self) -> str:
+        rows = []
+        for name in ("attention_kernels", "attention_kernels_extras"):
+            for key, rec in self.kernels[name]["variants"].items():
+                thr = {t["T"]: t for t in rec.get("throughput", []) if t.get("fwd_bwd_tflops")}
+                if not thr:
+                    continue
+                rows.append([f"`{key}`", f"`{name}.json`"] + [
+                    f"{thr[T]['fwd_bwd_tflops']:.0f}" if T in thr else "—" for T in (512, 2048)])
+        return table(["module", "file", "fwd+bwd TFLOP/s, T = 512", "T = 2048"], rows)
+
+    def measurement(self) -> str:
+        m = self.kernels["measurement_check"]
+        w = {x["workload"]: x["ratio"] for x in m["energy"]["windows"]}
+        o = m["overhead"]
+        f = m["flops"]["paths"][0]
+        return (f"- `measurement_check.json`: (a) NVML counter vs integrated samples {w['matmul']:.4f} (matmul loop) "
+                f"and {w['gpt_train']:.4f} (GPT training); (b) throughput with all measurement on / off "
+                f"{o['on_over_off']:.4f} ({o['tokens_per_s_on_median']:,.0f} vs {o['tokens_per_s_off_median']:,.0f} "
+                f"tokens/s; interleaved pairs {min(o['pairwise_on_over_off']):.3f}–"
+                f"{max(o['pairwise_on_over_off']):.3f}); (c) `sdpa` FlopCounterMode vs analytic (dense) FLOPs "
+                f"{f['forward_ratio_dense']:.4f} forward, {f['train_ratio_dense']:.4f} forward+backward.")
+
+    def under_compile(self) -> str:
+        u = self.kernels["sdpa_under_compile"]
+        ms = {(c["variant"], c["impl"], c["compiled"]): c["fwd_bwd_ms"] for c in u["cases"] if c.get("fwd_bwd_ms")}
+        pairs = [f"`{v}` {sig(ms[(v, 'auto', True)])} vs {sig(ms[(v, 'cudnn', True)])} ms"
+                 for v in ("sdpa", "gqa", "mla") if (v, "auto", True) in ms and (v, "cudnn", True) in ms]
+        return ("- `sdpa_under_compile.json` (compiled module fwd+bwd, `impl=\"auto\"` vs cuDNN pinned): "
+                + ", ".join(pairs) + ".")
+
+    def findings(self) -> str:
+        tr = self.train
+        e = {v: tr[v]["energy"]["gpu_j_per_token"] for v in H100_ORDER}
+        r = {v: tr[v]["timing"]["tokens_per_s"] for v in H100_ORDER}
+        loss = {v: tr[v]["training"]["val_loss"] for v in H100_ORDER}
+        mem = {v: tr[v]["memory"]["peak_allocated_bytes"] for v in H100_ORDER}
+        fused = ["gqa", "sdpa", "flex", "flash2"]
+        exact = ["baseline", "sdpa", "flash2", "flex"]
+        best = min(e, key=e.get)
+        mla_above = [v for v in exact if e["mla"] > e[v]]
+        mla_below = [v for v in exact if e["mla"] < e[v]]
+        pts = [(v, e[v], loss[v]) for v in H100_ORDER]
+        front = sorted((v for v, x, y in pts if not any(x2 <= x and y2 <= y and (x2, y2) != (x, y) for _, x2, y2 in pts)),
+                       key=e.get)
+        bpt = {v: tr[v]["model"]["cache_bytes_per_token"] for v in H100_ORDER}
+        return "\n".join([
+            "One seed per variant: no intervals, so every order below is a single run's (see the spread of repeated "
+            "`gqa` runs above).",
+            f"- **Least GPU energy per token and fastest: `{best}`** ({kilo(r[best])} tokens/s, "
+            f"{sig(1000 * e[best])} mJ/token); " + ", ".join(f"`{v}`" for v in fused if v != best)
+            + f" within {pct(max(1 - r[v] / r[best] for v in fused))} of it in tokens/s and "
+            f"{pct(max(e[v] / e[best] - 1 for v in fused))} in energy; `sliding_window` costs "
+            f"{pct(e['sliding_window'] / e[best] - 1)} more energy at T = 512, the eager `baseline` "
+            f"{pct(e['baseline'] / e[best] - 1)} more.",
+            f"- **LSH is the least efficient at T = 512**: {sig(1000 * e['lsh'])} mJ/token ({e['lsh'] / e[best]:.2f}× "
+            f"{best}) at {kilo(r['lsh'])} tokens/s; linear attention {sig(1000 * e['linear'])} mJ/token "
+            f"({e['linear'] / e[best]:.2f}×) at {kilo(r['linear'])}; MLA {sig(1000 * e['mla'])} mJ/token "
+            f"({e['mla'] / e[best]:.2f}×) at {kilo(r['mla'])}. MLA uses more energy per token than "
+            f"{names(mla_above)} and less than {names(mla_below)}.",
+            f"- **Validation loss**: lowest `{min(loss, key=loss.get)}` ({min(loss.values()):.4f}), highest "
+            f"`{max(loss, key=loss.get)}` ({max(loss.values()):.4f}); the exact variants span "
+            f"{min(loss[v] for v in exact):.4f}–{max(loss[v] for v in exact):.4f}. Pareto front in GPU energy per "
+            f"token vs validation loss: {names(front)}.",
+            f"- **Memory**: `{min(mem, key=mem.get)}` trains in the least memory ({gib(min(mem.values()))} GiB); "
+            f"`gqa` keeps {bpt['gqa'] // 1024} KiB of cache per token against {bpt['sdpa'] // 1024} for MHA, `mla` "
+            f"{bpt['mla'] // 1024} KiB; " + names([v for v in H100_ORDER if bpt[v] == 0])
+            + " keep a fixed-size state and `sliding_window` a window; `baseline` and `lsh` need "
+            f"{gib(mem['baseline'])} and {gib(mem['lsh'])} GiB.",
+        ])
+
+    def gaps(self) -> str:
+        t = self.train
+        k = {v: {x["T"]: x.get("fwd_bwd_ms") for x in rec.get("throughput", [])}
+             for v, rec in self.kernels["attention_kernels"]["variants"].items()}
+        return (f"- `sliding_window` trains {pct(1 - t['sliding_window']['timing']['tokens_per_s'] / t['flex']['timing']['tokens_per_s'])} "
+                f"below `flex` ({kilo(t['sliding_window']['timing']['tokens_per_s'])} vs "
+                f"{kilo(t['flex']['timing']['tokens_per_s'])}) although its attention module alone is faster at "
+                f"T = 512 ({sig(k['sliding_window'][512])} vs {sig(k['flex'][512])} ms, `attention_kernels.json`); "
+                f"not explained yet (its mean power is {t['sliding_window']['energy']['gpu_mean_w']:.0f} W against "
+                f"{t['flex']['energy']['gpu_mean_w']:.0f}, so the GPU waits on something).")
+
+
+# --- reports/h200/default ----------------------------------------------------------------------
+
+class H200:
+    def __init__(self, folder: Path):
+        self.dir = folder
+        runs = folder / "runs" / "train"
+        self.order = ("baseline", "sdpa", "flash2", "flex", "gqa", "sliding_window", "linear", "lsh", "mla")
+        self.train = {v: load(runs / v / "metrics.json") for v in self.order}
+
+    def gap(self, v: str) -> float | None:
+        """Largest |val loss - baseline's| over the eval points both recorded."""
+        if v == "baseline" or not dig(self.train[v], "attention.exact"):
+            return None
+        mine = {h["step"]: h["val_loss"] for h in self.train[v]["training"]["val_history"]}
+        ref = {h["step"]: h["val_loss"] for h in self.train["baseline"]["training"]["val_history"]}
+        return max(abs(mine[s] - ref[s]) for s in mine if s in ref)
+
+    def table(self) -> str:
+        rows = []
+        for v in self.order:
+            d = self.train[v]
+            params = ", ".join(f"{k}={x}" for k, x in d["attention"]["params"].items())
+            g = self.gap(v)
+            kc = d["kernel_check"]
+            rows.append([f"{v}" + (f" ({params})" if params else ""), d["kernel"], kilo(d["timing"]["tokens_per_s"]),
+                         sig(1000 * d["energy"]["gpu_j_per_token"]), f"{d['training']['val_loss']:.4f}",
+                         f"agrees, {g:.4f}" if g is not None else "", "pass" if kc["start"]["pass"] else "FAIL",
+                         "pass" if kc["end"]["pass"] else "FAIL"])
+        return table(["variant", "kernel (definite)", "tokens/s", "GPU mJ/token", "val loss",
+                      "exact: max gap to baseline over evals", "kernel check start", "end"], rows)
+
+    def agreement(self) -> str:
+        gaps = {v: self.gap(v) for v in self.order if self.gap(v) is not None}
+        worst = max(gaps, key=gaps.get)
+        return ("**The exact variants train right**: " + ", ".join(f"`{v}` {g:.4f}" for v, g in gaps.items())
+                + f" at most from baseline's validation curve (largest `{worst}`; tolerance "
+                f"{self.tolerance():g}, `report.exact_tolerance` of the report's config).")
+
+    def tolerance(self) -> float:
+        return load(self.dir / "report" / "results.json")["config"]["report"]["exact_tolerance"]
+
+    def selection(self) -> str:
+        out = []
+        for v in ("sdpa", "gqa", "mla"):
+            sel = self.train[v]["kernel_selection"][0]
+            cands = [c for c in sel["candidates"] if c.get("ms") is not None]
+            out.append(f"`{v}` " + ", ".join(f"{c['impl']} {c['ms']:.2f}" for c in cands) + f" ms → "
+                       f"`{self.train[v]['kernel']}`")
+        return ("**Every kernel string is definite**: `auto` measured the candidates in each job (fwd+bwd of one "
+                "module at the training shape, `kernel_selection` in each `metrics.json`): " + "; ".join(out) + ".")
+
+    def pinned(self) -> str:
+        c = load(self.dir / "pinned" / "pinned_controls.json")
+        parts = [f"`{v}` **{r['auto_vs_pinned']:.3f}** ({kilo(r['auto_tokens_per_s'])} `{r['auto_kernel']}` vs "
+                 f"{kilo(r['tokens_per_s'])} `{r['kernel']}`)" for v, r in c["runs"].items()]
+        return (f"**auto against the pinned kernel, same call** (`pinned/pinned_controls.json`, {c['steps']}-step "
+                f"trainings pinned to {c['impl']}; auto / pinned tokens/s): " + "; ".join(parts) + ".")
+
+    def old_code(self) -> str:
+        rows = []
+        for name, label in (("old_baseline", "baseline"), ("old_sdpa_count", "sdpa, FLOP count on (as shipped)"),
+                            ("old_sdpa_nocount", "sdpa, FLOP count off")):
+            d = load(self.dir / "old-code" / f"{name}.metrics.json")
+            hist = d["training"]["val_history"]
+            cell = " / ".join(f"{h['val_loss']:.4f}" for h in hist)
+            rows.append([label, f"**{cell}**" if "on" in label else cell])
+        steps = " / ".join(str(h["step"]) for h in d["training"]["val_history"])
+        return table(["run (f6da826 code)", f"val loss at {steps}"], rows)
+
+    def f6da826(self) -> str:
+        """The default run at f6da826 (``f6da826-run/``: its documents, from the run a user made)."""
+        runs = {v: load(self.dir / "f6da826-run" / f"metrics-{v}.json") for v in ("baseline", "sdpa")}
+        hist = {v: [h["val_loss"] for h in d["training"]["val_history"]] for v, d in runs.items()}
+        steps = " / ".join(str(h["step"]) for h in runs["sdpa"]["training"]["val_history"])
+        gaps = [a - b for a, b in zip(hist["sdpa"], hist["baseline"])]
+        return (f"At f6da826 the same command trained `sdpa` ({runs['sdpa']['kernel']}) to validation losses "
+                + " / ".join(f"{x:.2f}" for x in hist["sdpa"]) + " at steps " + steps + " against baseline's "
+                + " / ".join(f"{x:.2f}" for x in hist["baseline"]) + f": {min(gaps):.2f}–{max(gaps):.2f} above it "
+                "from the first eval on (`f6da826-run/`, that run's documents).")
+
+    def divergence_timing(self) -> str:
+        d = load(self.dir / "gpu-checks-call1" / "sdpa_divergence.json")
+        cases = {c["case"]: c for c in d["cases"]}
+        timed = {k: c["compiled_fwd_bwd_ms"] for k, c in cases.items() if c.get("compiled_fwd_bwd_ms") is not None}
+        return ("`sdpa_divergence.json` (" + f"{d['meta']['shape']['n_layer']} layers), compiled fwd+bwd: "
+                + ", ".join(f"{k} {sig(ms)} ms" for k, ms in timed.items()) + ".")
+
+    def machine(self) -> str:
+        docs = [*self.train.values()]
+        p = docs[0]["provenance"]
+        keys = ("git_commit", "device", "driver", "torch", "cuda", "cudnn", "triton", "python", "snakemake")
+        same = all(d["provenance"].get(k) == p.get(k) for d in docs for k in keys)
+        log = (self.dir / "snakemake.log").read_text(encoding="utf-8")
+        done = re.findall(r"(\d+) of (\d+) steps \(100%\) done", log)
+        elapsed = re.search(r"Elapsed time: (\d+):(\d+):(\d+)", log)
+        minutes = int(elapsed.group(1)) * 60 + int(elapsed.group(2)) + int(elapsed.group(3)) / 60 if elapsed else None
+        return (f"Commit `{p['git_commit'][:7]}`, {p['device']} (driver {p['driver']}, torch {p['torch']}, CUDA "
+                f"{p['cuda']}, cuDNN {p['cudnn'] // 10000}.{p['cudnn'] % 10000 // 100}, triton {p['triton']}, Python "
+                f"{p['python']}, Snakemake {p['snakemake']})" + ("; the same in every training document" if same else "")
+                + (f". Snakemake finished {done[-1][0]} of {done[-1][1]} jobs in {minutes:.1f} min (`snakemake.log`)."
+                   if done and minutes else "."))
+
+    def selfcheck(self) -> str:
+        def model(phase, key, names):
+            return span([self.train[v]["kernel_check"][phase]["model"][key] for v in names])
+        rest = [v for v in self.order if v != "lsh"]
+        lsh = self.train["lsh"]["kernel_check"]
+        probe = {v: [r["kernel_check"]["out_rel_err"] for r in load(self.dir / "runs" / "probe" / v / "probe.json")
+                     ["prefill"]] for v in self.order}
+        ok = all(r["kernel_check"]["pass"] for v in self.order
+                 for r in load(self.dir / "runs" / "probe" / v / "probe.json")["prefill"])
+        others = [x for v in rest for x in probe[v]]
+        return (f"Model check against float32 (every variant but LSH): start logits {model('start', 'out_rel_err', rest)}, "
+                f"input-embedding gradient {model('start', 'dx_rel_err', rest)}, all gradients "
+                f"{model('start', 'grad_rel_err', rest)}; end logits {model('end', 'out_rel_err', rest)}, gradients "
+                f"{model('end', 'grad_rel_err', rest)}. LSH: logits {lsh['start']['model']['out_rel_err']:.1e} at the "
+                f"start (tolerance {lsh['start']['model']['tolerance']['out']:.2f}), gradients "
+                f"{lsh['end']['model']['grad_rel_err']:.1e} at the end (tolerance "
+                f"{lsh['end']['model']['tolerance']['grad']:.2f}). Probes checked their prefill logits at every shape ("
+                + ("all pass" if ok else "not all pass") + f": {span(others)}; LSH {span(probe['lsh'])}).")
+
+    def gpu_suite(self) -> str:
+        out = []
+        for call in ("gpu-suite", "gpu-checks-call1"):
+            ratios = []
+            for v in ("sdpa", "gqa", "mla"):
+                r = load(self.dir / call / f"auto_vs_pinned_{v}.json")
+                best = min(r["ms"][k] for k in r["ms"] if k != "auto")
+                ratios.append(f"`{v}` {r['ms']['auto']:.3f} ms (`{r['kernel']}`) vs best pinned {best:.3f}, "
+                              f"{r['auto_vs_best_pinned']:.2f}")
+            out.append(f"`{call}/`: " + "; ".join(ratios))
+        primed = load(self.dir / "gpu-suite" / "kernels_after_priming.json")
+        bad = [x for x in primed if x.get("pass") is False]
+        good = [x["dx_rel_err"] for x in primed if x.get("pass") is True]
+        log = (self.dir / "gpu-suite" / "gpu_suite.log").read_text(encoding="utf-8")
+        summary = re.findall(r"=+ (\d+ failed, \d+ passed[^=]*?) in", log)
+        return ("Kernel test after priming (`gpu-suite/kernels_after_priming.json`): "
+                f"{len(good)} variant/impl pairs pass (input gradient ≤ {max(good):.1e}); fail: "
+                + "; ".join(f"`{x['variant']}` {x['impl']} (input gradient {x['dx_rel_err']:.2f})" for x in bad)
+                + ". `auto` against the best pinned kernel, compiled module fwd+bwd (best / auto): "
+                + ". ".join(out) + "." + (f" Suite result (`gpu-suite/gpu_suite.log`): {summary[-1]}." if summary else ""))
+
+
+class Top:
+    """The repository README's two results sections, from both report folders."""
+
+    def __init__(self, folder: Path):
+        self.h100 = H100(folder / "reports" / "h100")
+        self.h200 = H200(folder / "reports" / "h200" / "default")
+
+    def h200_summary(self) -> str:
+        h = self.h200
+        ok = [v for v, d in h.train.items() if d["status"] == "ok"]
+        definite = all("?" not in h.train[v]["kernel"] for v in ok)
+        checks = all(h.train[v]["kernel_check"][p]["pass"] for v in ok for p in ("start", "end"))
+        gaps = {v: h.gap(v) for v in h.order if h.gap(v) is not None}
+        c = load(h.dir / "pinned" / "pinned_controls.json")
+        old = {n: {x["step"]: x["val_loss"] for x in load(h.dir / "old-code" / f"{n}.metrics.json")["training"]
+                   ["val_history"]} for n in ("old_baseline", "old_sdpa_count", "old_sdpa_nocount")}
+        step = sorted(old["old_baseline"])[1]
+        commit_ = h.train["baseline"]["provenance"]["git_commit"][:7]
+        return (f"On an H200 at commit `{commit_}`: {len(ok)} of {len(h.order)} variants trained, "
+                + ("every kernel named definitely, " if definite else "")
+                + ("every self-check passed, " if checks else "some self-check failed, ")
+                + f"and the exact variants stayed within {max(gaps.values()):.4f} of baseline's validation curve "
+                f"(final: " + ", ".join(f"`{v}` {h.train[v]['training']['val_loss']:.4f}" for v in gaps)
+                + f", baseline {h.train['baseline']['training']['val_loss']:.4f}). `auto` trained at "
+                + ", ".join(f"{r['auto_vs_pinned']:.3f} (`{v}`)" for v, r in c["runs"].items())
+                + f" of the same variant pinned to {c['impl']} in the same call. f6da826's code replayed there: "
+                f"`sdpa` with the FLOP count {old['old_sdpa_count'][step]:.2f} at step {step}, without it "
+                f"{old['old_sdpa_nocount'][step]:.2f}, baseline {old['old_baseline'][step]:.2f}.")
+
+    def h100_summary(self) -> str:
+        h = self.h100
+        bad = [p for rec in h.kernels["attention_kernels_sdpa"]["variants"].values()
+               for p in rec["check"]["paths"].values()]
+        primed = [c["dx_rel_err"] for c in h.kernels["cudnn_packed_layout_primed"]["cases"] if c["copy"] == "none"]
+        return (h.findings().split("\n", 1)[1] + "\n- **Scaling sweep** (attention module forward+backward, fixed "
+                "tokens per call; crossovers in the H100 README): " + h.at_longest()
+                + f"\n- Found by the kernel check: cuDNN reuses a cached SDPA backward plan across output-gradient "
+                f"layouts, so a process that runs one shape with two gradient layouts gets wrong input gradients "
+                f"(relative error {max(primed):.3f}) from the second; with the modules' layout every path passes "
+                f"(input gradient ≤ {max(p['dx_rel_err'] for p in bad):.1e}).")
+
+
+READMES: dict[str, tuple[type, dict[str, Callable]]] = {
+    "README.md": (Top, {"h200-summary": Top.h200_summary, "h100-summary": Top.h100_summary}),
+    "reports/h100/README.md": (H100, {
+        "machine": H100.machine, "commits": H100.commits, "training-table": H100.training_table,
+        "training-notes": H100.training_notes, "repeated-gqa": H100.repeated_gqa, "bare-loop": H100.bare_loop,
+        "controls": H100.controls_text, "inference-table": H100.inference_table,
+        "inference-notes": H100.inference_notes, "sweep-table": H100.sweep_table, "crossovers": H100.crossovers,
+        "linear-kernels": H100.linear_kernels, "kernel-checks": H100.kernel_checks, "raw-kernels": H100.raw_kernels,
+        "module-tflops": H100.module_tflops, "measurement": H100.measurement, "under-compile": H100.under_compile,
+        "findings": H100.findings, "gaps": H100.gaps}),
+    "reports/h200/default/README.md": (H200, {
+        "machine": H200.machine, "table": H200.table, "agreement": H200.agreement, "selection": H200.selection,
+        "selfcheck": H200.selfcheck, "pinned": H200.pinned, "gpu-suite": H200.gpu_suite, "old-code": H200.old_code, "f6da826": H200.f6da826,
+        "divergence-timing": H200.divergence_timing}),
+}
+
+

@@ -1,0 +1,178 @@
+"""The verdict at the top of the page: which variant to use by sequence length and by
+constraint, each with its figure and interval, and how far the figures can be trusted.
+
+* **By sequence length** (the scaling sweep, attention module forward+backward): the fastest
+  variant per length, and every variant whose p50-p90 range of the repeats overlaps the
+  fastest's as a tie (the sweep runs one job per variant, so the spread of its repeats is
+  the only noise it records).  The fastest exact variant is named beside it: an approximate
+  variant is a different model.
+* **By constraint** (the summary table's cells, means over seeds): an order only where the
+  95 % intervals separate (:func:`attnbench.stats.order`), "tie within noise" where they
+  overlap, and "one seed: order not established" where there are no intervals.
+* Suspect rows (exact variants whose loss left baseline's, :mod:`.agreement`) take part in
+  no recommendation and are named.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..stats import order as stats_order
+from . import agreement, stale
+from .charts import seq_label
+from .format import SCALES, _num, _sig, dig, fmt_ms, pick_unit
+from .load import Variant, _common_reason
+from .plots import sweep_series
+
+CONSTRAINTS = (  # (what, table column, better)
+    ("Training speed", "tokens_per_s", "max"),
+    ("GPU energy per token", "gpu_j_per_token", "min"),
+    ("GPU energy per token above idle", "gpu_j_per_token_above_idle", "min"),
+    ("Training memory (peak GPU)", "peak_allocated_bytes", "min"),
+    ("Inference cache at 32k tokens", "cache_32768", "min"),
+    ("Inference latency: decode", "decode_ms_per_token_p50", "min"),
+    ("Inference latency: prefill", "prefill_ms_p50", "min"),
+    ("Quality: validation loss", "val_loss", "min"),
+)
+
+
+def _name(v: Variant) -> dict[str, Any]:
+    return {"name": v.name, "exact": v.exact}
+
+
+def by_length(variants: list[Variant], config: dict) -> dict[str, Any]:
+    usable = [v for v in variants if not v.suspect]
+    series = {s.name: s for s in sweep_series(usable, "attention", "forward_backward", "ms_p50", config=config)}
+    by = {v.name: v for v in usable}
+    lengths = sorted({x for s in series.values() for x, _ in s.points})
+    if not lengths:
+        return {"missing": _common_reason((s.name, s.missing) for s in series.values())}
+    rows = []
+    for T in lengths:
+        pts = []
+        for name, s in series.items():
+            for (x, y), e in zip(s.points, s.yerr or [None] * len(s.points)):
+                if x == T:
+                    pts.append((name, y, e[1] if e and e[1] is not None else y))
+        pts.sort(key=lambda p: p[1])
+        top = pts[0]
+        leaders = [p for p in pts if p is top or p[1] <= top[2]]  # [p50, p90] overlaps the fastest's
+        exact = next((p for p in pts if by[p[0]].exact), None)
+        failed = [name for name, s in series.items() if any(x == T for x, _ in s.failed)]
+        rows.append({
+            "T": T, "label": seq_label(T),
+            "leaders": [{**_name(by[n]), "figure": fmt_ms(ms), "p90": fmt_ms(p90)} for n, ms, p90 in leaders],
+            "tie": len(leaders) > 1,
+            "exact": ({**_name(by[exact[0]]), "figure": fmt_ms(exact[1])} if exact else None),
+            "failed": failed,
+        })
+    return {"rows": rows, "summary": _ranges(rows), "tokens": _num(dig(next(
+        (v.sweep.data for v in usable if v.sweep.ok), None), "tokens_per_call"))}
+
+
+def _ranges(rows: list[dict[str, Any]]) -> str:
+    """"512–2k: gqa; 4k–16k: sliding_window": consecutive lengths with the same fastest
+    variant, a tie shown with its partners."""
+    groups: list[tuple[list[str], str]] = []
+    for r in rows:
+        names = [x["name"] for x in r["leaders"]]
+        key = names[0] + (f" (tie: {', '.join(names[1:])})" if len(names) > 1 else "")
+        if groups and groups[-1][1] == key:
+            groups[-1][0].append(r["label"])
+        else:
+            groups.append(([r["label"]], key))
+    return "; ".join((f"{ls[0]}–{ls[-1]}" if len(ls) > 1 else ls[0]) + f": {key}" for ls, key in groups)
+
+
+def by_constraint(variants: list[Variant], columns) -> list[dict[str, Any]]:
+    usable = [v for v in variants if v.ok and not v.suspect]
+    cols = {c.key: c for c in columns}
+    out = []
+    for what, key, better in CONSTRAINTS:
+        col = cols.get(key)
+        if col is None:
+            continue
+        row: dict[str, Any] = {"what": what, "metric": col.label + (f" ({col.sub})" if col.sub else ""),
+                               "better": "lower" if better == "min" else "higher"}
+        cells = {v.name: v.cells[key] for v in usable if isinstance(v.cells[key].value, (int, float))}
+        if not cells:
+            row.update(status="missing", status_text="not measured: " + _common_reason(
+                (v.name, v.cells[key].reason) for v in usable) if usable else "no variant finished training")
+            out.append(row)
+            continue
+        by = {v.name: v for v in usable}
+        if not col.seeds:  # exact figures (the cache): equal values tie, nothing is noise
+            ranked = sorted(cells, key=lambda n: cells[n].value, reverse=(better == "max"))
+            leaders = [n for n in ranked if cells[n].value == cells[ranked[0]].value]
+            status, text = ("tie" if len(leaders) > 1 else "clear"), "computed size (no noise)"
+        else:
+            ests = {n: c.estimate for n, c in cells.items()}
+            leaders, rest = stats_order(ests, better)
+            ranked = leaders + rest
+            if not all(e.has_interval for e in ests.values()):
+                leaders = ranked[:1]
+                status, text = "one-seed", "one seed: order not established"
+            elif len(leaders) > 1:
+                status, text = "tie", "tie within noise (95 % intervals overlap)"
+            else:
+                status, text = "clear", "clear: its 95 % interval separates from every other"
+        show = leaders if status == "tie" else ranked[:1]
+        nxt = [n for n in ranked if n not in show][:2]
+        row.update(status=status, status_text=text,
+                   best=[_figure(by[n], cells[n]) for n in show], next=[_figure(by[n], cells[n]) for n in nxt])
+        out.append(row)
+    return out
+
+
+def _figure(v: Variant, cell) -> dict[str, Any]:
+    """The figure in its own unit (a column's shared unit would show a 2 MiB cache as 0.00195 GiB)."""
+    e = cell.estimate
+    unit = pick_unit(cell.unit.kind, [cell.value], cell.unit.per) if cell.unit.kind in SCALES else cell.unit
+    interval = (f"95 % interval {unit.num(e.low)}–{unit.text(e.high)}, n = {e.n}"
+                if e is not None and e.has_interval else ("n = 1" if e is not None else None))
+    return {**_name(v), "figure": unit.text(cell.value), "interval": interval, "note": cell.note}
+
+
+def caveats(variants: list[Variant], header: dict) -> list[str]:
+    out = []
+    seeds = sorted({len(v.ok_runs) for v in variants if v.ok})
+    if seeds == [1]:
+        out.append("One seed per variant: every figure is a single run with no interval, so no order below is "
+                   "established; small leads may be noise.")
+    elif seeds:
+        out.append(f"Figures are means over {seeds[0]}" + (f"–{seeds[-1]}" if len(seeds) > 1 else "")
+                   + " seeds with 95 % bootstrap intervals; an order is claimed only where intervals separate.")
+    controls = [c for v in variants for r in v.ok_runs if (c := _num(dig(r.train.data, "control.tflops")))]
+    if len(controls) >= 2:
+        lo, hi = min(controls), max(controls)
+        out.append(f"Drift between jobs: the fixed matmul control timed in every train job ran at {_sig(lo)}–"
+                   f"{_sig(hi)} TFLOP/s ({100 * (hi - lo) / lo:.1f} % apart); leads smaller than that are not "
+                   "findings (the table also shows control-normalised throughput).")
+    elif seeds:
+        out.append("No drift control was recorded in these train documents (written before it was timed), so "
+                   "drift between jobs cannot be measured from them.")
+    if header.get("on_cpu"):
+        out.append("This was a CPU run: its timings do not predict how the variants compare on a GPU.")
+    return out
+
+
+def agreement_text(variants: list[Variant]) -> list[str]:
+    """The suspect rows named first, then one line on the exact variants that agree."""
+    out = stale.describe(variants) + [s for s in (agreement.describe(v) for v in variants) if s]
+    ok = [v for v in variants if v.agreement and "suspect" in v.agreement and not v.suspect]
+    if ok:
+        worst = max(ok, key=lambda v: v.agreement["max_abs_diff"])
+        out.append(f"Exact-agreement check: {', '.join(v.name for v in ok)} follow baseline's validation curve "
+                   f"within ±{worst.agreement['tolerance']:g} (largest gap {worst.agreement['max_abs_diff']:.4f}, "
+                   f"{worst.name}).")
+    unchecked = [f"{v.name} ({v.agreement['unavailable']})" for v in variants
+                 if v.agreement and "unavailable" in v.agreement]
+    if unchecked:
+        out.append("Exact-agreement check not possible for: " + "; ".join(unchecked) + ".")
+    return out
+
+
+def build(variants: list[Variant], columns, header: dict, config: dict, overlap: dict) -> dict:
+    return {"length": by_length(variants, config), "constraints": by_constraint(variants, columns),
+            "caveats": caveats(variants, header), "agreement": agreement_text(variants),
+            "suspect": [v.name for v in variants if v.suspect], "overlap": overlap}
