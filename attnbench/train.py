@@ -168,16 +168,13 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
         "attention": {"name": settings["entry"]["class"] or settings["entry"]["variant"],
                       "params": settings["entry"]["params"],
                       "exact": computes_baseline(settings["entry"], settings["train"]["seq_len"])},
-        "provenance": provenance(settings["seed"], settings, device),
-        "job": {"started_utc": utc_now()},
-        "data": {"tokens_sha256": tokens_identity(tokens_dir)},
-        "settings": settings,  # what the job ran with: a report checks it against its own config
-        "kernel_check": {"method": selfcheck.METHOD},
-    }
+        "provenance": provenance(settings["seed"], settings, device), "job": {"started_utc": utc_now()},
+        # what the job ran on and with: a report checks both against its own data and config
+        "data": {"tokens_sha256": tokens_identity(tokens_dir)}, "settings": settings,
+        "kernel_check": {"method": selfcheck.METHOD}}
     unavailable: dict[str, str] = {}
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     session = bar = job = None
     with interruptible() as guard:
         try:
