@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from pathlib import Path
-from typing import Any
+
+from .format import _sig as sig  # three significant digits, as the report's tables print them
+from .format import dig
 
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN = "<!-- generated: {name} (scripts/readme_tables.py) -->"
@@ -35,22 +36,6 @@ H100_ORDER = ("baseline", "sdpa", "flash2", "gqa", "flex", "sliding_window", "li
 
 def load(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def dig(doc: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(doc, dict) or part not in doc:
-            return None
-        doc = doc[part]
-    return doc
-
-
-def sig(x: float, digits: int = 3) -> str:
-    """Three significant digits, as the tables print them: 13.4, 4.78, 125, 0.00336."""
-    if x == 0:
-        return "0"
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
-    return f"{x:,.{decimals}f}"
 
 
 def kilo(x: float) -> str:
