@@ -98,34 +98,48 @@ def _out_and_dx(module, x, gy, device, dtype, backward: bool):
     return out.detach(), dx
 
 
+def _run_seeded(mod, x, gy, dtype, backward: bool, seed: int):
+    """Output, input gradient and kernel name of ``mod`` on ``x``, from the same state and seed
+    on every call (LSH draws the same rotations); the state is left as it was."""
+    with preserved_state([mod], x.device):
+        torch.manual_seed(seed)
+        return (*_out_and_dx(mod, x, gy, x.device, dtype, backward), getattr(mod, "kernel", "?"))
+
+
+def reference_outputs(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = True,
+                      seed: int = 0) -> dict[str, Any]:
+    """What :func:`compare` measures ``module`` against on ``x``: the float32 plain path's
+    output and input gradient, and the same path's in ``dtype`` (its noise).  Computed once
+    per input and shared by every candidate kernel of :func:`autotune`."""
+    gy = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1)).to(x.device)
+    ref = reference_copy(module)
+    ref.train(module.training)
+    ref_out, ref_dx, _ = _run_seeded(ref, x.float(), gy, torch.float32, backward, seed)
+    noise_out, noise_dx, _ = _run_seeded(ref, x, gy, dtype, backward, seed)
+    return {"x": x, "dtype": dtype, "backward": backward, "seed": seed, "gy": gy,
+            "out": ref_out, "dx": ref_dx, "noise": {"out": rel_err(noise_out, ref_out),
+                                                   "dx": rel_err(noise_dx, ref_dx) if backward else None}}
+
+
 def compare(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = True, seed: int = 0,
-            reference: torch.nn.Module | None = None) -> dict[str, Any]:
+            expected: dict[str, Any] | None = None) -> dict[str, Any]:
     """The module as configured vs its float32 plain path on input ``x`` (B, T, C).
 
     Returns ``{kernel, out_rel_err, dx_rel_err, noise: {out, dx}, tolerance: {out, dx}, pass}``
     (``dx_*`` None when ``backward`` is False).  The module's state and the RNG streams are
-    left as they were.  ``reference``: a :func:`reference_copy` to reuse.
+    left as they were.  ``expected``: :func:`reference_outputs` of the same arguments, to reuse.
     """
-    device = x.device
     if getattr(module, "dropout", 0.0) > 0.0 and module.training:
         return {"pass": None, "unavailable": "dropout > 0 in training mode: outputs are random"}
-    gen = torch.Generator().manual_seed(seed + 1)
-    gy = torch.randn(x.shape, generator=gen).to(device)
-    ref = reference_copy(module) if reference is None else reference
-    ref.train(module.training)
-
-    def run(mod, inp, run_dtype):  # each call from the same state: LSH draws the same rotations
-        with preserved_state([mod], device):
-            torch.manual_seed(seed)
-            return (*_out_and_dx(mod, inp, gy, device, run_dtype, backward), getattr(mod, "kernel", "?"))
-
-    out, dx, kernel = run(module, x, dtype)
-    ref_out, ref_dx, _ = run(ref, x.float(), torch.float32)
-    noise_out, noise_dx, _ = run(ref, x, dtype)
-    res: dict[str, Any] = {"kernel": kernel, "out_rel_err": rel_err(out, ref_out),
-                           "dx_rel_err": rel_err(dx, ref_dx) if backward else None,
-                           "noise": {"out": rel_err(noise_out, ref_out),
-                                     "dx": rel_err(noise_dx, ref_dx) if backward else None}}
+    if expected is None:
+        expected = reference_outputs(module, x, dtype, backward=backward, seed=seed)
+    elif (expected["x"] is not x or expected["dtype"] != dtype or expected["backward"] != backward
+          or expected["seed"] != seed):
+        raise ValueError("compare: 'expected' was computed for other arguments")
+    out, dx, kernel = _run_seeded(module, x, expected["gy"], dtype, backward, seed)
+    res: dict[str, Any] = {"kernel": kernel, "out_rel_err": rel_err(out, expected["out"]),
+                           "dx_rel_err": rel_err(dx, expected["dx"]) if backward else None,
+                           "noise": dict(expected["noise"])}
     res["tolerance"] = {k: tolerance(k, dtype, res["noise"][k]) for k in ("out", "dx")}
     res["pass"] = res["out_rel_err"] <= res["tolerance"]["out"] and (
         not backward or res["dx_rel_err"] <= res["tolerance"]["dx"])
@@ -177,7 +191,6 @@ def autotune(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = Tr
     cands = tuple(module.auto_candidates(device, dtype) if candidates is None else candidates)
     if not cands:
         return None
-    reference = reference_copy(module)
     rows, state = [], module.auto_pin
     gy = torch.randn(x.shape, generator=torch.Generator().manual_seed(7)).to(device)
     xi = x.detach().clone().requires_grad_(backward)
@@ -189,11 +202,13 @@ def autotune(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = Tr
             out.backward(gy.to(out.dtype))
 
     rows_checked = check_rows(module, x)
+    x_checked = x[:rows_checked]
+    expected = reference_outputs(module, x_checked, dtype, backward=backward)
     for impl in cands:
         module.auto_pin = impl
         row: dict[str, Any] = {"impl": impl}
         try:
-            row.update(compare(module, x[:rows_checked], dtype, backward=backward, reference=reference))
+            row.update(compare(module, x_checked, dtype, backward=backward, expected=expected))
             with preserved_state([module], device):
                 row["ms"] = median_ms(call, device, warmup, repeats)
             module.zero_grad(set_to_none=True)

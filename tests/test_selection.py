@@ -67,6 +67,18 @@ def test_check_changes_nothing_lsh_stream_and_rng():
     torch.testing.assert_close(m(x), twin(x), rtol=0, atol=0)
 
 
+def test_shared_reference_outputs_give_the_same_verdict():
+    """autotune computes the reference passes once and shares them between candidates: the
+    figures equal a check that computes its own, and outputs for other arguments are refused."""
+    torch.manual_seed(0)
+    m = attention.build("lsh", C, H, chunk_size=8).train()
+    x = x_input()
+    expected = selection.reference_outputs(m, x, torch.float32)
+    assert compare(m, x, torch.float32, expected=expected) == compare(m, x, torch.float32)
+    with pytest.raises(ValueError, match="expected"):
+        compare(m, x, torch.float32, seed=1, expected=expected)
+
+
 def test_tolerance_follows_the_noise_of_the_plain_path():
     assert tolerance("out", torch.bfloat16, 1e-3) == 2e-2            # floor
     assert tolerance("out", torch.bfloat16, 1e-2) == pytest.approx(4e-2)  # 4 x noise
