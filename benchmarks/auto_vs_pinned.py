@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--run-dir", default="results", help="the run's results/ (tokens and train metrics)")
     ap.add_argument("--variants", nargs="+", default=["sdpa", "gqa", "mla"])
+    ap.add_argument("--seed", type=int, default=None, help="the run's seed to compare with (default: the config's first)")
     ap.add_argument("--impl", default="cudnn")
     ap.add_argument("--steps", type=int, default=None, help="train steps (default: the config's)")
     ap.add_argument("--out-dir", default="results/pinned")
@@ -49,26 +50,39 @@ def main(argv=None) -> int:
         cfg.setdefault("measure", {}).update(nvml=False, codecarbon=False)
     cfg = S.validate(cfg)
     run = Path(args.run_dir)
-    out = {"impl": args.impl, "steps": cfg["train"]["steps"], "runs": {}}
+    seed = args.seed if args.seed is not None else int(cfg["seeds"][0])
+    out = {"impl": args.impl, "steps": cfg["train"]["steps"], "seed": seed, "runs": {}}
     for name in args.variants:
-        auto = json.loads((run / "train" / name / "metrics.json").read_text())
-        s = S.stage_settings(cfg, "train", name)
-        s = copy.deepcopy(s)
+        auto = json.loads((run / "train" / name / f"seed{seed}" / "metrics.json").read_text())
+        s = copy.deepcopy(S.stage_settings(cfg, "train", name, seed=seed))
         s["entry"]["params"]["impl"] = args.impl
         m = train.run(s, run / "tokens", Path(args.out_dir) / name)
         out["runs"][name] = {"status": m["status"], "kernel": m.get("kernel"),
                              "tokens_per_s": (m.get("timing") or {}).get("tokens_per_s"),
-                             "auto_kernel": auto.get("kernel"), "auto_tokens_per_s": auto["timing"]["tokens_per_s"]}
+                             "control": control_rate(m),
+                             "auto_kernel": auto.get("kernel"), "auto_tokens_per_s": auto["timing"]["tokens_per_s"],
+                             "auto_control": control_rate(auto)}
         r = out["runs"][name]
         ratio = (r["auto_tokens_per_s"] / r["tokens_per_s"]) if r["tokens_per_s"] else None
         r["auto_vs_pinned"] = ratio
+        # each job's own same-process control (a fixed matmul): the ratio with drift between the
+        # two jobs taken out
+        r["auto_vs_pinned_control_normalised"] = (ratio * r["control"] / r["auto_control"]
+                                                  if ratio and r["control"] and r["auto_control"] else None)
         print(f"{name:6s} auto {r['auto_kernel']} {r['auto_tokens_per_s']:.0f} tok/s | pinned {r['kernel']} "
-              f"{r['tokens_per_s'] or float('nan'):.0f} tok/s | ratio {ratio}", flush=True)
+              f"{r['tokens_per_s'] or float('nan'):.0f} tok/s | ratio {ratio} "
+              f"(control-normalised {r['auto_vs_pinned_control_normalised']})", flush=True)
     path = Path(args.out_dir) / "pinned_controls.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
     print(f"wrote {path}")
     return 0
+
+
+def control_rate(metrics: dict) -> float | None:
+    """The job's same-process matmul control in TFLOP/s (None when it was not measured)."""
+    c = metrics.get("control") or {}
+    return c.get("tflops")
 
 
 if __name__ == "__main__":

@@ -18,19 +18,27 @@ pytestmark = pytest.mark.skipif(not RUN, reason="ATTNBENCH_RUN_DIR not set: no f
 NINE = ["baseline", "sdpa", "flash2", "gqa", "flex", "sliding_window", "linear", "lsh", "mla"]
 
 
-def metrics(name: str) -> dict:
-    return json.loads((Path(RUN) / "train" / name / "metrics.json").read_text())
+def metrics(name: str, seed: int) -> dict:
+    return json.loads((Path(RUN) / "train" / name / f"seed{seed}" / "metrics.json").read_text())
+
+
+def seeds_run() -> list[int]:
+    """The seeds the run trained (every seed folder under any variant)."""
+    return sorted({int(p.name[4:]) for p in (Path(RUN) / "train").glob("*/seed*") if p.name[4:].isdigit()})
 
 
 def test_all_nine_trained_with_definite_kernels_and_passing_self_checks(gpu_log):
     rows = {}
-    for name in NINE:
-        m = metrics(name)
-        kc = m.get("kernel_check", {})
-        rows[name] = {"status": m["status"], "kernel": m.get("kernel"),
-                      "start": kc.get("start", {}).get("pass"), "end": kc.get("end", {}).get("pass"),
-                      "tokens_per_s": (m.get("timing") or {}).get("tokens_per_s"),
-                      "val_loss": (m.get("training") or {}).get("val_loss")}
+    assert seeds_run(), f"no train/<variant>/seed<N>/ under {RUN}"
+    for seed in seeds_run():
+        for name in NINE:
+            m = metrics(name, seed)
+            kc = m.get("kernel_check", {})
+            rows[f"{name}/seed{seed}"] = {
+                "status": m["status"], "kernel": m.get("kernel"),
+                "start": kc.get("start", {}).get("pass"), "end": kc.get("end", {}).get("pass"),
+                "tokens_per_s": (m.get("timing") or {}).get("tokens_per_s"),
+                "val_loss": (m.get("training") or {}).get("val_loss")}
     gpu_log("default_run_rows", rows)
     for name, r in rows.items():
         assert r["status"] == "ok", (name, r)
@@ -53,7 +61,7 @@ def test_auto_at_least_095_of_pinned_in_the_same_call(gpu_log):
     controls = json.loads(Path(path).read_text())
     ratios = {}
     for name, c in controls["runs"].items():
-        auto = metrics(name)["timing"]["tokens_per_s"]
+        auto = metrics(name, controls["seed"])["timing"]["tokens_per_s"]
         ratios[name] = auto / c["tokens_per_s"]
     gpu_log("auto_vs_pinned_training", ratios)
     assert all(r >= 0.95 for r in ratios.values()), ratios

@@ -15,6 +15,7 @@ fresh process, which proves the failure is the cached-plan collision the priming
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ from attention.selection import autotune, compare, median_ms
 ROOT = Path(__file__).resolve().parents[2]
 B, T, C, H = 8, 512, 768, 12
 DTYPE = torch.bfloat16
+ROUNDS = 7
 PARAMS = {"gqa": {"n_kv_head": 4}, "sliding_window": {"window": 128}, "mla": {"kv_lora_rank": 256}}
 
 
@@ -127,14 +129,26 @@ def test_auto_is_as_fast_as_the_best_pinned_kernel_compiled(name, gpu_log):
             out = compiled[k](x)
         out.backward(gy.to(out.dtype))
 
-    for _ in range(5):  # interleaved rounds
-        for k in compiled:
+    # Interleaved rounds, the order rotated each round (no module always runs first or after the
+    # same neighbour); the verdict is the median over rounds of each round's best-pinned / auto
+    # ratio, so a slow stretch of the machine hits both sides of a ratio alike.
+    keys = list(compiled)
+    for k in keys:
+        median_ms(lambda: step(k), torch.device("cuda"), 5, 1)  # compile and autotune outside the rounds
+    for r in range(ROUNDS):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
             times[k].append(median_ms(lambda: step(k), torch.device("cuda"), 3, 30))
-    med = {k: sorted(v)[2] for k, v in times.items()}
-    best_pinned = min(v for k, v in med.items() if k != "auto")
-    result = {"variant": name, "chosen": rec["chosen"], "ms": med, "auto_vs_best_pinned": best_pinned / med["auto"],
-              "kernel": auto.kernel}
+    pinned = [k for k in keys if k != "auto"]
+    ratios = [min(times[k][i] for k in pinned) / times["auto"][i] for i in range(ROUNDS)]
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result = {"variant": name, "chosen": rec["chosen"], "ms": med, "ms_per_round": times,
+              "auto_vs_best_pinned": statistics.median(ratios), "auto_vs_best_pinned_per_round": ratios,
+              # the same kernel pinned by hand: auto's graph should be that graph
+              "auto_vs_same_kernel_pinned": (statistics.median(times[rec["chosen"]][i] / times["auto"][i]
+                                                               for i in range(ROUNDS))
+                                             if rec["chosen"] in times else None),
+              "selection_ms": {c["impl"]: c.get("ms") for c in rec["candidates"]}, "kernel": auto.kernel}
     print(json.dumps(result))
     gpu_log(f"auto_vs_pinned_{name}", result)
     assert "?" not in auto.kernel and f"auto->{rec['chosen']}" in auto.kernel
-    assert best_pinned / med["auto"] >= 0.95, result
+    assert result["auto_vs_best_pinned"] >= 0.95, result
