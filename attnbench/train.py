@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,39 +177,49 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     session = bar = job = None
+    phase = measure.PhaseClock(result["job"])  # where a job's wall time goes, phase by phase
     with interruptible() as guard:
         try:
-            job = setup(settings, tokens_dir, out_dir, device, dtype, fault, result)
-            job.checkpoint_every = ckpt_every
-            ckpt = checkpoint.read(ckpt_path, identity, job.t["steps"]) if resume else None
-            if ckpt is not None:
-                checkpoint.resume(job, ckpt)
-            selfcheck.check_job(job, result, "start")
-            session = measure.session_from(settings["measure"], device, out_dir, "train")
-            session.start()
-            result["control"] = measure.matmul_control(device, dtype, settings["measure"]["control_seconds"])
-            measure.reset_peak_memory(device)
-            step = warm_up(job) if ckpt is None else job.resumed_from
-            job.step = step
-            measure.reset_peak_memory(device)
-            bar = _progress(job.t["steps"], name)
-            bar.update(step)
-            step = timed_loop(job, session, guard, bar, step, ckpt_every,
-                              lambda at: checkpoint.save(job, ckpt_path, identity, at))
-            bar.close()
-            bar = None
-            mem = measure.peak_memory(device)
-            summary = session.finish()
-            session = None
-            final_val = evaluate(job.step_model, job.val_data, job.t["eval_batches"], device, dtype)
-            job.progress["val_history"].append({"step": job.t["steps"], "val_loss": final_val})
-            result["kernel"] = job.model.kernel()
-            selfcheck.check_job(job, result, "end")
-            assemble(job, result, unavailable, summary, mem)
-            write_steps_csv(out_dir / "steps.csv", job.losses.cpu().tolist(), job.progress["step_ms_per_step"],
-                             job.t["warmup_steps"], job.tokens_per_step)
-            atomic_write_bytes(out_dir / "model.safetensors", weights_bytes(job.model))
-            result["model"]["bytes_on_disk"] = (out_dir / "model.safetensors").stat().st_size
+            with phase("setup"):  # model, data, kernel choice, optimizer, torch.compile wrapper
+                job = setup(settings, tokens_dir, out_dir, device, dtype, fault, result)
+                job.checkpoint_every = ckpt_every
+                ckpt = checkpoint.read(ckpt_path, identity, job.t["steps"]) if resume else None
+                if ckpt is not None:
+                    checkpoint.resume(job, ckpt)
+            with phase("kernel_check_start"):  # includes the compilation of the model's graphs
+                selfcheck.check_job(job, result, "start")
+            with phase("measure_start"):  # idle-power baseline, CodeCarbon, the control
+                session = measure.session_from(settings["measure"], device, out_dir, "train")
+                session.start()
+                result["control"] = measure.matmul_control(device, dtype, settings["measure"]["control_seconds"])
+            with phase("warm_up"):
+                measure.reset_peak_memory(device)
+                step = warm_up(job) if ckpt is None else job.resumed_from
+                job.step = step
+                measure.reset_peak_memory(device)
+            with phase("timed_loop"):  # the timed windows and the evaluations between them
+                bar = _progress(job.t["steps"], name)
+                bar.update(step)
+                step = timed_loop(job, session, guard, bar, step, ckpt_every,
+                                  lambda at: checkpoint.save(job, ckpt_path, identity, at))
+                bar.close()
+                bar = None
+                mem = measure.peak_memory(device)
+                summary = session.finish()
+                session = None
+            with phase("final_eval"):
+                final_val = evaluate(job.step_model, job.val_data, job.t["eval_batches"], device, dtype)
+                job.progress["val_history"].append({"step": job.t["steps"], "val_loss": final_val})
+                result["kernel"] = job.model.kernel()
+            with phase("kernel_check_end"):
+                selfcheck.check_job(job, result, "end")
+            with phase("assemble"):  # FLOP count cross-check and the result document
+                assemble(job, result, unavailable, summary, mem)
+            with phase("save"):
+                write_steps_csv(out_dir / "steps.csv", job.losses.cpu().tolist(), job.progress["step_ms_per_step"],
+                                job.t["warmup_steps"], job.tokens_per_step)
+                atomic_write_bytes(out_dir / "model.safetensors", weights_bytes(job.model))
+                result["model"]["bytes_on_disk"] = (out_dir / "model.safetensors").stat().st_size
         except Exception as err:  # recorded, not raised: see module docstring
             _stop(bar, session)
             session = bar = None
@@ -285,14 +296,17 @@ def warm_up(job: Job) -> int:
 
 
 def timed_loop(job: Job, session, guard, bar, step: int, ckpt_every: int, save_checkpoint) -> int:
-    """Timed windows of up to ``timing_window`` steps, cut at eval points; evaluation and
-    checkpoints between windows.  Returns the last step."""
+    """Timed windows, cut at eval points; evaluation and checkpoints between windows.
+    Returns the last step.  The first window has ``timing_window`` steps; later ones at least
+    that many and at least ``window_seconds`` at the first full window's step time
+    (:func:`window_steps`)."""
     t = job.t
     eval_points = set(range(t["eval_every"], t["steps"], t["eval_every"])) if t["eval_every"] else set()
     last_ckpt = step
+    per_window, calibrated = t["timing_window"], False
     with guard.defer():
         while step < t["steps"]:
-            hi = min(step + t["timing_window"], t["steps"], *[p for p in eval_points if p > step])
+            hi = min(step + per_window, t["steps"], *[p for p in eval_points if p > step])
             w = session.begin_window()
             for i in range(step, hi):
                 job.train_step(i)
@@ -305,6 +319,9 @@ def timed_loop(job: Job, session, guard, bar, step: int, ckpt_every: int, save_c
                 "seconds": ws.seconds, "energy_j": ws.energy_j,
                 **({"energy_error": ws.error} if ws.energy_j is None and ws.error else {})})
             job.progress["step_ms_per_step"].extend([1000 * ws.seconds / (hi - step)] * (hi - step))
+            if not calibrated and hi - step == t["timing_window"]:  # the first full window of this process
+                per_window = window_steps(t["timing_window"], t["window_seconds"], ws.seconds / (hi - step))
+                calibrated = True
             job.check_finite(step, hi)
             bar.update(hi - step)
             step = hi
@@ -322,6 +339,14 @@ def timed_loop(job: Job, session, guard, bar, step: int, ckpt_every: int, save_c
                 save_checkpoint(step)
                 last_ckpt = step
     return step
+
+
+def window_steps(min_steps: int, seconds: float, step_s: float) -> int:
+    """Steps per timing window: at least ``min_steps`` and at least ``seconds`` of steps of
+    ``step_s`` each (NVML's energy counter advances every 20-100 ms: short windows quantise)."""
+    if seconds <= 0 or step_s <= 0:
+        return min_steps
+    return max(min_steps, math.ceil(seconds / step_s))
 
 
 def _clear_stale(out_dir: Path) -> None:

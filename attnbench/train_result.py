@@ -55,8 +55,9 @@ def assemble(job, result: dict, unavailable: dict, summary: dict, mem: dict) -> 
         "step_ms_max": pct["max"], "n_windows": pct["n"],
         "tokens_per_s": timed_steps * B * T / timed_s if timed_s > 0 else None,
         "warmup_s": job.warmup_s, "timed_s": timed_s, "windows": windows,
-        "method": f"synchronised wall clock over windows of up to {t['timing_window']} steps; per-step "
-                  "figures are window means",
+        "method": (f"synchronised wall clock over windows (the first {t['timing_window']} steps, later ones "
+                   f"at least {t['window_seconds']} s of steps; eval points cut windows); per-step figures "
+                   "are window means"),
     }
     result["memory"] = {k: v for k, v in mem.items() if k != "unavailable"}
     unavailable.update({f"memory.{k}": v for k, v in mem.get("unavailable", {}).items()})

@@ -113,6 +113,27 @@ def retry_token(wildcards):
     return hashlib.sha256(log.read_bytes()).hexdigest()[:16] if log.exists() else ""
 
 
+def job_priority(stage):
+    """Priority of a train/probe/sweep job: Snakemake starts the highest first among the jobs
+    that are ready (the order of the report's inputs does not decide it).  Seed-major: each
+    seed's trainings back to back in config order, then that seed's probes, then the next
+    seed, so drift of the machine during a campaign falls on whole seeds, not on one variant;
+    sweeps (seed-independent) last.  Values stay between 1 and 99, below the data rules' 100."""
+    n, per_seed = len(VARIANTS), 2 * len(VARIANTS)
+    ranks = per_seed * (len(SEEDS) + 1)
+
+    def priority(wildcards):
+        if stage == "sweep":
+            return 1
+        seed = int(wildcards.seed)
+        s = SEEDS.index(seed) if seed in SEEDS else len(SEEDS)  # a seed asked for by target path
+        v = VARIANTS.index(wildcards.variant) if wildcards.variant in VARIANTS else n - 1
+        rank = s * per_seed + (n if stage == "probe" else 0) + v
+        return 2 + 97 * (ranks - rank) / ranks
+
+    return priority
+
+
 def gpu_count():
     return 0 if config["device"] == "cpu" else 1
 

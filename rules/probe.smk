@@ -13,6 +13,7 @@ rule probe:
     params:
         settings=stage_params("probe"),
         python=PYTHON,
+    priority: job_priority("probe")
     resources:
         gpu=gpu_count(),
         attnbench_gpu_slots=GPU_SLOTS,  # which GPUs: not a param (it changes no result)
@@ -35,6 +36,7 @@ rule sweep:
     params:
         settings=stage_params("sweep"),
         python=PYTHON,
+    priority: job_priority("sweep")
     resources:
         gpu=gpu_count(),
         attnbench_gpu_slots=GPU_SLOTS,  # which GPUs: not a param (it changes no result)

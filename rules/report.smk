@@ -9,7 +9,7 @@ rule report:
         runs="results/report/runs.csv",
         summary="results/report/summary.csv",
     input:
-        # seed-major: with one GPU the jobs run in this order, each seed's variants back to back
+        # (the order jobs run in is set by their priority: rules/common.smk, job_priority)
         train=[f"results/train/{v}/seed{s}/metrics.json" for s in SEEDS for v in VARIANTS],
         probe=[f"results/probe/{v}/seed{s}/probe.json" for s in SEEDS for v in VARIANTS],
         sweep=expand("results/sweep/{variant}/sweep.json", variant=VARIANTS),

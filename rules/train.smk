@@ -13,6 +13,7 @@ rule train:
         settings=stage_params("train"),
         retry=retry_token,
         python=PYTHON,
+    priority: job_priority("train")
     resources:
         gpu=gpu_count(),
         attnbench_gpu_slots=GPU_SLOTS,  # which GPUs: not a param (it changes no result)

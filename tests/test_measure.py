@@ -497,3 +497,25 @@ def test_model_flops_without_formula_is_unavailable():
     a = model_flops(M(), 2, 8)
     assert a["forward_per_step"] is None and "NotImplementedError" in a["unavailable"]["flops.forward_per_step"]
     assert not math.isnan(a["breakdown"]["mlp_and_other_linear"])
+
+
+def test_window_steps_reach_the_seconds_at_the_measured_step_time():
+    from attnbench.train import window_steps
+
+    assert window_steps(25, 2.0, 0.025) == 80      # an H200 step of 25 ms: 2 s windows
+    assert window_steps(25, 2.0, 0.5) == 25        # slow steps: the first window's length is the floor
+    assert window_steps(25, 0.0, 0.025) == 25      # 0 = fixed windows
+    assert window_steps(3, 1.0, 0.3) == 4          # rounded up: never shorter than asked
+
+
+def test_phase_clock_records_each_phase_once_in_order_even_when_one_raises():
+    record: dict = {}
+    phase = measure.PhaseClock(record)
+    with phase("setup"):
+        time.sleep(0.01)
+    with pytest.raises(RuntimeError), phase("check"):
+        raise RuntimeError("kernel check failed")
+    with phase("setup"):  # a phase entered twice adds up
+        pass
+    assert list(record["phases_s"]) == ["setup", "check"]
+    assert record["phases_s"]["setup"] >= 0.01 and record["phases_s"]["check"] >= 0.0

@@ -180,7 +180,20 @@ def three_seed_run(smoke_run):
     proc = snakemake(work, "--cores", "2", "--resources", "gpu=1", "--configfile", "config/seeds3.yaml",
                      timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (work / "three_seed_run.log").write_text(proc.stdout + proc.stderr)
     return work
+
+
+def test_jobs_start_seed_major(three_seed_run):
+    """Each seed's trainings start before the next seed's (job priorities, rules/common.smk):
+    the order jobs start in, as Snakemake logs them."""
+    log = (three_seed_run / "three_seed_run.log").read_text()
+    started = re.findall(r"rule (train|probe):\n(?:\s+\S.*\n)*?\s+wildcards: variant=([\w-]+), seed=(\d+)", log)
+    trains = [int(seed) for rule, _, seed in started if rule == "train"]
+    assert trains == [1] * len(THREE_SEED_VARIANTS) + [2] * len(THREE_SEED_VARIANTS), started
+    first_seed2_train = next(i for i, (rule, _, seed) in enumerate(started) if rule == "train" and seed == "2")
+    seed1_probes = [i for i, (rule, _, seed) in enumerate(started) if rule == "probe" and seed == "1"]
+    assert len(seed1_probes) == len(THREE_SEED_VARIANTS) and max(seed1_probes) < first_seed2_train, started
 
 
 def test_three_seeds_report_has_intervals(three_seed_run):

@@ -271,3 +271,21 @@ def test_measurement_faults_leave_training_ok(tokens, tmp_path, monkeypatch):
     assert any(w.get("energy_error") for w in m["timing"]["windows"])
     for k in ("co2eq_kg", "cpu_energy_kwh"):
         assert m["emissions"][k] is None and "simulated CodeCarbon start failure" in un[f"emissions.{k}"]
+
+
+def test_windows_lengthen_to_window_seconds_and_phases_are_recorded(reference):
+    """After the first full window, windows run at least ``window_seconds`` at the measured step
+    time (or up to the next eval point / the end); the job records where its time went."""
+    _, m = reference
+    t = m["settings"]["train"]
+    windows = m["timing"]["windows"]
+    assert windows[0]["steps"] == t["timing_window"]
+    cuts = set(range(t["eval_every"], t["steps"] + 1, t["eval_every"])) | {t["steps"]}
+    step_s = windows[0]["seconds"] / windows[0]["steps"]
+    for w in windows[1:]:
+        assert w["first_step"] + w["steps"] in cuts or w["steps"] * step_s >= t["window_seconds"] * 0.999, w
+    assert sum(w["steps"] for w in windows) == t["steps"] - t["warmup_steps"]
+    phases = m["job"]["phases_s"]
+    assert list(phases) == ["setup", "kernel_check_start", "measure_start", "warm_up", "timed_loop",
+                            "final_eval", "kernel_check_end", "assemble", "save"]
+    assert all(v >= 0 for v in phases.values()) and phases["timed_loop"] >= sum(w["seconds"] for w in windows)

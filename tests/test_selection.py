@@ -115,14 +115,14 @@ def test_autotune_raises_when_no_candidate_passes():
 
 
 def test_autotune_keeps_the_preferred_candidate_within_the_margin(monkeypatch):
-    """Candidates come in SDPA's priority order; the first within 5 % of the fastest wins, so
+    """Candidates come in SDPA's priority order; the first within 2 % of the fastest wins, so
     the choice does not flip between runs on timing noise."""
     torch.manual_seed(0)
     m = SDPAAttention(C, H).train()
-    times = {"math": 1.04, "flash": 1.00}
+    times = {"math": 1.015, "flash": 1.00}
     monkeypatch.setattr(selection, "median_ms", lambda fn, *a, **k: times[m.auto_pin])
     assert autotune(m, x_input(), torch.float32, candidates=("math", "flash"))["chosen"] == "math"
-    times["math"] = 1.10
+    times["math"] = 1.03
     assert autotune(m, x_input(), torch.float32, candidates=("math", "flash"))["chosen"] == "flash"
 
 

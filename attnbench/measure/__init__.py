@@ -9,6 +9,7 @@ Public API (what ``attnbench.train`` and the probes call)::
     energy_totals(windows, idle_w)   # sums over windows (the session's, or a resumed run's)
     summary = ms.finish()   # {"energy", "emissions", "unavailable", "power_csv", "emissions_csv"}
     percentiles(values)     # {p50, p90, min, max, n}
+    phase = PhaseClock(record); with phase("setup"): ...   # record["phases_s"]
     reset_peak_memory(device); peak_memory(device, session=None)
     model_flops(model, B, T); count_flops(model, B, T, device, dtype=None)
     flops_section(analytic, counted, seconds_per_step, device, peak_tflops=None, dtype=bf16)
@@ -26,10 +27,10 @@ from .flops import CONVENTION, count_flops, flops_section, model_flops, peak_flo
 from .memory import peak_memory, peak_rss_bytes, reset_peak_memory
 from .readers import EnergyReader, NvmlReader, Sample, open_nvml_reader
 from .sampler import PowerSampler, integrate
-from .timing import percentiles, synchronize, timed_calls
+from .timing import PhaseClock, percentiles, synchronize, timed_calls
 
 __all__ = [
-    "MeasurementSession", "Window", "WindowStats", "energy_totals", "session_from", "percentiles", "synchronize", "timed_calls",
+    "MeasurementSession", "Window", "WindowStats", "energy_totals", "session_from", "percentiles", "synchronize", "timed_calls", "PhaseClock",
     "model_flops", "count_flops", "flops_section", "peak_flops", "CONVENTION",
     "peak_memory", "reset_peak_memory", "peak_rss_bytes",
     "EnergyReader", "NvmlReader", "Sample", "open_nvml_reader", "PowerSampler", "integrate",

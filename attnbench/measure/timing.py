@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 from typing import Iterable
 
 
@@ -50,3 +52,22 @@ def timed_calls(fn, device, repeats: int, warmup: int) -> list[float]:
         synchronize(device)
         out.append(1000 * (time.perf_counter() - t0))
     return out
+
+
+class PhaseClock:
+    """Wall-clock seconds per named phase of a job, into ``record["phases_s"]`` (in order).
+
+    ``with clock("setup"): ...`` -- a phase that raises is still recorded.  Host wall clock,
+    not synchronised: GPU work queued at the end of one phase can finish in the next (the
+    phases that end at a synchronisation -- timed windows, evaluations -- are exact)."""
+
+    def __init__(self, record: dict):
+        self.phases = record.setdefault("phases_s", {})
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = round(self.phases.get(name, 0.0) + time.perf_counter() - t0, 3)
