@@ -519,3 +519,38 @@ def test_phase_clock_records_each_phase_once_in_order_even_when_one_raises():
         pass
     assert list(record["phases_s"]) == ["setup", "check"]
     assert record["phases_s"]["setup"] >= 0.01 and record["phases_s"]["check"] >= 0.0
+
+
+class HalfBusyReader(ConstantPowerReader):
+    """Utilisation 40 % while ``busy`` is False, 100 % while True (set by the test)."""
+
+    busy = False
+
+    def sample(self) -> Sample:
+        s = super().sample()
+        s.util_pct = 100 if self.busy else 40
+        return s
+
+
+def test_gpu_busy_averages_utilisation_inside_windows_only(tmp_path):
+    reader = HalfBusyReader(100.0)
+    ms = session(tmp_path, reader, idle_seconds=0.3)  # idle samples (40 %) fall outside the windows
+    ms.start()
+    reader.busy = True
+    run_window(ms, 0.4)
+    reader.busy = False
+    time.sleep(0.3)                                  # between windows: not counted
+    reader.busy = True
+    run_window(ms, 0.4)
+    e = ms.finish()["energy"]
+    assert e["gpu_busy_samples"] >= 4
+    assert e["gpu_busy"] >= 0.85  # a sample straddling a window edge may read 40 %
+
+
+def test_gpu_busy_without_sampler_is_unavailable_with_reason(tmp_path):
+    ms = session(tmp_path, ConstantPowerReader(100.0), sample_interval_s=0)
+    ms.start()
+    run_window(ms, 0.05)
+    s = ms.finish()
+    assert s["energy"]["gpu_busy"] is None
+    assert "sampler" in s["unavailable"]["energy.gpu_busy"]

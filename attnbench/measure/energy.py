@@ -324,6 +324,12 @@ class MeasurementSession:
         e["power_source"] = getattr(self.reader, "power_source", None)
         e["sample_interval_s"] = self.sample_interval_s if sampler is not None else None
         e["n_samples"] = len(sampler.times) if sampler is not None else 0
+        # How much of the measured windows the GPU was running kernels (NVML utilisation): well
+        # under 100 % means the host (launches, Python) sets the pace, not the attention kernel.
+        busy, n_busy = (sampler.busy_pct([(self.t0 + w.t_start_s, self.t0 + w.t_end_s) for w in windows])
+                        if sampler is not None else (None, 0))
+        e["gpu_busy"] = busy / 100.0 if busy is not None else None  # a fraction, like MFU
+        e["gpu_busy_samples"] = n_busy
         e["sampler_overruns"] = sampler.overruns if sampler is not None else 0
         e["idle_seconds"] = (self._idle_span[1] - self._idle_span[0]) if self._idle_span else None
         e["idle_w_sampled"] = None
@@ -351,6 +357,9 @@ class MeasurementSession:
             unavailable["energy.sampled_vs_counter_ratio"] = reason
         if e["window_seconds_min"] is None:
             unavailable["energy.window_seconds_min"] = "no measurement windows were recorded"
+        if e["gpu_busy"] is None:
+            unavailable["energy.gpu_busy"] = (self.sampler_reason or "no power sampler" if sampler is None else
+                                                  "no NVML utilisation sample inside a window")
         return e, unavailable
 
     # --- FLOPs / MFU --------------------------------------------------------------------

@@ -33,6 +33,7 @@ class PowerSampler:
         self.flush_every_s = flush_every_s
         self.times: list[float] = []   # absolute perf_counter times
         self.powers: list[float] = []
+        self.utils: list[tuple[float, float]] = []  # (time, NVML utilisation %) where the reader has it
         self.max_mem_used_bytes: int | None = None
         self.error: str | None = None
         self.error_t_s: float | None = None
@@ -75,6 +76,8 @@ class PowerSampler:
         with self._lock:
             self.times.append(t)
             self.powers.append(float(s.power_w))
+            if s.util_pct is not None:
+                self.utils.append((t, float(s.util_pct)))
             if s.mem_used_bytes is not None:
                 self.max_mem_used_bytes = max(self.max_mem_used_bytes or 0, int(s.mem_used_bytes))
         if writer is not None:
@@ -108,6 +111,13 @@ class PowerSampler:
     def snapshot(self) -> tuple[list[float], list[float]]:
         with self._lock:
             return list(self.times), list(self.powers)
+
+    def busy_pct(self, spans: list[tuple[float, float]]) -> tuple[float | None, int]:
+        """Mean NVML utilisation (% of time a kernel was running) over the samples inside
+        ``spans`` (absolute perf_counter times), and their count; (None, 0) without samples."""
+        with self._lock:
+            inside = [u for t, u in self.utils if any(a <= t <= b for a, b in spans)]
+        return (sum(inside) / len(inside), len(inside)) if inside else (None, 0)
 
     def integrate(self, t_start: float, t_end: float) -> tuple[float | None, int]:
         """Energy in J from the samples over ``[t_start, t_end]`` (absolute perf_counter

@@ -223,6 +223,10 @@ def columns(ctx: Context) -> list[Column]:
         Column("mfu_standard", "MFU (std. attention)", "pct", _from("train", "flops.mfu_standard"),
                "max", "ratio", "MFU counting every variant's attention as standard causal MHA: the same work "
                               "per token for all, so it ranks variants by speed"),
+        Column("gpu_busy", "GPU busy", "pct", _from("train", "energy.gpu_busy"), None, "ratio",
+               "share of the timed windows in which the GPU ran a kernel (NVML utilisation): well under "
+               "100 % means the host (launches, Python) set the pace, so tokens/s and energy rank the "
+               "loop around the attention as much as the attention"),
         Column("peak_allocated_bytes", "Peak GPU mem", "bytes", _from("train", "memory.peak_allocated_bytes"),
                "min", "ratio", "peak memory allocated by the CUDA caching allocator during the timed steps"),
         Column("peak_rss_bytes", "Peak host RSS", "bytes", _from("train", "memory.peak_rss_bytes"),
