@@ -39,3 +39,8 @@ def autocast_ctx(device: torch.device, dtype: torch.dtype):
 
 def should_compile(t: dict, device: torch.device) -> bool:
     return t["compile"] == "on" or (t["compile"] == "auto" and device.type == "cuda")
+
+
+def compile_kwargs(t: dict) -> dict:
+    """``torch.compile`` arguments of the training model (``train.compile_mode``)."""
+    return {} if t.get("compile_mode", "default") == "default" else {"mode": t["compile_mode"]}

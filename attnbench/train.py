@@ -42,7 +42,7 @@ from . import checkpoint, measure, selfcheck
 from .batches import TokenBatches
 from .interrupt import Interrupted, interruptible
 from .model import GPT, build_model, weights_bytes
-from .optim import autocast_ctx, lr_at, make_optimizer, resolve_dtype, should_compile
+from .optim import autocast_ctx, compile_kwargs, lr_at, make_optimizer, resolve_dtype, should_compile
 from .results import TRAIN_SCHEMA, atomic_write_bytes, atomic_write_json, jsonable, provenance, tokens_identity, utc_now
 from .settings import ConfigError, check_stage_settings, resolve_device
 from .train_result import FAULT_ENV, TrainingFault, assemble, injected_fault, record_failure, write_steps_csv
@@ -265,7 +265,7 @@ def setup(settings, tokens_dir, out_dir, device, dtype, fault, result) -> Job:
     job.optimizer, job.fused = make_optimizer(model, t, device)
     job.step_model = model
     if should_compile(t, device):
-        job.step_model, job.compiled = torch.compile(model), True
+        job.step_model, job.compiled = torch.compile(model, **compile_kwargs(t)), True
     job.order = job.train_data.order(t["steps"])
     job.losses = torch.full((t["steps"],), float("nan"), device=device)
     return job

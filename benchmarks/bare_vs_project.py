@@ -5,10 +5,13 @@ GPT-2 124M, tied embeddings, vocab 50304, torch.compile, bf16 autocast, fused Ad
 pinned to one backend, random tokens, no measurement.  The project's loop is
 ``attnbench.train.run`` with every measurement on (NVML windows, power sampler, CodeCarbon,
 FlopCounterMode cross-check), on the tokenized data, with the same model shape and batch.
-Both are timed over steps after warm-up; the ratio project/bare is printed last.
+Both are timed over steps after warm-up, in interleaved pairs (bare, project, bare, project,
+...: drift of the machine falls on both sides); each pair's ratio project/bare, and their
+median per variant is printed last.  ``--compile-mode reduce-overhead`` runs both loops with
+CUDA graphs (``train.compile_mode``).
 
     python benchmarks/bare_vs_project.py --tokens-dir results/tokens --variants sdpa flash2 \
-        --batch-size 16 --out bare_vs_project.json
+        --batch-size 16 --pairs 3 --out bare_vs_project.json
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -70,14 +74,15 @@ class BareGPT(nn.Module):
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
 
 
-def bare_loop(batch_size: int, seq_len: int, backend_name: str, warmup: int, steps: int) -> dict:
+def bare_loop(batch_size: int, seq_len: int, backend_name: str, warmup: int, steps: int,
+              compile_mode: str = "default") -> dict:
     from torch.nn.attention import SDPBackend
 
     backend = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[backend_name]
     torch.manual_seed(0)
     model = BareGPT(backend=backend).cuda()
     opt = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
-    cmodel = torch.compile(model)
+    cmodel = torch.compile(model, **({} if compile_mode == "default" else {"mode": compile_mode}))
     x = torch.randint(0, 50257, (batch_size, seq_len + 1), device="cuda")
 
     def step():
@@ -98,18 +103,19 @@ def bare_loop(batch_size: int, seq_len: int, backend_name: str, warmup: int, ste
         step()
     torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return {"loop": f"bare ({backend_name})", "tokens_per_s": steps * batch_size * seq_len / dt,
+    return {"loop": f"bare ({backend_name}, {compile_mode})", "tokens_per_s": steps * batch_size * seq_len / dt,
             "step_ms": 1000 * dt / steps, "warmup_s": warm,
             "peak_allocated_bytes": torch.cuda.max_memory_allocated()}
 
 
 def project_loop(variant: str, config_path: Path, tokens_dir: Path, batch_size: int, steps: int,
-                 warmup: int, out_dir: Path) -> dict:
+                 warmup: int, out_dir: Path, compile_mode: str = "default") -> dict:
     from attnbench import settings as S
     from attnbench import train
 
     cfg = yaml.safe_load(config_path.read_text())
-    cfg["train"].update(batch_size=batch_size, steps=steps, warmup_steps=warmup, eval_every=0, eval_batches=2)
+    cfg["train"].update(batch_size=batch_size, steps=steps, warmup_steps=warmup, eval_every=0, eval_batches=2,
+                        compile_mode=compile_mode)
     cfg = S.validate(cfg)
     job = S.stage_settings(cfg, "train", variant)
     res = train.run(job, tokens_dir, out_dir / variant)
@@ -119,7 +125,8 @@ def project_loop(variant: str, config_path: Path, tokens_dir: Path, batch_size: 
             "step_ms": res["timing"]["step_ms_p50"], "warmup_s": res["timing"]["warmup_s"],
             "peak_allocated_bytes": res["memory"]["peak_allocated_bytes"],
             "gpu_mj_per_token": (res["energy"].get("gpu_j_per_token") or math.nan) * 1000,
-            "mfu": res["flops"].get("mfu")}
+            "mfu": res["flops"].get("mfu"), "gpu_busy": res["energy"].get("gpu_busy"),
+            "phases_s": res["job"].get("phases_s")}
 
 
 def main():
@@ -130,31 +137,40 @@ def main():
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=15)
+    ap.add_argument("--bare-steps", type=int, default=100)
     ap.add_argument("--backend", default="cudnn", choices=["cudnn", "flash"])
-    ap.add_argument("--bare-again", action="store_true", help="time the bare loop again after the project's")
+    ap.add_argument("--pairs", type=int, default=3, help="interleaved bare/project rounds")
+    ap.add_argument("--compile-mode", default="default",
+                    choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"])
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("this benchmark needs a CUDA GPU")
-    rows = [bare_loop(args.batch_size, 512, args.backend, 10, 60)]
+    rows, ratios = [], {v: [] for v in args.variants}
     with tempfile.TemporaryDirectory() as tmp:
-        for v in args.variants:
-            rows.append(project_loop(v, args.config, args.tokens_dir, args.batch_size, args.steps, args.warmup,
-                                     Path(tmp)))
-    if args.bare_again:  # a second bare run shows the drift between the two
-        rows.append(bare_loop(args.batch_size, 512, args.backend, 10, 60))
-    bares = [r["tokens_per_s"] for r in rows if r["loop"].startswith("bare")]
-    bare = sum(bares) / len(bares)
-    for r in rows:
-        if r.get("tokens_per_s"):
-            r["ratio_to_bare"] = r["tokens_per_s"] / bare
+        for pair in range(args.pairs):
+            bare = bare_loop(args.batch_size, 512, args.backend, 10, args.bare_steps, args.compile_mode)
+            rows.append({"pair": pair, **bare})
+            for v in args.variants:
+                r = project_loop(v, args.config, args.tokens_dir, args.batch_size, args.steps, args.warmup,
+                                 Path(tmp) / f"pair{pair}", args.compile_mode)
+                if r.get("tokens_per_s"):
+                    r["ratio_to_bare"] = r["tokens_per_s"] / bare["tokens_per_s"]
+                    ratios[v].append(r["ratio_to_bare"])
+                rows.append({"pair": pair, **r})
+    medians = {v: statistics.median(x) if x else None for v, x in ratios.items()}
     out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch_size": args.batch_size,
-           "seq_len": 512, "bare_tokens_per_s_mean": bare, "rows": rows}
+           "seq_len": 512, "compile_mode": args.compile_mode, "pairs": args.pairs, "rows": rows,
+           "ratio_to_bare_per_pair": ratios, "ratio_to_bare_median": medians}
     args.out.write_text(json.dumps(out, indent=2))
-    print(f"{'loop':<28} {'tokens/s':>10} {'step ms':>8} {'ratio':>6}")
+    print(f"{'pair':<5} {'loop':<34} {'tokens/s':>10} {'step ms':>8} {'busy':>5} {'ratio':>6}")
     for r in rows:
-        print(f"{r['loop']:<28} {r.get('tokens_per_s', float('nan')):>10.0f} {r.get('step_ms', float('nan')):>8.2f} "
+        print(f"{r['pair']:<5} {r['loop']:<34} {r.get('tokens_per_s', float('nan')):>10.0f} "
+              f"{r.get('step_ms', float('nan')):>8.2f} {r.get('gpu_busy') or float('nan'):>5.2f} "
               f"{r.get('ratio_to_bare', float('nan')):>6.3f}")
+    for v, m in medians.items():
+        print(f"project/bare {v} (batch {args.batch_size}, {args.compile_mode}): median of {len(ratios[v])} pairs "
+              + (f"{m:.3f}" if m is not None else "n/a"))
 
 
 if __name__ == "__main__":
