@@ -248,6 +248,102 @@ class KVCache:
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
+# --- fixed-shape decode (attnbench.decode: one token per step, capturable in a CUDA graph) ---
+#
+# A CUDA graph replays the same kernels on the same buffers, so a capturable decode step
+# cannot slice the cache to the filled length or branch on a Python position: it writes the
+# new key/value at a position held in a device tensor and attends over the whole buffer
+# with a mask that hides the slots not (or no longer) visible.  The eager ``forward(x,
+# cache=...)`` path above stays the reference these steps are tested against.
+
+@dataclass
+class StaticKVCache:
+    """K/V buffers (B, H_kv, S, D) for the fixed-shape decode step.
+
+    ``ring=False``: slot j holds position j (S = max_len).  ``ring=True`` (sliding window):
+    S = min(window, max_len) slots reused modulo S, so position p lives in slot p % S and the
+    cache keeps its size of ``window`` tokens, as :class:`RollingKVCache` does eagerly.
+    """
+
+    k: torch.Tensor
+    v: torch.Tensor
+    ring: bool = False
+
+    @classmethod
+    def empty(cls, batch_size, n_kv_head, slots, head_dim, device, dtype, ring=False):
+        shape = (batch_size, n_kv_head, slots, head_dim)
+        return cls(k=torch.zeros(shape, device=device, dtype=dtype),
+                   v=torch.zeros(shape, device=device, dtype=dtype), ring=ring)
+
+    @property
+    def slots(self) -> int:
+        return self.k.shape[2]
+
+    def write(self, k_new: torch.Tensor, v_new: torch.Tensor, pos: torch.Tensor) -> None:
+        """Write one token's (B, H_kv, 1, D) key/value at position ``pos`` (int64 device scalar)."""
+        slot = (pos % self.slots if self.ring else pos).view(1)
+        self.k.index_copy_(2, slot, k_new)
+        self.v.index_copy_(2, slot, v_new)
+
+    def key_positions(self, pos: torch.Tensor) -> torch.Tensor:
+        """(S,) int64: the absolute position each slot holds once token ``pos`` is written;
+        negative for ring slots never written yet (and >= pos+1 for unwritten plain slots)."""
+        j = torch.arange(self.slots, device=self.k.device)
+        if not self.ring:
+            return j
+        return pos - torch.remainder(pos - j, self.slots)   # the latest p <= pos with p = j mod S
+
+    def load(self, eager) -> None:
+        """Copy a prefilled eager cache (:class:`KVCache`, or ``RollingKVCache`` for a ring)."""
+        if not self.ring:
+            self.k.copy_(eager.k)
+            self.v.copy_(eager.v)
+            return
+        # RollingKVCache keeps positions pos-filled .. pos-1 in slots 0 .. filled-1, in order;
+        # the ring wants position p in slot p % S: a rotation by (pos - filled) % S.
+        shift = (eager.pos - eager.filled) % self.slots
+        self.k.copy_(torch.roll(eager.k, shifts=shift, dims=2))
+        self.v.copy_(torch.roll(eager.v, shifts=shift, dims=2))
+
+
+def static_visible(key_pos: torch.Tensor, pos: torch.Tensor, window: int | None = None) -> torch.Tensor:
+    """(S,) bool: which cached keys the query at ``pos`` sees -- written (>= 0), not in its
+    future (<= pos) and, with a window W, among the last W positions (> pos - W)."""
+    visible = (key_pos >= 0) & (key_pos <= pos)
+    if window is not None:
+        visible = visible & (key_pos > pos - window)
+    return visible
+
+
+def static_decode_attention(module, q, k, v, visible: torch.Tensor, bias: torch.Tensor | None = None,
+                            scale: float | None = None) -> tuple[torch.Tensor, str]:
+    """Softmax attention of the new query over a whole fixed-size cache; (y, kernel name).
+
+    q: (B, H, Tq, D) (Tq > 1 only for grouped heads folded into the query axis), k/v: (B, H,
+    S, D), visible: (S,) bool, bias: broadcastable to (B, H, Tq, S) in fp32, or None.
+    ``module.impl == "reference"`` or ``module.static_reference`` (baseline): the explicit
+    masked softmax in >= fp32; otherwise SDPA with the mask as ``attn_mask`` (boolean, or
+    additive in the query dtype when there is a bias), the backend SDPA picks for a masked
+    call -- asked once per call case and named, never guessed.
+    """
+    from .ops.sdpa import call_case, memoised_choice, sdpa, sdpa_choice
+
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if module.impl == "reference" or getattr(module, "static_reference", False):
+        att = (q @ k.transpose(-2, -1)).to(torch.promote_types(q.dtype, torch.float32)) * scale
+        if bias is not None:
+            att = att + bias
+        att = torch.softmax(att.masked_fill(~visible, float("-inf")), dim=-1).to(v.dtype)
+        return att @ v, "static:" + ("eager" if module.impl != "reference" else "reference") + ":dense-mask"
+    mask = visible.view(1, 1, 1, -1)
+    if bias is not None:
+        mask = bias.masked_fill(~mask, float("-inf")).to(q.dtype)
+    case = call_case(q, k, extra=("static-decode", bias is not None))
+    name = memoised_choice(module, case, lambda: sdpa_choice(q, k, v, causal=False, attn_mask=mask))
+    y = sdpa(q, k, v, causal=False, backend=None, attn_mask=mask, scale=scale)
+    return y, f"static:sdpa:{name}+mask"
+
+
 class FusedQKVAttention(CausalSelfAttention):
     """GPT-2's projections (fused ``c_attn`` -> q, k, v; ``c_proj``; residual dropout) and
     a full K/V cache, shared by the variants that differ only in how they compute softmax
@@ -274,6 +370,32 @@ class FusedQKVAttention(CausalSelfAttention):
 
     def init_cache(self, batch_size, max_len, device, dtype):
         return KVCache.empty(batch_size, self.n_head, max_len, self.head_dim, device, dtype)
+
+    # --- fixed-shape decode (attnbench.decode) --------------------------------------------
+    def init_static_cache(self, batch_size, max_len, device, dtype):
+        return StaticKVCache.empty(batch_size, self.n_head, max_len, self.head_dim, device, dtype)
+
+    def load_static_cache(self, static, eager) -> None:
+        static.load(eager)
+
+    def static_window(self) -> int | None:
+        """Keys visible per query in the static step (None: all earlier ones)."""
+        return None
+
+    def static_bias(self, key_pos: torch.Tensor, pos: torch.Tensor) -> torch.Tensor | None:
+        """Additive fp32 score bias over the cache slots (H, 1, S), or None."""
+        return None
+
+    def decode_step_static(self, x: torch.Tensor, cache: StaticKVCache, pos: torch.Tensor) -> torch.Tensor:
+        """One token (B, 1, C) at position ``pos`` (int64 device scalar): write its key/value
+        into the fixed-size cache, attend over all slots masked to the visible ones."""
+        q, k, v = self.project_qkv(x)                     # (B, H, 1, D) each
+        cache.write(k, v, pos)
+        key_pos = cache.key_positions(pos)
+        y, self.kernel = static_decode_attention(self, q, cache.k, cache.v,
+                                                 static_visible(key_pos, pos, self.static_window()),
+                                                 self.static_bias(key_pos, pos))
+        return self.project_out(y)
 
     def cache_bytes_per_token(self, dtype=torch.bfloat16):
         return 2 * self.n_embd * dtype_bytes(dtype)

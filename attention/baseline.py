@@ -17,6 +17,7 @@ class BaselineAttention(FusedQKVAttention):
     name = "baseline"
     param_defaults = {}
     exact = True
+    static_reference = True    # the static decode step stays the explicit masked softmax too
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         q, k, v = self.project_qkv(x, cache)  # (B, H, T, D), keys/values incl. the cache

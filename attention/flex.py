@@ -69,6 +69,13 @@ def alibi_score_mod(n_head: int, device: str):
     return alibi
 
 
+@functools.lru_cache(maxsize=None)
+def alibi_slopes_tensor(n_head: int, device: str) -> torch.Tensor:
+    """(H,) fp32 slopes on ``device``, made once: the static decode step reads them inside a
+    CUDA graph, where a host-to-device copy per call could not be captured."""
+    return torch.tensor(alibi_slopes(n_head), dtype=torch.float32, device=device)
+
+
 def alibi_bias(n_head: int, q_len: int, k_len: int, device, offset: int | None = None) -> torch.Tensor:
     """(H, q_len, k_len) fp32 ALiBi bias m_h * (j - i), queries bottom-right aligned."""
     offset = k_len - q_len if offset is None else offset
@@ -104,6 +111,18 @@ class FlexAttention(MaskModAttention):
         if self.score_mod == "alibi":
             return alibi_bias(self.n_head, q_len, k_len, device)
         return None
+
+    def static_bias(self, key_pos, pos):
+        """m_h * (j - i) over the cache slots, as :func:`alibi_bias` for the query at ``pos``."""
+        if self.score_mod != "alibi":
+            return None
+        slopes = alibi_slopes_tensor(self.n_head, str(key_pos.device))
+        return slopes[:, None, None] * (key_pos - pos).float()[None, None, :]   # (H, 1, S)
+
+    def decode_step_static(self, x, cache, pos):
+        y = super().decode_step_static(x, cache, pos)
+        self.kernel += self.kernel_suffix()
+        return y
 
     def kernel_suffix(self):
         return "+alibi" if self.score_mod == "alibi" else ""

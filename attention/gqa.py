@@ -20,8 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .base import (HALF, CausalSelfAttention, KVCache, causal_mask, causal_pairs, core_attention_flops,
-                   dense_attention, dtype_bytes, merge_heads, split_heads)
+from .base import (HALF, CausalSelfAttention, KVCache, StaticKVCache, causal_mask, causal_pairs,
+                   core_attention_flops, dense_attention, dtype_bytes, merge_heads, split_heads,
+                   static_decode_attention, static_visible)
 from .ops.sdpa import auto_backend, causal_sdpa
 
 GQA_BACKENDS = ("cudnn", "flash", "math")
@@ -91,6 +92,28 @@ class GroupedQueryAttention(CausalSelfAttention):
 
     def init_cache(self, batch_size, max_len, device, dtype):
         return KVCache.empty(batch_size, self.n_kv_head, max_len, self.head_dim, device, dtype)
+
+    # --- fixed-shape decode (attnbench.decode) --------------------------------------------
+    def init_static_cache(self, batch_size, max_len, device, dtype):
+        return StaticKVCache.empty(batch_size, self.n_kv_head, max_len, self.head_dim, device, dtype)
+
+    def load_static_cache(self, static, eager):
+        static.load(eager)
+
+    def decode_step_static(self, x: torch.Tensor, cache: StaticKVCache, pos: torch.Tensor) -> torch.Tensor:
+        """One token at ``pos`` over the whole KV buffer.  The n_rep query heads of a group
+        are folded into the query axis, (B, H, 1, D) -> (B, H_kv, n_rep, D) (head h reads KV
+        head h // n_rep, as ``repeat_kv``), so any SDPA backend runs it without enable_gqa
+        and without repeating the cache."""
+        B = x.shape[0]
+        q = split_heads(self.q_proj(x), self.n_head)                            # (B, H, 1, D)
+        k, v = self.kv_proj(x).split(self.n_kv_head * self.head_dim, dim=2)
+        cache.write(split_heads(k, self.n_kv_head), split_heads(v, self.n_kv_head), pos)
+        q = q.reshape(B, self.n_kv_head, self.n_rep, self.head_dim)
+        visible = static_visible(cache.key_positions(pos), pos)
+        y, self.kernel = static_decode_attention(self, q, cache.k, cache.v, visible)
+        y = y.reshape(B, self.n_head, 1, self.head_dim)
+        return self.resid_dropout(self.c_proj(merge_heads(y)))
 
     def cache_bytes_per_token(self, dtype=torch.bfloat16):
         return 2 * self.n_kv_head * self.head_dim * dtype_bytes(dtype)

@@ -319,6 +319,31 @@ class LinearAttention(CausalSelfAttention):
         y = y.to(v.dtype)                      # x.dtype, or the autocast dtype of c_attn's output
         return self.resid_dropout(self.c_proj(merge_heads(y)))
 
+    # --- fixed-shape decode (attnbench.decode) --------------------------------------------
+    def init_static_cache(self, batch_size, max_len, device, dtype):
+        return self.init_cache(batch_size, max_len, device, dtype)   # already fixed-size
+
+    def load_static_cache(self, static, eager):
+        static.S.copy_(eager.S)
+        static.z.copy_(eager.z)
+
+    def decode_step_static(self, x: torch.Tensor, cache: LinearAttentionState, pos: torch.Tensor) -> torch.Tensor:
+        """One token: the recurrence of :func:`recurrent_linear_attention`, the state updated in
+        place (a captured graph must keep its buffers).  Independent of ``pos``."""
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = (split_heads(t, self.n_head)[:, :, 0] for t in (q, k, v))   # (B, H, D)
+        q, k = feature_map(q, self.feature_map), feature_map(k, self.feature_map)
+        acc = cache.S.dtype
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            qf, kf, vf = q.to(acc), k.to(acc), v.to(acc)
+            cache.S.add_(kf[..., :, None] * vf[..., None, :])
+            cache.z.add_(kf)
+            num = (qf[..., :, None] * cache.S).sum(-2)                      # (B, H, Dv)
+            den = (qf * cache.z).sum(-1, keepdim=True)                       # (B, H, 1)
+            y = num / (den + self.eps)
+        self.kernel = "static:torch:recurrent"
+        return self.resid_dropout(self.c_proj(merge_heads(y[:, :, None].to(v.dtype))))
+
     # --- cache / cost -------------------------------------------------------------------
     def init_cache(self, batch_size, max_len, device, dtype):
         D, sd = self.head_dim, state_dtype(dtype)

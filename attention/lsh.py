@@ -267,6 +267,11 @@ class LSHAttention(CausalSelfAttention):
     param_defaults = {"n_buckets": 8, "n_hashes": 2, "chunk_size": 64, "partition": "position",
                       "seed": None, "resample": True}
     kernels = ("blocked",)
+    # attnbench.decode reads this: no fixed-shape (CUDA-graph) decode step, decode stays eager.
+    graph_unsupported = (
+        "LSH decode is data-dependent: which keys a query sees depends on hash buckets (and, with "
+        "partition='bucket', on per-bucket ranks over the whole history), and the position-partition "
+        "cache shifts by a block at block boundaries; no fixed-shape decode step is implemented")
 
     @classmethod
     def check_params(cls, params):

@@ -52,7 +52,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import HALF, CausalSelfAttention, causal_mask, causal_pairs, dense_attention, dtype_bytes
+from .base import (HALF, CausalSelfAttention, causal_mask, causal_pairs, dense_attention, dtype_bytes,
+                   static_visible)
 from .ops.sdpa import BACKENDS, auto_backend, sdpa
 
 KV_NORM_EPS = 1e-6
@@ -175,19 +176,20 @@ class MultiHeadLatentAttention(CausalSelfAttention):
         q = q.view(B, T, self.n_head, self.qk_head_dim).transpose(1, 2)   # (B, H, T, d_n + d_r)
         return q[..., :self.qk_nope_head_dim], q[..., self.qk_nope_head_dim:]
 
-    def _latent(self, x, start: int):
+    def _latent(self, x, start: int, positions: torch.Tensor | None = None):
+        """``positions`` (T,) on the device replaces ``arange(start, start + T)`` (static decode)."""
         kv = self.wkv_a(x)                                                 # (B, T, d_c + d_r)
         c_kv, k_pe = kv[..., :self.kv_lora_rank], kv[..., self.kv_lora_rank:]
         c_kv = rms_norm_fp32(self.kv_norm, c_kv)                            # in fp32, as DeepSeek
         if self.qk_rope_head_dim:
-            pos = torch.arange(start, start + x.shape[1], device=x.device)
+            pos = torch.arange(start, start + x.shape[1], device=x.device) if positions is None else positions
             k_pe = rope_interleaved(k_pe, pos, self.rope_theta)
         return c_kv, k_pe                                                  # (B, T, d_c), (B, T, d_r)
 
-    def _rope_q(self, q_pe, start: int):
+    def _rope_q(self, q_pe, start: int, positions: torch.Tensor | None = None):
         if not self.qk_rope_head_dim:
             return q_pe
-        pos = torch.arange(start, start + q_pe.shape[2], device=q_pe.device)
+        pos = torch.arange(start, start + q_pe.shape[2], device=q_pe.device) if positions is None else positions
         return rope_interleaved(q_pe, pos, self.rope_theta)
 
     def forward(self, x: torch.Tensor, cache: LatentCache | None = None) -> torch.Tensor:
@@ -226,8 +228,9 @@ class MultiHeadLatentAttention(CausalSelfAttention):
         self.kernel = f"naive:sdpa:{name}{pad}"
         return y[..., :dv]
 
-    def _absorbed(self, q_nope, q_pe, c_kv, k_pe, p):
-        """Weight-absorbed attention over the latent cache.  c_kv: (B, Tk, d_c), k_pe: (B, Tk, d_r)."""
+    def _absorbed(self, q_nope, q_pe, c_kv, k_pe, p, visible: torch.Tensor | None = None):
+        """Weight-absorbed attention over the latent cache.  c_kv: (B, Tk, d_c), k_pe: (B, Tk, d_r).
+        ``visible`` (Tk,) bool replaces the causal mask (static decode over the whole buffer)."""
         B, H, Tq, dn = q_nope.shape
         Tk, dv, dc = c_kv.shape[1], self.v_head_dim, self.kv_lora_rank
         w = self.wkv_b.weight.view(H, dn + dv, dc)
@@ -238,7 +241,8 @@ class MultiHeadLatentAttention(CausalSelfAttention):
         if self.qk_rope_head_dim:
             scores = scores + q_pe @ k_pe.to(q_pe.dtype)[:, None].transpose(-2, -1)
         scores = scores * self.softmax_scale
-        scores = scores.masked_fill(~causal_mask(Tq, Tk, scores.device), float("-inf"))
+        mask = causal_mask(Tq, Tk, scores.device) if visible is None else visible
+        scores = scores.masked_fill(~mask, float("-inf"))
         att = torch.softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), dim=-1)
         att = att.to(c.dtype)
         if p > 0.0:
@@ -246,6 +250,29 @@ class MultiHeadLatentAttention(CausalSelfAttention):
         o_lat = att @ c                                                    # (B, H, Tq, d_c)
         self.kernel = "absorbed:matmul"
         return torch.einsum("bhtc,hvc->bhtv", o_lat, w_uv.to(o_lat.dtype))  # (B, H, Tq, d_v)
+
+    # --- fixed-shape decode (attnbench.decode) --------------------------------------------
+    def init_static_cache(self, batch_size, max_len, device, dtype):
+        return self.init_cache(batch_size, max_len, device, dtype)   # its ``pos`` stays unused
+
+    def load_static_cache(self, static, eager):
+        static.c_kv.copy_(eager.c_kv)
+        static.k_pe.copy_(eager.k_pe)
+
+    def decode_step_static(self, x: torch.Tensor, cache: LatentCache, pos: torch.Tensor) -> torch.Tensor:
+        """One token at ``pos`` (device scalar): the absorbed form over the whole latent buffer,
+        the slots after ``pos`` masked out (the eager decode slices them off instead)."""
+        positions = pos.view(1)
+        q_nope, q_pe = self._queries(x)
+        q_pe = self._rope_q(q_pe, 0, positions)
+        c_kv, k_pe = self._latent(x, 0, positions)
+        cache.c_kv.index_copy_(1, positions, c_kv)
+        cache.k_pe.index_copy_(1, positions, k_pe)
+        visible = static_visible(torch.arange(cache.c_kv.shape[1], device=x.device), pos)
+        y = self._absorbed(q_nope, q_pe, cache.c_kv, cache.k_pe, 0.0, visible)
+        self.kernel = "static:absorbed:matmul"
+        B, H, T, dv = y.shape
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, H * dv)))
 
     # --- cache / cost -------------------------------------------------------------------
     def init_cache(self, batch_size, max_len, device, dtype):

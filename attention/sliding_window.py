@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import HALF, causal_pairs, dtype_bytes
+from .base import HALF, StaticKVCache, causal_pairs, dtype_bytes
 from .ops.flash_attn import flash_attn_available, flash_attn_causal
 from .ops.flex import MaskModAttention
 
@@ -145,6 +145,14 @@ class SlidingWindowAttention(MaskModAttention):
     def init_cache(self, batch_size, max_len, device, dtype):
         return RollingKVCache.empty(batch_size, self.n_head, self.window, self.head_dim, device, dtype,
                                     max_len=max_len)
+
+    def init_static_cache(self, batch_size, max_len, device, dtype):
+        # a ring of min(window, max_len) slots: the same memory as the rolling cache
+        return StaticKVCache.empty(batch_size, self.n_head, min(self.window, max_len), self.head_dim,
+                                   device, dtype, ring=True)
+
+    def static_window(self):
+        return self.window
 
     def cache_bytes_per_token(self, dtype=torch.bfloat16):
         """Growth per cached token while fewer than ``window`` tokens are held (0 after)."""

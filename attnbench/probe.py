@@ -4,13 +4,17 @@ Eval mode under ``torch.inference_mode``; on CUDA the model is cast to bf16.  Pr
 forward over a prompt, timed over repeats after warm-up (synchronised wall clock).  Decode:
 prefill the prompt into the variant's own cache (full KV, GQA's KV, a rolling window, the
 linear-attention state, MLA's latent...), then generate ``decode_tokens`` greedily, one
-synchronised timing per token; GPU energy from the NVML counter over the whole decode
-window.  Correctness, in this process and at these shapes: before timing, ``impl="auto"`` is
+synchronised timing per token; GPU energy from the NVML counter over a decode window of
+whole runs, repeated on CUDA until it lasts >= 2 s.  Decode runs twice where it can: eager
+(the model's cached forward, one launch per op) and, on CUDA for variants with a
+fixed-shape step, as one CUDA graph replayed per token (``attnbench.decode``); a variant
+without one (LSH) or a CPU run records the reason (``graph_unavailable``), never a figure.
+Correctness, in this process and at these shapes: before timing, ``impl="auto"`` is
 resolved for each prefill shape by measuring the candidates here (forward only) and the
 prefill logits are checked against a float32 copy of the model on the plain attention path
 (``attnbench.selfcheck.logits_check``; a failure makes the probe a failed row with the
-figures); after decoding, the cached decode's logits are compared with one full forward
-over the same tokens.
+figures); after decoding, each mode's logits are compared with one full forward over the
+same tokens.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from attention.selection import prepare
 
 from . import measure, selfcheck
+from .decode import GRAPH_NEEDS_CUDA, GraphDecoder, unsupported_reason
 from .model import build_model, load_weights
 from .results import PROBE_SCHEMA, atomic_write_json, jsonable, provenance, tokens_identity, utc_now
 from .settings import resolve_device
@@ -65,58 +70,152 @@ def prefill_probe(model, tokens, device, repeats, warmup, kernel_check: bool = T
             "kernel_selection": selection, "kernel_check": check}
 
 
-@torch.inference_mode()
-def decode_probe(model, prompt, n_new: int, device, dtype, session, warmup: int) -> dict:
-    """Greedy decoding with the cache; returns latency stats and the correctness check."""
+# NVML's energy counter advances every 20-100 ms: a decode window of a fraction of a second
+# would carry a large quantisation error, so on CUDA the timed decode repeats until >= 2 s.
+DECODE_WINDOW_S = 2.0
+MODE_FIGURES = ("ms_per_token_p50", "ms_per_token_p90", "ms_per_token_min", "tokens_per_s", "window_seconds",
+                "runs", "gpu_j_per_token", "peak_allocated_bytes", "vs_full_forward_max_abs_diff",
+                "matches_full_forward", "kernel")
+
+
+def greedy_eager(model, prompt, n_new: int, record: list | None):
+    """The model's own cached decode: prefill, then ``n_new - 1`` one-token steps (greedy).
+    Returns (tokens (B, n_new), logits (B, n_new, V)); ``record`` gets ms per step."""
     B, P = prompt.shape
-
-    def generate(record: list | None):
-        caches = model.init_caches(B, P + n_new, device, dtype)
-        logits, _ = model(prompt, caches=caches)
-        steps_logits = [logits[:, -1]]
+    caches = model.init_caches(B, P + n_new, prompt.device, next(model.parameters()).dtype)
+    logits, _ = model(prompt, caches=caches)
+    steps_logits = [logits[:, -1]]
+    tok = logits[:, -1].argmax(-1, keepdim=True)
+    out = [tok]
+    for _ in range(n_new - 1):
+        t0 = time.perf_counter() if record is not None else None
+        logits, _ = model(tok, caches=caches)
+        if record is not None:
+            measure.synchronize(prompt.device)
+            record.append(1000 * (time.perf_counter() - t0))
+        steps_logits.append(logits[:, -1])
         tok = logits[:, -1].argmax(-1, keepdim=True)
-        out = [tok]
-        for _ in range(n_new - 1):
-            t0 = time.perf_counter() if record is not None else None
-            logits, _ = model(tok, caches=caches)
-            if record is not None:
-                measure.synchronize(device)
-                record.append(1000 * (time.perf_counter() - t0))
-            steps_logits.append(logits[:, -1])
-            tok = logits[:, -1].argmax(-1, keepdim=True)
-            out.append(tok)
-        return torch.cat(out, dim=1), torch.stack(steps_logits, dim=1)
+        out.append(tok)
+    return torch.cat(out, dim=1), torch.stack(steps_logits, dim=1)
 
+
+def greedy_graph(dec: GraphDecoder, prompt, n_new: int, record: list | None):
+    """The same greedy decode with the captured static step (``dec``): eager prefill into the
+    static caches, then one graph replay per token (the graph feeds its own argmax back)."""
+    dec.reset()
+    logits = dec.prefill(prompt)
+    steps_logits, out = [logits[:, -1]], [dec.tok.clone()]
+    for _ in range(n_new - 1):
+        t0 = time.perf_counter() if record is not None else None
+        step_logits = dec.step()
+        if record is not None:
+            measure.synchronize(prompt.device)
+            record.append(1000 * (time.perf_counter() - t0))
+        steps_logits.append(step_logits.clone())     # the static output is overwritten next step
+        out.append(dec.tok.clone())
+    return torch.cat(out, dim=1), torch.stack(steps_logits, dim=1)
+
+
+def timed_decode(generate, prompt, n_new: int, device, session, warmup: int) -> tuple[dict, list, torch.Tensor, torch.Tensor]:
+    """Warm-up runs (untimed), then one energy window of whole decode runs: one run on CPU,
+    on CUDA as many as fill :data:`DECODE_WINDOW_S` (the window includes each run's prefill,
+    one forward of the prompt per ``n_new`` tokens).  Returns (figures, ms per step,
+    tokens and logits of the last run)."""
+    B = prompt.shape[0]
     for _ in range(warmup):
-        generate(None)
+        generate(prompt, n_new, None)
     measure.reset_peak_memory(device)
     per_token: list[float] = []
+    runs = 0
     w = session.begin_window()
-    generated, dec_logits = generate(per_token)
-    ws = session.end_window(w, steps=n_new, tokens=B * n_new)
-    step_kernel = model.kernel()     # the one-token steps' kernel, before the check's full forward
-    mem = measure.peak_memory(device)
-    # Correctness: one full forward over prompt + generated tokens must give the same logits.
+    start = time.perf_counter()
+    while True:
+        generated, logits = generate(prompt, n_new, per_token)
+        runs += 1
+        if device.type != "cuda" or time.perf_counter() - start >= DECODE_WINDOW_S:
+            break
+    ws = session.end_window(w, steps=runs * n_new, tokens=runs * B * n_new)
+    pct = measure.percentiles(per_token)
+    energy = ws.get("energy_j")
+    figures = {"ms_per_token_p50": pct["p50"], "ms_per_token_p90": pct["p90"], "ms_per_token_min": pct["min"],
+               "tokens_per_s": B / (pct["p50"] / 1000) if pct["p50"] else None,
+               "window_seconds": ws["seconds"], "runs": runs,
+               "gpu_j_per_token": energy / (runs * B * n_new) if energy is not None else None,
+               "peak_allocated_bytes": measure.peak_memory(device).get("peak_allocated_bytes")}
+    return figures, per_token, generated, logits
+
+
+def check_vs_full_forward(model, prompt, generated, dec_logits, dtype) -> dict:
+    """One full forward over prompt + generated tokens must give the decode's logits."""
+    P = prompt.shape[1]
     full = torch.cat([prompt, generated[:, :-1]], dim=1)
     ref_logits, _ = model(full)
     ref = ref_logits[:, P - 1:].float()
     diff = (dec_logits.float() - ref).abs().max().item()
     scale = ref.abs().max().item()
-    pct = measure.percentiles(per_token)
-    energy = ws.get("energy_j")
-    return {
-        "batch_size": B, "prompt_len": P, "new_tokens": n_new,
-        "ms_per_token_p50": pct["p50"], "ms_per_token_p90": pct["p90"], "ms_per_token_min": pct["min"],
-        "tokens_per_s": B / (pct["p50"] / 1000) if pct["p50"] else None,
-        "window_seconds": ws["seconds"],
-        "gpu_j_per_token": energy / (B * n_new) if energy is not None else None,
-        "peak_allocated_bytes": mem.get("peak_allocated_bytes"),
+    ok = diff <= 1e-3 * max(1.0, scale) if dtype == torch.float32 else diff <= 5e-2 * max(1.0, scale)
+    return {"vs_full_forward_max_abs_diff": diff, "logit_scale": scale, "matches_full_forward": bool(ok)}
+
+
+def graph_decode_reason(model, device) -> str | None:
+    """Why this probe records no CUDA-graph decode (None: it does)."""
+    reason = unsupported_reason(model)      # the variant's own reason first: it holds on any device
+    if reason is None and device.type != "cuda":
+        reason = GRAPH_NEEDS_CUDA
+    return reason
+
+
+@torch.inference_mode()
+def decode_probe(model, prompt, n_new: int, device, dtype, session, warmup: int) -> dict:
+    """Greedy decoding, eager (the model's cached forward) and, where the variant has a
+    fixed-shape step and the device is CUDA, replayed as one CUDA graph; latency and energy
+    of each, and each checked against one full forward.  The unprefixed figures
+    (``ms_per_token_p50``, ``kernel``, ...) are those of the fastest mode that passed its
+    check (``decode_mode``); ``eager_*`` and ``graph_*`` keep both."""
+    B, P = prompt.shape
+    modes: dict[str, dict] = {}
+
+    figures, _, generated, logits = timed_decode(lambda pr, n, rec: greedy_eager(model, pr, n, rec),
+                                                 prompt, n_new, device, session, warmup)
+    figures["kernel"] = model.kernel()   # the one-token steps' kernel, before the check's full forward
+    modes["eager"] = {**figures, **check_vs_full_forward(model, prompt, generated, logits, dtype)}
+
+    graph_reason = graph_decode_reason(model, device)
+    if graph_reason is None:
+        try:
+            dec = GraphDecoder(model, B, P + n_new)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as err:  # a step that cannot be captured: recorded, the eager figures stand
+            graph_reason = f"CUDA graph capture failed: {type(err).__name__}: {str(err)[:300]}"
+        else:
+            figures, _, generated, logits = timed_decode(lambda pr, n, rec: greedy_graph(dec, pr, n, rec),
+                                                         prompt, n_new, device, session, warmup)
+            figures["kernel"] = dec.kernel
+            modes["graph"] = {**figures, **check_vs_full_forward(model, prompt, generated, logits, dtype)}
+            del dec
+
+    row: dict[str, Any] = {"batch_size": B, "prompt_len": P, "new_tokens": n_new}
+    for mode in ("eager", "graph"):
+        for key in MODE_FIGURES:
+            row[f"{mode}_{key}"] = modes.get(mode, {}).get(key)
+    row["graph_unavailable"] = graph_reason
+    correct = [m for m in modes if modes[m]["matches_full_forward"] and modes[m]["ms_per_token_p50"] is not None]
+    head = min(correct, key=lambda m: modes[m]["ms_per_token_p50"]) if correct else "eager"
+    fig = modes[head]
+    row.update({
+        "decode_mode": "cuda-graph" if head == "graph" else "eager",
+        "ms_per_token_p50": fig["ms_per_token_p50"], "ms_per_token_p90": fig["ms_per_token_p90"],
+        "ms_per_token_min": fig["ms_per_token_min"], "tokens_per_s": fig["tokens_per_s"],
+        "window_seconds": fig["window_seconds"], "gpu_j_per_token": fig["gpu_j_per_token"],
+        "peak_allocated_bytes": fig["peak_allocated_bytes"],
         "cache_bytes": model.cache_bytes(B, P + n_new, dtype),
-        "cache_vs_full_forward_max_abs_diff": diff, "logit_scale": scale,
-        "cache_matches_full_forward": bool(diff <= 1e-3 * max(1.0, scale) if dtype == torch.float32
-                                           else diff <= 5e-2 * max(1.0, scale)),
-        "kernel": step_kernel,
-    }
+        "cache_vs_full_forward_max_abs_diff": fig["vs_full_forward_max_abs_diff"], "logit_scale": fig["logit_scale"],
+        # every mode that ran must reproduce the full forward
+        "cache_matches_full_forward": all(m["matches_full_forward"] for m in modes.values()),
+        "kernel": fig["kernel"],
+    })
+    return row
 
 
 def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
@@ -170,6 +269,9 @@ def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
         unavailable.update(summary.get("unavailable", {}))
         if device.type != "cuda":
             unavailable["decode.gpu_j_per_token"] = "no GPU: CPU run"
+        graph_reasons = sorted({d["graph_unavailable"] for d in decode if d.get("graph_unavailable")})
+        if graph_reasons:
+            unavailable["decode.graph"] = "; ".join(graph_reasons)
         result["decode_matches_full_forward"] = all(d.get("cache_matches_full_forward", False)
                                                     for d in decode if "status" not in d)
     except Exception as err:  # a probe that cannot run is a failed row, not a lost one

@@ -296,5 +296,5 @@ def test_schema_errors_are_one_line_naming_key_allowed_keys_and_others():
     cfg["train"]["steps"] = 5
     with pytest.raises(settings.ConfigError, match=r"^train: Additional properties are not allowed "
                                                    r"\('stepz' was unexpected\); allowed: batch_size, beta1, "
-                                                   r".*weight_decay \(schema"):
+                                                   r".*weight_decay, window_seconds \(schema"):
         settings.validate(cfg)
