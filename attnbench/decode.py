@@ -18,6 +18,9 @@ once into a ``torch.cuda.CUDAGraph`` and replayed per token:
 :class:`GraphDecoder` captures exactly that function.  A model where any attention module
 has no ``decode_step_static`` (or sets ``graph_unsupported``, e.g. LSH) has no graph decode:
 :func:`unsupported_reason` says why and callers record eager decoding only.
+
+:func:`capture_graph` is the shared "warm up on a side stream, then capture" step;
+:class:`GraphPrefill` uses it for one fixed-shape full forward (the probe's graph prefill).
 """
 
 from __future__ import annotations
@@ -89,6 +92,52 @@ def decode_step(model, tok: torch.Tensor, static: StaticCaches) -> torch.Tensor:
     return logits
 
 
+def capture_graph(body, device, warmup: int = 2, after_warmup=None):
+    """Run ``body()`` ``max(1, warmup)`` times on a side stream (backend choices, cuBLAS
+    workspaces, allocator pools settle outside the capture; ``after_warmup()`` after each,
+    e.g. to rewind a position), then capture one call into a ``torch.cuda.CUDAGraph``.
+    Returns (graph, output of the captured call: static tensors, rewritten by each replay)."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(max(1, warmup)):
+            body()
+            if after_warmup is not None:
+                after_warmup()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = body()
+    return graph, out
+
+
+class GraphPrefill:
+    """One forward ``model(tokens)[0]`` (eval, fixed shape) captured as a CUDA graph over a
+    static copy of ``tokens``: :meth:`replay` reruns it and returns the static logits
+    (B, T, V), rewritten by the next replay.  ``load(tokens)`` copies new tokens of the same
+    shape in.  Needs CUDA and a model in eval mode (training-mode dropout or per-forward
+    random draws would be frozen into the graph); a forward that cannot be captured (a host
+    synchronisation, a data-dependent shape) raises from the constructor."""
+
+    def __init__(self, model, tokens: torch.Tensor, warmup: int = 2):
+        device = tokens.device
+        if device.type != "cuda":
+            raise RuntimeError(GRAPH_NEEDS_CUDA)
+        if model.training:
+            raise ValueError("no graph prefill in training mode: dropout and per-forward draws would be frozen")
+        self.model = model
+        self.tokens = tokens.clone()
+        self.graph, self.logits = capture_graph(lambda: model(self.tokens)[0], device, warmup)
+        self.kernel = model.kernel()     # what the captured forward runs
+
+    def load(self, tokens: torch.Tensor) -> None:
+        self.tokens.copy_(tokens)
+
+    def replay(self) -> torch.Tensor:
+        self.graph.replay()
+        return self.logits
+
+
 class GraphDecoder:
     """Greedy decoding with :func:`decode_step` captured once as a CUDA graph.
 
@@ -119,16 +168,7 @@ class GraphDecoder:
             self.kernel = "not-run"
             self.reset()
             return
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(max(1, warmup)):
-                self._body()
-                self.static.pos.zero_()
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = self._body()
+        self.graph, self.logits = capture_graph(self._body, device, warmup, after_warmup=self.static.pos.zero_)
         self.kernel = model.kernel()     # what the captured step runs
         self.reset()
 

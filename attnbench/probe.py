@@ -1,7 +1,11 @@
 """Inference probes of a trained variant: prefill latency and cached greedy decoding.
 
 Eval mode under ``torch.inference_mode``; on CUDA the model is cast to bf16.  Prefill: one
-forward over a prompt, timed over repeats after warm-up (synchronised wall clock).  Decode:
+forward over a prompt, eager and (on CUDA) captured once as a CUDA graph and replayed, its
+logits checked against eager's; each timed by ``measure.timed_until_stable`` (CUDA events:
+warm-up until two batches agree, repeats until p90/p50 < 1.2 or a budget runs out; an
+unstable series is recorded with its ratio).  A longer prompt measured faster than a shorter
+one is flagged in ``prefill_flags`` (a timing error, never silently reported).  Decode:
 prefill the prompt into the variant's own cache (full KV, GQA's KV, a rolling window, the
 linear-attention state, MLA's latent...), then generate ``decode_tokens`` greedily, one
 synchronised timing per token; GPU energy from the NVML counter over a decode window of
@@ -30,7 +34,7 @@ import torch
 from attention.selection import prepare
 
 from . import measure, selfcheck
-from .decode import GRAPH_NEEDS_CUDA, GraphDecoder, unsupported_reason
+from .decode import GRAPH_NEEDS_CUDA, GraphDecoder, GraphPrefill, unsupported_reason
 from .model import build_model, load_weights
 from .results import PROBE_SCHEMA, atomic_write_json, jsonable, provenance, tokens_identity, utc_now
 from .settings import resolve_device
@@ -46,9 +50,55 @@ def prompt_tokens(tokens_dir, batch_size: int, length: int, device) -> torch.Ten
     return torch.from_numpy(flat).view(batch_size, length).to(device)
 
 
+# Prefill timing (issue #20): warm up until two batches agree, then repeat until p90/p50 <
+# PREFILL_TARGET or the per-mode budget runs out (``measure.timed_until_stable``); ``probe.warmup``
+# and ``probe.repeats`` are the minima.  An unstable series is recorded as such, with its ratio.
+PREFILL_TARGET = 1.2
+PREFILL_BUDGET_S = {"cuda": 3.0}      # seconds per mode and shape; other devices: PREFILL_BUDGET_CPU_S
+PREFILL_BUDGET_CPU_S = 1.0
+PREFILL_FIGURES = ("ms_p50", "ms_p90", "ms_min", "ms_max", "n", "p90_over_p50", "timing_stable", "warmup_calls",
+                   "tokens_per_s", "peak_allocated_bytes", "kernel")
+
+
+def prefill_graph_reason(model, device) -> str | None:
+    """Why this probe records no CUDA-graph prefill (None: it tries one)."""
+    if device.type != "cuda":
+        return GRAPH_NEEDS_CUDA
+    if model.training:
+        return "model in training mode: dropout and per-forward draws would be frozen into the graph"
+    return None
+
+
+def _prefill_figures(rec: dict, B: int, L: int, mem: dict, kernel) -> dict:
+    p50 = rec["p50"]
+    return {"ms_p50": p50, "ms_p90": rec["p90"], "ms_min": rec["min"], "ms_max": rec["max"], "n": rec["n"],
+            "p90_over_p50": rec["p90_over_p50"], "timing_stable": rec["stable"],
+            "warmup_calls": rec["warmup_calls"], "tokens_per_s": B * L / (p50 / 1000) if p50 else None,
+            "peak_allocated_bytes": mem.get("peak_allocated_bytes"), "kernel": kernel, "timing": rec}
+
+
+def graph_vs_eager(graph_logits, eager_logits) -> dict:
+    """Max abs difference of the replayed logits from the eager ones (per batch row, to bound
+    the float32 temporaries), against the decode check's tolerance (bf16: 5e-2 x scale)."""
+    diff = scale = 0.0
+    for g, e in zip(graph_logits, eager_logits):
+        e = e.float()
+        diff = max(diff, (g.float() - e).abs().max().item())
+        scale = max(scale, e.abs().max().item())
+    tol = (1e-3 if eager_logits.dtype == torch.float32 else 5e-2) * max(1.0, scale)
+    return {"graph_vs_eager_max_abs_diff": diff, "graph_logit_scale": scale, "graph_matches_eager": bool(diff <= tol)}
+
+
 @torch.inference_mode()
-def prefill_probe(model, tokens, device, repeats, warmup, kernel_check: bool = True) -> dict:
-    """Resolve ``auto`` for this shape, check the logits, then time the forward."""
+def prefill_probe(model, tokens, device, repeats, warmup, kernel_check: bool = True,
+                  max_seconds: float | None = None) -> dict:
+    """Resolve ``auto`` for this shape, check the logits, then time the forward: eager and, on
+    CUDA, captured once as a CUDA graph and replayed (its logits checked against eager's).
+    Each mode is timed by ``measure.timed_until_stable`` (``warmup``/``repeats`` are minima,
+    ``max_seconds`` the budget per mode).  The unprefixed figures (``ms_p50``, ``kernel``, ...)
+    are those of the fastest mode that passed its check (``prefill_mode``); ``eager_*`` and
+    ``graph_*`` keep both, ``eager_timing``/``graph_timing`` the stability records, and
+    ``graph_unavailable`` says why a graph figure is missing (never a fake figure)."""
     dtype = next(model.parameters()).dtype
     x = torch.randn(*tokens.shape, model.config.n_embd, device=device, dtype=dtype)
     selection = prepare(model, tokens, x, dtype, backward=False)
@@ -59,15 +109,83 @@ def prefill_probe(model, tokens, device, repeats, warmup, kernel_check: bool = T
             f"kernel check of the prefill at batch {tokens.shape[0]} x {tokens.shape[1]} failed: logits rel. "
             f"error {check['out_rel_err']:.3g} (tolerance {check['tolerance']['out']:.2g}, kernel "
             f"{check['kernel']})", check)
-    measure.reset_peak_memory(device)
-    ms = measure.timed_calls(lambda: model(tokens), device, repeats, warmup)
-    pct = measure.percentiles(ms)
-    mem = measure.peak_memory(device)
+    if max_seconds is None:
+        max_seconds = PREFILL_BUDGET_S.get(device.type, PREFILL_BUDGET_CPU_S)
     B, L = tokens.shape
-    return {"batch_size": B, "prompt_len": L, "ms_p50": pct["p50"], "ms_p90": pct["p90"],
-            "ms_min": pct["min"], "repeats": repeats, "tokens_per_s": B * L / (pct["p50"] / 1000),
-            "peak_allocated_bytes": mem.get("peak_allocated_bytes"), "kernel": model.kernel(),
-            "kernel_selection": selection, "kernel_check": check}
+
+    def timed(fn):
+        return measure.timed_until_stable(fn, device, warmup_min=warmup, repeats_min=repeats,
+                                          max_seconds=max_seconds, target_p90_over_p50=PREFILL_TARGET)[1]
+
+    modes: dict[str, dict] = {}
+    measure.reset_peak_memory(device)
+    rec = timed(lambda: model(tokens))
+    modes["eager"] = _prefill_figures(rec, B, L, measure.peak_memory(device), model.kernel())
+
+    graph_reason, graph_check = prefill_graph_reason(model, device), {}
+    if graph_reason is None:
+        graph = None
+        try:
+            eager_logits = model(tokens)[0]
+            graph = GraphPrefill(model, tokens)
+            graph_check = graph_vs_eager(graph.replay(), eager_logits)
+            del eager_logits
+        except Exception as err:  # a forward that cannot be captured: recorded, the eager figures stand
+            graph_reason = f"CUDA graph capture failed: {type(err).__name__}: {str(err)[:300]}"
+            graph = eager_logits = None
+            torch.cuda.empty_cache()
+        if graph is not None:
+            measure.reset_peak_memory(device)
+            rec = timed(graph.graph.replay)
+            modes["graph"] = _prefill_figures(rec, B, L, measure.peak_memory(device), graph.kernel)
+            del graph
+            torch.cuda.empty_cache()
+
+    row: dict[str, Any] = {"batch_size": B, "prompt_len": L}
+    for mode in ("eager", "graph"):
+        for key in PREFILL_FIGURES:
+            row[f"{mode}_{key}"] = modes.get(mode, {}).get(key)
+        row[f"{mode}_timing"] = modes.get(mode, {}).get("timing")
+    row["graph_unavailable"] = graph_reason
+    for key in ("graph_vs_eager_max_abs_diff", "graph_logit_scale", "graph_matches_eager"):
+        row[key] = graph_check.get(key)
+    passed = [m for m in modes if (m == "eager" or graph_check.get("graph_matches_eager"))
+              and modes[m]["ms_p50"] is not None]
+    head = min(passed, key=lambda m: modes[m]["ms_p50"]) if passed else "eager"
+    fig = modes[head]
+    row.update({"prefill_mode": "cuda-graph" if head == "graph" else "eager",
+                "ms_p50": fig["ms_p50"], "ms_p90": fig["ms_p90"], "ms_min": fig["ms_min"], "repeats": repeats,
+                "n": fig["n"], "p90_over_p50": fig["p90_over_p50"], "timing_stable": fig["timing_stable"],
+                "tokens_per_s": fig["tokens_per_s"], "peak_allocated_bytes": fig["peak_allocated_bytes"],
+                "kernel": fig["kernel"], "kernel_selection": selection, "kernel_check": check})
+    return row
+
+
+def prefill_flags(rows: list[dict]) -> list[str]:
+    """Timing errors visible in the prefill rows: per batch size and series (the reported
+    figures, eager, cuda-graph), a longer prompt measured faster than a shorter one beyond
+    the spread (the longer one's p90 below the shorter one's p50) -- one forward over more
+    tokens does more work, so this is a measurement error, flagged rather than reported."""
+    flags = []
+    series = (("", "reported"), ("eager_", "eager"), ("graph_", "cuda-graph"))
+    by_batch: dict[int, list[dict]] = {}
+    for r in rows:
+        if "status" not in r:
+            by_batch.setdefault(r["batch_size"], []).append(r)
+    for B, rs in sorted(by_batch.items()):
+        rs = sorted(rs, key=lambda r: r["prompt_len"])
+        for prefix, label in series:
+            for i, short in enumerate(rs):
+                for long in rs[i + 1:]:
+                    s50, l50, l90 = (short.get(prefix + "ms_p50"), long.get(prefix + "ms_p50"),
+                                     long.get(prefix + "ms_p90"))
+                    if None in (s50, l50, l90) or long["prompt_len"] <= short["prompt_len"]:
+                        continue
+                    if l90 < s50:
+                        flags.append(f"batch {B} ({label}): {long['prompt_len']} tokens faster than "
+                                     f"{short['prompt_len']} tokens (p50 {l50:.3g} vs {s50:.3g} ms, p90 {l90:.3g}): "
+                                     "timing error")
+    return flags
 
 
 # NVML's energy counter advances every 20-100 ms: a decode window of a fraction of a second
@@ -263,6 +381,10 @@ def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
         result["kernel"] = model.kernel()
         result["dtype"] = str(dtype).replace("torch.", "")
         result["prefill"], result["decode"] = prefill, decode
+        result["prefill_flags"] = prefill_flags(prefill)
+        checked = [r["graph_matches_eager"] for r in prefill if r.get("graph_matches_eager") is not None]
+        result["prefill_graph_matches_eager"] = all(checked) if checked else None
+        result["prefill_stable"] = all(r.get("timing_stable", False) for r in prefill if "status" not in r)
         result["cache_bytes_per_token"] = model.cache_bytes_per_token(torch.bfloat16)
         result["energy"] = summary.get("energy", {})
         result["emissions"] = summary.get("emissions", {})
@@ -272,6 +394,9 @@ def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
         graph_reasons = sorted({d["graph_unavailable"] for d in decode if d.get("graph_unavailable")})
         if graph_reasons:
             unavailable["decode.graph"] = "; ".join(graph_reasons)
+        graph_reasons = sorted({d["graph_unavailable"] for d in prefill if d.get("graph_unavailable")})
+        if graph_reasons:
+            unavailable["prefill.graph"] = "; ".join(graph_reasons)
         result["decode_matches_full_forward"] = all(d.get("cache_matches_full_forward", False)
                                                     for d in decode if "status" not in d)
     except Exception as err:  # a probe that cannot run is a failed row, not a lost one

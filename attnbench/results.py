@@ -34,7 +34,8 @@ Schema ``attnbench.train/1`` (``results/train/<variant>/seed<seed>/metrics.json`
     timing.windows[].energy_error, failure.allocator (out of memory), emissions.resumed_part
 
 Schema ``attnbench.probe/1`` (``results/probe/<variant>/seed<seed>/probe.json``): schema, variant,
-status, kernel, prefill: [{batch_size, prompt_len, ms_p50, ms_p90, repeats}], decode: [...],
+status, kernel, prefill: [{batch_size, prompt_len, ms_p50, ms_p90, repeats, prefill_mode, timing_stable,
+eager_*, graph_*, graph_unavailable, ...}], prefill_flags, prefill_stable, decode: [...],
 memory, energy, provenance, unavailable.
 
 Schema ``attnbench.sweep/1`` (``results/sweep/<variant>/sweep.json``): schema, variant,

@@ -197,3 +197,112 @@ def test_decode_probe_on_cpu_records_eager_and_why_no_graph(tmp_path, name, para
         assert row["graph_unavailable"].startswith("LSHAttention:")
     else:
         assert row["graph_unavailable"] == decode.GRAPH_NEEDS_CUDA
+
+
+# --- prefill probe: eager and graph figures, stability record, monotonicity flags ----------
+
+def _prefill(model, L=8, B=1, **kw):
+    from attnbench.probe import prefill_probe
+
+    tokens = torch.randint(0, 97, (B, L), generator=torch.Generator().manual_seed(L))
+    kw = {"repeats": 3, "warmup": 1, "max_seconds": 0.3, **kw}
+    return prefill_probe(model, tokens, torch.device("cpu"), kw.pop("repeats"), kw.pop("warmup"), **kw)
+
+
+@pytest.mark.parametrize("name,params", [("sdpa", {}), ("lsh", {"chunk_size": 4, "n_buckets": 2})])
+def test_prefill_probe_on_cpu_records_eager_stability_and_why_no_graph(name, params):
+    row = _prefill(make_model(name, params, dtype=torch.float32), L=8, B=2)
+    assert row["prefill_mode"] == "eager" and row["batch_size"] == 2 and row["prompt_len"] == 8
+    assert row["ms_p50"] == row["eager_ms_p50"] > 0 and row["ms_p90"] == row["eager_ms_p90"]
+    assert row["ms_min"] == row["eager_ms_min"] and row["kernel"] == row["eager_kernel"]
+    assert row["tokens_per_s"] == pytest.approx(16 / (row["ms_p50"] / 1000))
+    assert row["kernel_check"]["pass"] is True
+    rec = row["eager_timing"]
+    assert rec["n"] >= 1 and rec["method"] == "perf_counter" and rec["warmup_calls"] >= 1
+    assert rec["stable"] == row["timing_stable"] == row["eager_timing_stable"]
+    assert row["p90_over_p50"] == rec["p90_over_p50"] and rec["target_p90_over_p50"] == 1.2
+    assert rec["stable"] or rec["stop"] == "budget"       # unstable only when the budget ran out
+    # no graph on CPU: null figures with the reason, never 0
+    assert row["graph_unavailable"] == decode.GRAPH_NEEDS_CUDA
+    assert all(row[f"graph_{k}"] is None for k in ("ms_p50", "ms_p90", "ms_min", "tokens_per_s", "kernel", "timing"))
+    assert row["graph_matches_eager"] is None and row["graph_vs_eager_max_abs_diff"] is None
+
+
+class _FakeGraph:
+    """Stands in for GraphPrefill on CPU: the forward run uncaptured per "replay" (+ ``offset``
+    on the logits, to fake a graph that computes something else), or a capture that fails."""
+
+    def __init__(self, offset=0.0, fail=False):
+        self.offset, self.fail = offset, fail
+
+    def __call__(self, model, tokens):
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        self.model, self.tokens, self.kernel, self.graph = model, tokens, "fake-graph", self
+        return self
+
+    def replay(self):
+        return self.model(self.tokens)[0] + self.offset
+
+
+@pytest.mark.parametrize("case", ["ok", "mismatch", "capture-fails"])
+def test_prefill_probe_graph_path_check_and_failure(monkeypatch, case):
+    from attnbench import probe
+
+    monkeypatch.setattr(probe, "prefill_graph_reason", lambda model, device: None)
+    monkeypatch.setattr(probe, "GraphPrefill", _FakeGraph(offset=5.0 if case == "mismatch" else 0.0,
+                                                          fail=case == "capture-fails"))
+    row = _prefill(make_model("sdpa", {}, dtype=torch.float32))
+    assert row["eager_ms_p50"] > 0
+    if case == "capture-fails":
+        assert row["graph_unavailable"].startswith("CUDA graph capture failed: RuntimeError: operation not permitted")
+        assert row["graph_ms_p50"] is None and row["prefill_mode"] == "eager"
+        return
+    assert row["graph_unavailable"] is None and row["graph_ms_p50"] > 0 and row["graph_kernel"] == "fake-graph"
+    assert row["graph_timing"]["n"] >= 1
+    if case == "ok":
+        assert row["graph_matches_eager"] and row["graph_vs_eager_max_abs_diff"] == 0.0
+        head = "graph" if row["graph_ms_p50"] < row["eager_ms_p50"] else "eager"
+        assert row["prefill_mode"] == {"graph": "cuda-graph", "eager": "eager"}[head]
+        assert row["ms_p50"] == row[f"{head}_ms_p50"]
+    else:   # a graph that computes something else is never the reported figure
+        assert row["graph_matches_eager"] is False and row["graph_vs_eager_max_abs_diff"] == pytest.approx(5.0)
+        assert row["prefill_mode"] == "eager" and row["ms_p50"] == row["eager_ms_p50"]
+
+
+def test_prefill_flags_a_longer_prompt_timed_faster(monkeypatch):
+    """Fake timings where 16 tokens "take" less than 8 (as batch 1 x 512 vs 128 on the H200):
+    the probe's flags name it; the right order, or overlapping spreads, give no flag."""
+    from attnbench import measure, probe
+
+    def fake_timing(p50_by_len):
+        def timed(fn, device, **kw):
+            fn()
+            p50 = p50_by_len[current["L"]]
+            rec = {"p50": p50, "p90": p50 * 1.1, "min": p50 * 0.9, "max": p50 * 1.2, "n": 10,
+                   "p90_over_p50": 1.1, "stable": True, "target_p90_over_p50": 1.2, "warmup_calls": 3,
+                   "warmup_converged": True, "method": "fake", "seconds": 0.0, "stop": "stable"}
+            return [p50] * 10, rec
+        return timed
+
+    model = make_model("sdpa", {}, dtype=torch.float32)
+    current = {}
+
+    def rows(p50_by_len):
+        monkeypatch.setattr(measure, "timed_until_stable", fake_timing(p50_by_len))
+        out = []
+        for B in (1, 2):
+            for L in (8, 16):
+                current["L"] = L
+                out.append(_prefill(model, L=L, B=B))
+        return out
+
+    inverted = rows({8: 5.1, 16: 3.2})
+    flags = probe.prefill_flags(inverted)
+    assert any(f.startswith("batch 1 (reported): 16 tokens faster than 8 tokens (p50 3.2 vs 5.1 ms")
+               and f.endswith("timing error") for f in flags), flags
+    assert any(f.startswith("batch 2 (eager):") for f in flags)
+    assert not any("cuda-graph" in f for f in flags)            # no graph figures on CPU: nothing to compare
+    assert probe.prefill_flags(rows({8: 3.2, 16: 5.1})) == []
+    assert probe.prefill_flags(rows({8: 3.2, 16: 3.0})) == []   # within the spread (p90 3.3 >= 3.2)
+    assert probe.prefill_flags(inverted + [{"batch_size": 1, "prompt_len": 32, "status": "oom"}]) == flags

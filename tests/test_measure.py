@@ -322,6 +322,77 @@ def test_percentiles():
     assert percentiles([1.0, float("nan"), None, 3.0])["n"] == 2
 
 
+# --- timed_until_stable: a deterministic fake clock --------------------------------------
+
+class FakeClock:
+    """A clock that only moves when a fake function "runs": ``fn()`` advances it by the next
+    duration (seconds) of ``durations`` (cycled)."""
+
+    def __init__(self, durations):
+        self.now, self.durations, self.i, self.calls = 0.0, list(durations), 0, 0
+
+    def __call__(self):
+        return self.now
+
+    def fn(self):
+        self.now += self.durations[self.i % len(self.durations)]
+        self.i += 1
+        self.calls += 1
+
+
+CPU_DEV = torch.device("cpu")
+
+
+def test_timed_until_stable_converges_for_a_steady_function():
+    clk = FakeClock([0.002])
+    ms, rec = measure.timed_until_stable(clk.fn, CPU_DEV, warmup_min=3, repeats_min=10, max_seconds=5.0, clock=clk)
+    assert rec["stable"] and rec["stop"] == "stable" and rec["method"] == "perf_counter"
+    assert rec["n"] == len(ms) == 10 and rec["p50"] == pytest.approx(2.0) and rec["p90_over_p50"] == pytest.approx(1.0)
+    # 3 untimed, then two agreeing batches of 5
+    assert rec["warmup_calls"] == 13 and rec["warmup_converged"] and clk.calls == 23
+    assert set(rec) >= {"p50", "p90", "min", "n", "warmup_calls", "p90_over_p50", "stable", "method"}
+
+
+def test_timed_until_stable_warms_up_until_batches_agree():
+    # first calls slow and speeding up (compilation, allocator, clocks): warm-up runs past them
+    clk = FakeClock([0.002])
+    k = iter(range(10**6))
+
+    def fn():
+        clk.now += max(0.002, 0.05 * 0.6 ** next(k))
+
+    ms, rec = measure.timed_until_stable(fn, CPU_DEV, warmup_min=0, repeats_min=5, max_seconds=10.0, clock=clk)
+    assert rec["warmup_converged"] and rec["warmup_calls"] >= 15 and max(ms) == pytest.approx(2.0)
+    assert rec["stable"]
+
+
+def test_timed_until_stable_reports_a_bimodal_function_unstable_within_the_budget():
+    clk = FakeClock([0.001, 0.003])          # alternating 1 ms / 3 ms: p90/p50 = 1.5 for ever
+    ms, rec = measure.timed_until_stable(clk.fn, CPU_DEV, warmup_min=2, repeats_min=10, max_seconds=0.5, clock=clk)
+    assert not rec["stable"] and rec["stop"] == "budget"
+    assert rec["p90_over_p50"] == pytest.approx(1.5, rel=0.05)      # the ratio is kept, not hidden
+    assert rec["n"] == len(ms) > 10
+    # the budget holds to one call: the clock stopped within one call past it
+    assert 0.5 <= clk.now <= 0.5 + 0.003 + 1e-9 and rec["seconds"] == pytest.approx(clk.now)
+
+
+def test_timed_until_stable_respects_the_budget_before_repeats_min():
+    clk = FakeClock([0.1])                   # a slow call: 1 s buys 10 calls, not 1000 repeats
+    ms, rec = measure.timed_until_stable(clk.fn, CPU_DEV, warmup_min=1, repeats_min=1000, max_seconds=1.0, clock=clk)
+    assert clk.now <= 1.0 + 0.1 + 1e-9 and rec["stop"] == "budget"
+    assert 1 <= rec["n"] < 1000 and not rec["stable"]        # fewer than repeats_min: not stable
+    assert not rec["warmup_converged"] or rec["warmup_calls"] <= 11
+
+
+def test_timed_until_stable_real_clock_sleep():
+    """The default timer (perf_counter on CPU) over a sleeping function, within its budget."""
+    t0 = time.perf_counter()
+    ms, rec = measure.timed_until_stable(lambda: time.sleep(0.002), CPU_DEV, warmup_min=1, repeats_min=5,
+                                         max_seconds=0.5, target_p90_over_p50=10.0)
+    assert time.perf_counter() - t0 < 1.5 and rec["n"] >= 1 and min(ms) >= 1.9
+    assert rec["method"] == "perf_counter"
+
+
 def test_peak_memory_cpu():
     measure.reset_peak_memory(torch.device("cpu"))
     m = peak_memory(torch.device("cpu"))

@@ -661,3 +661,27 @@ def test_runs_of_other_data_or_settings_are_stale_and_left_out(tmp_path):
     assert "suspect" not in page.row_classes["baseline"] and "failed" not in page.row_classes["baseline"]
     runs = list(csv.DictReader(open(out / "runs.csv")))
     assert {r["status"] for r in runs if r["variant"] in ("gqa", "linear")} == {"stale"}
+
+
+def test_prefill_timing_error_and_unstable_timing_are_shown_not_hidden(tmp_path):
+    """A probe that timed a longer prompt faster (a timing error) or never reached p90/p50 < 1.2
+    shows it under the value and in its title; the others show their mode."""
+    kw = write_fixture(tmp_path / "results", gpu=True)
+    q = kw["probe"][0]
+    pr = json.loads(q.read_text())
+    pr["prefill_flags"] = ["batch 1 (reported): 512 tokens faster than 128 tokens (p50 3.2 vs 5.1 ms): timing error"]
+    q.write_text(json.dumps(pr))
+    q1 = kw["probe"][1]
+    pr1 = json.loads(q1.read_text())
+    for row in pr1["prefill"]:
+        row.update(timing_stable=False, p90_over_p50=1.61, prefill_mode="eager")
+    q1.write_text(json.dumps(pr1))
+    out = tmp_path / "report"
+    build_report(out_dir=out, **kw)
+    page = Page()
+    page.feed((out / "index.html").read_text())
+    first, second = VARIANTS[0], VARIANTS[1]
+    assert "flagged: batch 1 (reported): 512 tokens faster" in page.rows[first]["prefill_ms_p50"]["title"]
+    assert "timing error" in page.rows[first]["prefill_ms_p50"]["text"]
+    assert "timing not stable (p90/p50 1.61)" in page.rows[second]["prefill_ms_p50"]["title"]
+    assert "unstable" in page.rows[second]["prefill_ms_p50"]["text"]

@@ -9,6 +9,8 @@ Public API (what ``attnbench.train`` and the probes call)::
     energy_totals(windows, idle_w)   # sums over windows (the session's, or a resumed run's)
     summary = ms.finish()   # {"energy", "emissions", "unavailable", "power_csv", "emissions_csv"}
     percentiles(values)     # {p50, p90, min, max, n}
+    samples, rec = timed_until_stable(fn, device, warmup_min=3, repeats_min=10, max_seconds=5)
+                            # rec: {p50, p90, min, n, p90_over_p50, stable, warmup_calls, method, ...}
     phase = PhaseClock(record); with phase("setup"): ...   # record["phases_s"]
     reset_peak_memory(device); peak_memory(device, session=None)
     model_flops(model, B, T); count_flops(model, B, T, device, dtype=None)
@@ -27,10 +29,11 @@ from .flops import CONVENTION, count_flops, flops_section, model_flops, peak_flo
 from .memory import peak_memory, peak_rss_bytes, reset_peak_memory
 from .readers import EnergyReader, NvmlReader, Sample, open_nvml_reader
 from .sampler import PowerSampler, integrate
-from .timing import PhaseClock, percentiles, synchronize, timed_calls
+from .timing import PhaseClock, call_timer, percentiles, synchronize, timed_calls, timed_until_stable
 
 __all__ = [
-    "MeasurementSession", "Window", "WindowStats", "energy_totals", "session_from", "percentiles", "synchronize", "timed_calls", "PhaseClock",
+    "MeasurementSession", "Window", "WindowStats", "energy_totals", "session_from", "percentiles", "synchronize", "timed_calls", "timed_until_stable",
+    "call_timer", "PhaseClock",
     "model_flops", "count_flops", "flops_section", "peak_flops", "CONVENTION",
     "peak_memory", "reset_peak_memory", "peak_rss_bytes",
     "EnergyReader", "NvmlReader", "Sample", "open_nvml_reader", "PowerSampler", "integrate",

@@ -54,6 +54,109 @@ def timed_calls(fn, device, repeats: int, warmup: int) -> list[float]:
     return out
 
 
+def call_timer(device, clock=time.perf_counter):
+    """``time_call(fn) -> ms`` for one call of ``fn``.  On CUDA: CUDA events recorded around the
+    call on the current stream, after a synchronisation (the GPU starts idle: the figure is the
+    call's GPU-side span, launch gaps included) and read after the end event completes;
+    ``"cuda-events"``.  Elsewhere: ``clock`` around the call; ``"perf_counter"``.  Returns
+    (time_call, method)."""
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        def time_cuda(fn) -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(device)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return float(start.elapsed_time(end))
+
+        return time_cuda, "cuda-events"
+
+    def time_host(fn) -> float:
+        t0 = clock()
+        fn()
+        return 1000 * (clock() - t0)
+
+    return time_host, "perf_counter"
+
+
+def _median(vals: list[float]) -> float:
+    return _quantile(sorted(vals), 0.5)
+
+
+def timed_until_stable(fn, device, *, warmup_min: int = 3, repeats_min: int = 10, max_seconds: float = 5.0,
+                       target_p90_over_p50: float = 1.2, warmup_batch: int = 5, warmup_tolerance: float = 0.05,
+                       max_warmup_batches: int = 20, max_repeats: int = 100_000, clock=time.perf_counter,
+                       time_call=None) -> tuple[list[float], dict]:
+    """Milliseconds of calls of ``fn``, warmed up until stable and repeated until the spread
+    is small, within a time budget.  Returns (samples, record).
+
+    Warm-up: ``warmup_min`` untimed calls, then batches of ``warmup_batch`` timed calls until
+    two consecutive batches' medians agree within ``warmup_tolerance`` (relative), at most
+    ``max_warmup_batches`` batches or half of ``max_seconds`` (then ``warmup_converged``
+    is False).  Timing: calls until there are at least ``repeats_min`` samples and
+    p90/p50 < ``target_p90_over_p50``, or ``max_seconds`` (from the first warm-up call, by
+    ``clock``) has passed, or ``max_repeats`` samples; at least one sample always.
+
+    ``record``: ``{p50, p90, min, max, n, p90_over_p50, stable, target_p90_over_p50,
+    warmup_calls, warmup_converged, method, seconds, stop}`` -- ``stable`` is whether the
+    target ratio was reached (``stop``: "stable", "budget" or "max_repeats"); an unstable
+    series keeps its ratio, never hidden.  ``time_call(fn) -> ms`` replaces the timer
+    (:func:`call_timer`: CUDA events on CUDA, ``clock`` elsewhere), e.g. in tests."""
+    method = "custom"
+    if time_call is None:
+        time_call, method = call_timer(device, clock)
+    start = clock()
+
+    def elapsed() -> float:
+        return clock() - start
+
+    warmup_calls = 0
+    for _ in range(warmup_min):
+        fn()
+        warmup_calls += 1
+    synchronize(device)
+    converged, prev = False, None
+    for _ in range(max_warmup_batches):
+        if elapsed() >= max_seconds / 2:
+            break
+        batch = [time_call(fn) for _ in range(max(1, warmup_batch))]
+        warmup_calls += len(batch)
+        med = _median(batch)
+        if prev is not None and abs(med - prev) <= warmup_tolerance * max(abs(prev), 1e-12):
+            converged = True
+            break
+        prev = med
+
+    samples: list[float] = []
+    stop, next_check = "budget", max(1, repeats_min)
+    while True:
+        samples.append(time_call(fn))
+        n = len(samples)
+        if n >= next_check:
+            # sorting every sample would be quadratic for fast calls: check at growing steps
+            next_check = n + max(1, n // 20)
+            pct = percentiles(samples)
+            if pct["p50"] and pct["p90"] / pct["p50"] < target_p90_over_p50:
+                stop = "stable"
+                break
+        if n >= max_repeats:
+            stop = "max_repeats"
+            break
+        if elapsed() >= max_seconds:
+            stop = "budget"
+            break
+    pct = percentiles(samples)
+    ratio = pct["p90"] / pct["p50"] if pct["p50"] else None
+    stable = ratio is not None and ratio < target_p90_over_p50 and pct["n"] >= min(repeats_min, max_repeats)
+    record = {**pct, "p90_over_p50": ratio, "stable": bool(stable), "target_p90_over_p50": target_p90_over_p50,
+              "warmup_calls": warmup_calls, "warmup_converged": converged, "method": method,
+              "seconds": elapsed(), "stop": stop}
+    return samples, record
+
+
 class PhaseClock:
     """Wall-clock seconds per named phase of a job, into ``record["phases_s"]`` (in order).
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from ..stats import Estimate, bootstrap_mean
 from ..stats import order as stats_order
 from . import agreement, cache
-from .format import Unit, _delta, _num, _sig, dig, fmt_count, fmt_kwh, pick_unit
+from .format import clean, Unit, _delta, _num, _sig, dig, fmt_count, fmt_kwh, pick_unit
 from .load import BASELINE, Variant
 
 # CodeCarbon CPU power methods that estimate (from a TDP, a constant or the CPU load) rather
@@ -136,8 +136,37 @@ def _probe_row(v: Variant, section: str, want: dict[str, int | None], field_: st
             val = _num(row.get(field_))
             if val is None:
                 return None, doc.reason(f"{section}.{field_}"), None
-            return val, None, None
+            return val, None, _timing_detail(row, doc.data.get("prefill_flags") if section == "prefill" else None)
     return None, f"no {section} row for " + ", ".join(f"{k}={x}" for k, x in want.items()), None
+
+
+def _timing_detail(row: dict, flags: list | None) -> str | None:
+    """How a probe figure was timed: the mode (eager or CUDA graph), whether the timing met
+    p90/p50 < 1.2, and any order flag of the probe (a longer prompt timed faster)."""
+    parts = []
+    mode = row.get("prefill_mode") or row.get("decode_mode")
+    if mode:
+        parts.append(str(mode))
+    if row.get("timing_stable") is False:
+        parts.append(f"timing not stable (p90/p50 {row.get('p90_over_p50', float('nan')):.2f})")
+    parts += [f"flagged: {clean(f)}" for f in flags or []]
+    return "; ".join(parts) or None
+
+
+def _timing_note(section: str):
+    def note(v: Variant, ctx: Context) -> str | None:
+        doc = v.probe.data if v.probe.ok else None
+        if not isinstance(doc, dict):
+            return None
+        if section == "prefill" and doc.get("prefill_flags"):
+            return "timing error"
+        want = ({"batch_size": ctx.prefill_B, "prompt_len": ctx.prefill_L} if section == "prefill"
+                else {"batch_size": ctx.decode_B, "prompt_len": ctx.decode_P})
+        for row in doc.get(section) or []:
+            if isinstance(row, dict) and all(row.get(k) == x for k, x in want.items()):
+                return "unstable" if row.get("timing_stable") is False else None
+        return None
+    return note
 
 
 def estimated_energy(doc_data: dict | None) -> str | None:
@@ -248,7 +277,9 @@ def columns(ctx: Context) -> list[Column]:
         Column("prefill_ms_p50", "Prefill p50", "ms",
                lambda v, c: _probe_row(v, "prefill", {"batch_size": c.prefill_B, "prompt_len": c.prefill_L},
                                        "ms_p50"), "min", "ratio",
-               f"median latency of one forward over the prompt ({pre})", sub=pre),
+               f"median latency of one forward over the prompt ({pre}), eager or replayed as a CUDA graph "
+               "(the faster that matches eager); 'timing error' = a longer prompt timed faster in this probe, "
+               "'unstable' = p90/p50 stayed >= 1.2", sub=pre, note=_timing_note("prefill")),
         Column("decode_ms_per_token_p50", "Decode p50", "ms",
                lambda v, c: _probe_row(v, "decode", {"batch_size": c.decode_B, "prompt_len": c.decode_P},
                                        "ms_per_token_p50"), "min", "ratio",

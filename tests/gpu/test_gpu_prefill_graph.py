@@ -1,0 +1,67 @@
+"""CUDA-graph prefill (attnbench.decode.GraphPrefill) on the GPU: for every variant, one full
+forward captured at a fixed shape (batch 1 x 128 and 16 x 512, bf16, eval) replays to the eager
+forward's logits (the probe's bf16 tolerance), also after new tokens are loaded into the same
+capture; and the probe's prefill row on CUDA carries both modes' figures, CUDA-event timing and
+the graph check."""
+import pytest
+import torch
+
+from attnbench import decode
+from attnbench.model import GPT, GPTConfig
+
+CASES = [
+    ("baseline", {}), ("sdpa", {}), ("flash2", {}), ("flex", {}), ("flex", {"score_mod": "alibi"}),
+    ("sliding_window", {"window": 128}), ("gqa", {"n_kv_head": 2}), ("mla", {}), ("linear", {}),
+    ("lsh", {}), ("lsh", {"partition": "bucket"}),
+]
+SHAPES = [(1, 128), (16, 512)]
+
+
+def make(name, params, dev):
+    cfg = GPTConfig(n_layer=2, n_head=4, n_embd=128, block_size=512, vocab_size=512, dropout=0.0,
+                    attention=name, attention_params=dict(params))
+    torch.manual_seed(0)
+    return GPT(cfg, seed=0).to(dev).to(torch.bfloat16).eval()
+
+
+def bf16_close(got, ref):
+    scale = ref.float().abs().max().item()
+    diff = (got.float() - ref.float()).abs().max().item()
+    return diff <= 5e-2 * max(1.0, scale), diff, scale
+
+
+@pytest.mark.parametrize("B,L", SHAPES, ids=[f"{b}x{t}" for b, t in SHAPES])
+@pytest.mark.parametrize("name,params", CASES, ids=[f"{n}-{p}" for n, p in CASES])
+@torch.inference_mode()
+def test_graph_prefill_matches_eager(name, params, B, L, gpu_log):
+    dev = torch.device("cuda")
+    model = make(name, params, dev)
+    gen = torch.Generator(dev)
+    tokens = [torch.randint(0, 512, (B, L), device=dev, generator=gen.manual_seed(s)) for s in (1, 2)]
+    graph = decode.GraphPrefill(model, tokens[0])
+    report = {"kernel": graph.kernel}
+    for i, t in enumerate(tokens):
+        graph.load(t)
+        got = graph.replay().clone()
+        ok, diff, scale = bf16_close(got, model(t)[0])
+        report[f"tokens{i}"] = {"max_abs_diff": diff, "logit_scale": scale}
+        assert ok, report
+    tag = "_".join([name] + [f"{k}{v}" for k, v in params.items()] + [f"{B}x{L}"])
+    gpu_log(f"prefill_graph_{tag}", report)
+
+
+@pytest.mark.parametrize("name", ["sdpa", "lsh"])
+def test_prefill_probe_on_cuda_records_both_modes(name, gpu_log):
+    from attnbench.probe import prefill_probe
+
+    dev = torch.device("cuda")
+    model = make(name, {}, dev)
+    tokens = torch.randint(0, 512, (1, 128), device=dev, generator=torch.Generator(dev).manual_seed(3))
+    row = prefill_probe(model, tokens, dev, repeats=10, warmup=3, max_seconds=1.0)
+    gpu_log(f"prefill_probe_{name}", row)
+    assert row["graph_unavailable"] is None, row["graph_unavailable"]
+    assert row["graph_matches_eager"], row["graph_vs_eager_max_abs_diff"]
+    assert row["eager_timing"]["method"] == row["graph_timing"]["method"] == "cuda-events"
+    assert row["eager_ms_p50"] > 0 and row["graph_ms_p50"] > 0
+    head = "graph" if row["prefill_mode"] == "cuda-graph" else "eager"
+    assert row["ms_p50"] == row[f"{head}_ms_p50"] == min(row["eager_ms_p50"], row["graph_ms_p50"])
