@@ -5,7 +5,10 @@
 #   snakemake --profile profiles/slurm --workflow-profile none --configfile config/paper.yaml
 #
 # DAG: download -> tokenize -> train (per variant x seed) -> probe (per variant x seed) + sweep
-# (per variant) -> report.
+# (per variant) -> report; with `models` / `train.seq_lens` all of it per shape (size x length),
+# one report per shape and a scaling page over them.
+import re
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -24,6 +27,7 @@ include: "rules/common.smk"
 wildcard_constraints:
     variant="|".join(VARIANTS),
     seed=r"\d+",
+    shape="|".join(re.escape(s) for s in SHAPES if s) or "-",
 
 
 include: "rules/data.smk"

@@ -76,11 +76,57 @@ def check_variants(config: dict) -> None:
             raise ConfigError(f"{where}: {err}") from None
 
 
+def shapes(config: dict) -> list[str | None]:
+    """The model-size x training-length axis: one name per (``models`` entry, ``train.seq_lens``
+    entry), e.g. ``124M-T512``; the part of an axis that is not configured is left out of the
+    name (``124M``, ``T2048``).  ``[None]`` when neither is configured: the one ``model`` at
+    ``train.seq_len``, with the results where they always were."""
+    sizes, lengths = list(config.get("models") or {}), list(config["train"].get("seq_lens") or [])
+    if not sizes and not lengths:
+        return [None]
+    return ["-".join(p for p in (size, f"T{T}" if T is not None else None) if p)
+            for size in (sizes or [None]) for T in (lengths or [None])]
+
+
+def apply_shape(config: dict, shape: str | None) -> dict:
+    """``config`` as one shape of :func:`shapes` trains: the size's model keys over ``model``,
+    ``train.seq_len`` its length, ``train.batch_size`` the size's own or the one that keeps
+    ``train.batch_size x train.seq_len`` tokens per step.  ``None``: ``config`` itself."""
+    if shape is None:
+        return config
+    known = shapes(config)
+    if shape not in known:
+        raise ConfigError(f"shape {shape!r} is not one of the config's shapes: {', '.join(map(str, known))}")
+    sizes = config.get("models") or {}
+    size = next((n for n in sizes if shape == n or shape.startswith(n + "-T")), None)
+    T = int(shape.rsplit("T", 1)[1]) if (size is None or shape != size) else config["train"]["seq_len"]
+    out = copy.deepcopy(config)
+    tokens_per_step = config["train"]["batch_size"] * config["train"]["seq_len"]
+    spec = dict(sizes.get(size) or {})
+    batch = spec.pop("batch_size", None)
+    out["model"].update(spec)
+    out["train"]["seq_len"] = T
+    out["train"]["batch_size"] = batch or max(1, tokens_per_step // T)
+    out["train"]["seq_lens"] = []
+    out["models"] = {}
+    out["shape"] = shape
+    out["run_name"] = f"{config.get('run_name') or 'run'} {shape}"  # each shape's report names its shape
+    return out
+
+
 def check_combinations(config: dict) -> None:
     """Cross-key rules a JSON schema cannot express; each error names the key.  Also fills the
-    one default that depends on another key: ``seeds`` = [``seed``]."""
+    one default that depends on another key: ``seeds`` = [``seed``].  With a size or length
+    axis every shape is checked (:func:`apply_shape`), its name in the error."""
     if not config.get("seeds"):
         config["seeds"] = [config["seed"]]
+    if shapes(config) != [None]:
+        for shape in shapes(config):
+            try:
+                check_combinations(apply_shape(config, shape))
+            except ConfigError as err:
+                raise ConfigError(f"shape {shape}: {err}") from None
+        return
     m, t, d = config["model"], config["train"], config["data"]
     if m["n_embd"] % m["n_head"]:
         raise ConfigError(f"model.n_head={m['n_head']} must divide model.n_embd={m['n_embd']}")
@@ -156,7 +202,11 @@ def validate(config: dict) -> dict:
     if errors:
         raise ConfigError(schema_error(errors))
     check_combinations(config)
-    check_variants(config)
+    for shape in shapes(config):  # every size: e.g. gqa's n_kv_head must divide each size's n_head
+        try:
+            check_variants(apply_shape(config, shape))
+        except ConfigError as err:
+            raise ConfigError(f"shape {shape}: {err}" if shape else str(err)) from None
     return config
 
 
@@ -185,7 +235,7 @@ _MEASURE_KEYS = {
 }
 
 
-def stage_settings(config: dict, stage: str, name: str, seed: int | None = None) -> dict:
+def stage_settings(config: dict, stage: str, name: str, seed: int | None = None, shape: str | None = None) -> dict:
     """The settings slice one variant's ``stage`` job (train, probe, sweep) depends on: its
     rule params, so that a job reruns exactly when its own results would change.
 
@@ -197,11 +247,14 @@ def stage_settings(config: dict, stage: str, name: str, seed: int | None = None)
     """
     if stage not in _MEASURE_KEYS:
         raise ValueError(f"stage {stage!r}; allowed: {sorted(_MEASURE_KEYS)}")
+    config = apply_shape(config, shape)
     keys = _MEASURE_KEYS[stage]
     seed = config["seeds"][0] if seed is None else int(seed)
     out = {"name": name, "entry": variant_entry(config, name), "seed": seed,
            "device": config["device"], "model": config["model"],
            "measure": dict(config["measure"]) if keys is None else {k: config["measure"][k] for k in keys}}
+    if shape is not None:  # only on the axis: settings of a run without one stay as they were
+        out["shape"] = shape
     if stage == "train":
         out["train"] = {k: v for k, v in config["train"].items() if k not in RUNTIME_TRAIN_KEYS}
         out["data"] = {k: config["data"][k] for k in ("mode", "max_len")}
@@ -210,9 +263,10 @@ def stage_settings(config: dict, stage: str, name: str, seed: int | None = None)
     return out
 
 
-def report_settings(config: dict) -> dict:
-    """What the report renders and checks: the run's config without the runtime-only keys."""
-    out = copy.deepcopy(config)
+def report_settings(config: dict, shape: str | None = None) -> dict:
+    """What the report renders and checks: the run's config (of one shape, :func:`apply_shape`)
+    without the runtime-only keys."""
+    out = copy.deepcopy(apply_shape(config, shape))
     out["train"] = {k: v for k, v in out["train"].items() if k not in RUNTIME_TRAIN_KEYS}
     return out
 

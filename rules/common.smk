@@ -20,6 +20,16 @@ except _settings.ConfigError as err:
 
 VARIANTS = list(config["variants"])
 SEEDS = [int(s) for s in config["seeds"]]
+# Model size x training length (config `models`, `train.seq_lens`): [None] without either, and
+# the results stay where they always were; otherwise every path has a {shape} level.
+SHAPES = _settings.shapes(config)
+SHAPED = SHAPES != [None]
+_S = "{shape}/" if SHAPED else ""
+TRAIN_METRICS = f"results/train/{_S}{{variant}}/seed{{seed}}/metrics.json"
+PROBE_OUT = f"results/probe/{_S}{{variant}}/seed{{seed}}/probe.json"
+SWEEP_OUT = f"results/sweep/{_S}{{variant}}/sweep.json"
+LOG = {stage: f"logs/{stage}/{_S}{{variant}}" + ("-seed{seed}" if stage != "sweep" else "") + ".log"
+       for stage in ("train", "probe", "sweep")}
 ROOT = Path(workflow.basedir)
 # Jobs run with this interpreter unless a conda env provides its own python.
 PYTHON = "python" if "conda" in str(workflow.deployment_settings.deployment_method) else sys.executable
@@ -102,25 +112,56 @@ def stage_params(stage):
 
     def params(wildcards):
         seed = int(wildcards.seed) if "seed" in wildcards.keys() else None
-        return json.dumps(_settings.stage_settings(config, stage, wildcards.variant, seed=seed), sort_keys=True)
+        shape = wildcards.shape if "shape" in wildcards.keys() else None
+        return json.dumps(_settings.stage_settings(config, stage, wildcards.variant, seed=seed, shape=shape),
+                          sort_keys=True)
 
     return params
 
 
 def retry_token(wildcards):
     """Changes after a recorded training failure, so the next invocation retries that run."""
-    log = Path(f"results/train/{wildcards.variant}/seed{wildcards.seed}/failures.log")
+    log = Path(train_dir(wildcards)) / "failures.log"
     return hashlib.sha256(log.read_bytes()).hexdigest()[:16] if log.exists() else ""
+
+
+def train_dir(wildcards):
+    """The train job's folder (metrics, weights, logs of failures): the probe reads the weights there."""
+    return str(Path(TRAIN_METRICS.format(**dict(wildcards.items()))).parent)
+
+
+REPORT_DIR = "results/report/{shape}" if SHAPED else "results/report"
+
+
+def shape_docs(kind):
+    """The documents one report reads: every variant (and seed) of its shape, in config order."""
+
+    def files(wildcards):
+        w = {"shape": wildcards.shape} if SHAPED else {}
+        if kind == "train":
+            return [TRAIN_METRICS.format(variant=v, seed=s, **w) for s in SEEDS for v in VARIANTS]
+        if kind == "probe":
+            return [PROBE_OUT.format(variant=v, seed=s, **w) for s in SEEDS for v in VARIANTS]
+        return [SWEEP_OUT.format(variant=v, **w) for v in VARIANTS]
+
+    return files
+
+
+def report_config(wildcards):
+    """The report's config: the run's, with its shape's size and length applied."""
+    return json.dumps(_settings.report_settings(config, wildcards.shape if SHAPED else None), sort_keys=True)
 
 
 def job_priority(stage):
     """Priority of a train/probe/sweep job: Snakemake starts the highest first among the jobs
-    that are ready (the order of the report's inputs does not decide it).  Seed-major: each
+    that are ready (the order of the report's inputs does not decide it).  Shape by shape, and
+    within one seed-major: each
     seed's trainings back to back in config order, then that seed's probes, then the next
     seed, so drift of the machine during a campaign falls on whole seeds, not on one variant;
     sweeps (seed-independent) last.  Values stay between 1 and 99, below the data rules' 100."""
     n, per_seed = len(VARIANTS), 2 * len(VARIANTS)
-    ranks = per_seed * (len(SEEDS) + 1)
+    per_shape = per_seed * (len(SEEDS) + 1)
+    ranks = per_shape * len(SHAPES)
 
     def priority(wildcards):
         if stage == "sweep":
@@ -128,7 +169,8 @@ def job_priority(stage):
         seed = int(wildcards.seed)
         s = SEEDS.index(seed) if seed in SEEDS else len(SEEDS)  # a seed asked for by target path
         v = VARIANTS.index(wildcards.variant) if wildcards.variant in VARIANTS else n - 1
-        rank = s * per_seed + (n if stage == "probe" else 0) + v
+        shape = wildcards.shape if "shape" in wildcards.keys() else None
+        rank = SHAPES.index(shape) * per_shape + s * per_seed + (n if stage == "probe" else 0) + v
         return 2 + 97 * (ranks - rank) / ranks
 
     return priority

@@ -4,7 +4,7 @@
 
 rule probe:
     output:
-        "results/probe/{variant}/seed{seed}/probe.json",
+        PROBE_OUT,
     input:
         metrics=rules.train.output.metrics,
         tokens=rules.tokenize.output.val,
@@ -12,24 +12,25 @@ rule probe:
         variant_code=variant_sources,
     params:
         settings=stage_params("probe"),
+        train_dir=train_dir,
         python=PYTHON,
     priority: job_priority("probe")
     resources:
         gpu=gpu_count(),
         attnbench_gpu_slots=GPU_SLOTS,  # which GPUs: not a param (it changes no result)
     log:
-        "logs/probe/{variant}-seed{seed}.log",
+        LOG["probe"],
     conda:
         "../envs/train.yaml"
     shell:
         "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {params.python:q} scripts/probe.py --settings {params.settings:q} "
-        "--train-dir results/train/{wildcards.variant}/seed{wildcards.seed:q} --tokens-dir results/tokens "
+        "--train-dir {params.train_dir:q} --tokens-dir results/tokens "
         "--out {output:q} > {log:q} 2>&1"
 
 
 rule sweep:
     output:
-        "results/sweep/{variant}/sweep.json",
+        SWEEP_OUT,
     input:
         code=SWEEP_SOURCES,
         variant_code=variant_sources,
@@ -41,7 +42,7 @@ rule sweep:
         gpu=gpu_count(),
         attnbench_gpu_slots=GPU_SLOTS,  # which GPUs: not a param (it changes no result)
     log:
-        "logs/sweep/{variant}.log",
+        LOG["sweep"],
     conda:
         "../envs/train.yaml"
     shell:

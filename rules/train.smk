@@ -3,7 +3,7 @@
 
 rule train:
     output:
-        metrics="results/train/{variant}/seed{seed}/metrics.json",
+        metrics=TRAIN_METRICS,
     input:
         tokens=rules.tokenize.output.train,
         val=rules.tokenize.output.val,
@@ -12,6 +12,7 @@ rule train:
     params:
         settings=stage_params("train"),
         retry=retry_token,
+        out_dir=train_dir,
         python=PYTHON,
     priority: job_priority("train")
     resources:
@@ -22,10 +23,10 @@ rule train:
         attnbench_checkpoint_every=TRAIN_CHECKPOINT_EVERY,
         attnbench_resume=TRAIN_RESUME,
     log:
-        "logs/train/{variant}-seed{seed}.log",
+        LOG["train"],
     conda:
         "../envs/train.yaml"
     shell:
         "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {params.python:q} scripts/train.py --settings {params.settings:q} "
         "--checkpoint-every {resources.attnbench_checkpoint_every:q} --resume {resources.attnbench_resume:q} "
-        "--tokens-dir results/tokens --out-dir results/train/{wildcards.variant:q}/seed{wildcards.seed:q} > {log:q} 2>&1"
+        "--tokens-dir results/tokens --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -33,7 +33,9 @@ def _expected_settings(config: dict, name: str, seed: int | None) -> dict | None
     from ..settings import stage_settings
 
     try:
-        return stage_settings(config, "train", name, seed=seed)
+        # a report of one shape (its config has the size and length applied, settings.apply_shape)
+        return stage_settings(config, "train", name, seed=seed, shape=None) | (
+            {"shape": config["shape"]} if config.get("shape") else {})
     except (KeyError, TypeError, ValueError):  # a config this code cannot read: do not judge
         return None
 
