@@ -28,6 +28,7 @@ wildcard_constraints:
     variant="|".join(VARIANTS),
     seed=r"\d+",
     shape="|".join(re.escape(s) for s in SHAPES if s) or "-",
+    size="|".join(re.escape(s) for s in SIZES) or "-",
 
 
 include: "rules/data.smk"

@@ -75,6 +75,9 @@ def test_dag_runs_every_variant_at_every_shape_and_one_scaling_page(tmp_path):
     assert {(s, v) for s, v, _ in trains} == {(s, v) for s in ("tiny-T32", "tiny-T64", "wide-T32", "wide-T64")
                                               for v in ("baseline", "gqa")}
     assert len(re.findall(r"output: results/report/[\w.-]+/index.html", out)) == 4
+    # the sweep times the module alone: once per size, whatever the training lengths
+    sweeps = set(re.findall(r"output: results/sweep/([\w.-]+)/(\w+)/sweep.json", out))
+    assert sweeps == {(z, v) for z in ("tiny", "wide") for v in ("baseline", "gqa")}
     assert len(re.findall(r"rule scaling:", out)) == 1
 
 
