@@ -81,11 +81,15 @@ def shapes(config: dict) -> list[str | None]:
     entry), e.g. ``124M-T512``; the part of an axis that is not configured is left out of the
     name (``124M``, ``T2048``).  ``[None]`` when neither is configured: the one ``model`` at
     ``train.seq_len``, with the results where they always were."""
-    sizes, lengths = list(config.get("models") or {}), list(config["train"].get("seq_lens") or [])
+    sizes, lengths = config.get("models") or {}, list(config["train"].get("seq_lens") or [])
     if not sizes and not lengths:
         return [None]
-    return ["-".join(p for p in (size, f"T{T}" if T is not None else None) if p)
-            for size in (sizes or [None]) for T in (lengths or [None])]
+    out = []
+    for size in list(sizes) or [None]:
+        own = (sizes.get(size) or {}).get("seq_lens") if size else None  # a size may train at its own lengths
+        for T in own or lengths or [None]:
+            out.append("-".join(p for p in (size, f"T{T}" if T is not None else None) if p))
+    return out
 
 
 def apply_shape(config: dict, shape: str | None) -> dict:
@@ -104,6 +108,7 @@ def apply_shape(config: dict, shape: str | None) -> dict:
     tokens_per_step = config["train"]["batch_size"] * config["train"]["seq_len"]
     spec = dict(sizes.get(size) or {})
     batch = spec.pop("batch_size", None)
+    spec.pop("seq_lens", None)
     out["model"].update(spec)
     out["train"]["seq_len"] = T
     out["train"]["batch_size"] = batch or max(1, tokens_per_step // T)

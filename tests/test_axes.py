@@ -125,3 +125,12 @@ def test_every_variant_is_checked_at_every_size():
     cfg["variants"]["gqa"] = {"n_kv_head": 4}                           # 4 does not divide 6
     with pytest.raises(settings.ConfigError, match=r"^shape six-T32: variants.gqa"):
         settings.validate(cfg)
+
+
+def test_a_size_may_train_at_its_own_lengths():
+    """The campaign's shapes: 124M at 512 and 2048, 350M at 512 only (not the full product)."""
+    cfg = axes_config()
+    cfg["models"]["wide"]["seq_lens"] = [32]
+    cfg = settings.validate(cfg)
+    assert settings.shapes(cfg) == ["tiny-T32", "tiny-T64", "wide-T32"]
+    assert settings.apply_shape(cfg, "wide-T32")["model"].get("seq_lens") is None  # not a model key
