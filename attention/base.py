@@ -50,6 +50,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .ops.sdpa import call_case, memoised_choice, sdpa, sdpa_choice
+
 # Params every variant accepts.  ``impl``: "auto" picks the fastest path available on the
 # device, "reference" forces the plain PyTorch path, other values name one kernel.
 COMMON_PARAMS: dict[str, Any] = {"dropout": 0.0, "impl": "auto", "bias": True}
@@ -326,8 +328,6 @@ def static_decode_attention(module, q, k, v, visible: torch.Tensor, bias: torch.
     additive in the query dtype when there is a bias), the backend SDPA picks for a masked
     call -- asked once per call case and named, never guessed.
     """
-    from .ops.sdpa import call_case, memoised_choice, sdpa, sdpa_choice
-
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     if module.impl == "reference" or getattr(module, "static_reference", False):
         att = (q @ k.transpose(-2, -1)).to(torch.promote_types(q.dtype, torch.float32)) * scale

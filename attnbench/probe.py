@@ -196,42 +196,42 @@ MODE_FIGURES = ("ms_per_token_p50", "ms_per_token_p90", "ms_per_token_min", "tok
                 "matches_full_forward", "kernel")
 
 
-def greedy_eager(model, prompt, n_new: int, record: list | None):
-    """The model's own cached decode: prefill, then ``n_new - 1`` one-token steps (greedy).
-    Returns (tokens (B, n_new), logits (B, n_new, V)); ``record`` gets ms per step."""
-    B, P = prompt.shape
-    caches = model.init_caches(B, P + n_new, prompt.device, next(model.parameters()).dtype)
-    logits, _ = model(prompt, caches=caches)
-    steps_logits = [logits[:, -1]]
-    tok = logits[:, -1].argmax(-1, keepdim=True)
-    out = [tok]
+def greedy_steps(first_logits, first_tok, n_new: int, advance, read, device, record: list | None):
+    """Greedy decoding after the prompt: ``n_new - 1`` steps of ``advance(tok)`` (the timed
+    part: one cached forward, or one graph replay) and ``read(result) -> (logits (B, V), next
+    token (B, 1))``.  Returns (tokens (B, n_new), logits (B, n_new, V)); ``record`` gets ms per
+    step (synchronised)."""
+    steps_logits, out, tok = [first_logits], [first_tok], first_tok
     for _ in range(n_new - 1):
         t0 = time.perf_counter() if record is not None else None
-        logits, _ = model(tok, caches=caches)
+        result = advance(tok)
         if record is not None:
-            measure.synchronize(prompt.device)
+            measure.synchronize(device)
             record.append(1000 * (time.perf_counter() - t0))
-        steps_logits.append(logits[:, -1])
-        tok = logits[:, -1].argmax(-1, keepdim=True)
+        logits, tok = read(result)
+        steps_logits.append(logits)
         out.append(tok)
     return torch.cat(out, dim=1), torch.stack(steps_logits, dim=1)
 
 
+def greedy_eager(model, prompt, n_new: int, record: list | None):
+    """The model's own cached decode: prefill, then one-token steps (:func:`greedy_steps`)."""
+    B, P = prompt.shape
+    caches = model.init_caches(B, P + n_new, prompt.device, next(model.parameters()).dtype)
+    logits = model(prompt, caches=caches)[0][:, -1]
+    return greedy_steps(logits, logits.argmax(-1, keepdim=True), n_new,
+                        lambda tok: model(tok, caches=caches)[0],
+                        lambda lg: (lg[:, -1], lg[:, -1].argmax(-1, keepdim=True)), prompt.device, record)
+
+
 def greedy_graph(dec: GraphDecoder, prompt, n_new: int, record: list | None):
     """The same greedy decode with the captured static step (``dec``): eager prefill into the
-    static caches, then one graph replay per token (the graph feeds its own argmax back)."""
+    static caches, then one graph replay per token (the graph feeds its own argmax back; its
+    static outputs are overwritten by the next replay, hence the copies)."""
     dec.reset()
-    logits = dec.prefill(prompt)
-    steps_logits, out = [logits[:, -1]], [dec.tok.clone()]
-    for _ in range(n_new - 1):
-        t0 = time.perf_counter() if record is not None else None
-        step_logits = dec.step()
-        if record is not None:
-            measure.synchronize(prompt.device)
-            record.append(1000 * (time.perf_counter() - t0))
-        steps_logits.append(step_logits.clone())     # the static output is overwritten next step
-        out.append(dec.tok.clone())
-    return torch.cat(out, dim=1), torch.stack(steps_logits, dim=1)
+    logits = dec.prefill(prompt)[:, -1]
+    return greedy_steps(logits, dec.tok.clone(), n_new, lambda tok: dec.step(),
+                        lambda lg: (lg.clone(), dec.tok.clone()), prompt.device, record)
 
 
 def timed_decode(generate, prompt, n_new: int, device, session, warmup: int) -> tuple[dict, list, torch.Tensor, torch.Tensor]:

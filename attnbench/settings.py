@@ -92,6 +92,13 @@ def shapes(config: dict) -> list[str | None]:
     return out
 
 
+def shape_size(config: dict, shape: str | None) -> str | None:
+    """The model-size part of a shape name (None without a size axis, or for None)."""
+    if shape is None:
+        return None
+    return next((n for n in config.get("models") or {} if shape == n or shape.startswith(f"{n}-T")), None)
+
+
 def apply_shape(config: dict, shape: str | None) -> dict:
     """``config`` as one shape of :func:`shapes` trains: the size's model keys over ``model``,
     ``train.seq_len`` its length, ``train.batch_size`` the size's own or the one that keeps
@@ -102,7 +109,7 @@ def apply_shape(config: dict, shape: str | None) -> dict:
     if shape not in known:
         raise ConfigError(f"shape {shape!r} is not one of the config's shapes: {', '.join(map(str, known))}")
     sizes = config.get("models") or {}
-    size = next((n for n in sizes if shape == n or shape.startswith(n + "-T")), None)
+    size = shape_size(config, shape)
     T = int(shape.rsplit("T", 1)[1]) if (size is None or shape != size) else config["train"]["seq_len"]
     out = copy.deepcopy(config)
     tokens_per_step = config["train"]["batch_size"] * config["train"]["seq_len"]
@@ -252,14 +259,17 @@ def stage_settings(config: dict, stage: str, name: str, seed: int | None = None,
     """
     if stage not in _MEASURE_KEYS:
         raise ValueError(f"stage {stage!r}; allowed: {sorted(_MEASURE_KEYS)}")
+    # only on the axis: settings of a run without one stay as they were.  A sweep times the
+    # module alone: it depends on the model size, not the training length, so it records the size.
+    label = shape_size(config, shape) if stage == "sweep" else shape
     config = apply_shape(config, shape)
     keys = _MEASURE_KEYS[stage]
     seed = config["seeds"][0] if seed is None else int(seed)
     out = {"name": name, "entry": variant_entry(config, name), "seed": seed,
            "device": config["device"], "model": config["model"],
            "measure": dict(config["measure"]) if keys is None else {k: config["measure"][k] for k in keys}}
-    if shape is not None:  # only on the axis: settings of a run without one stay as they were
-        out["shape"] = shape
+    if label is not None:
+        out["shape"] = label
     if stage == "train":
         out["train"] = {k: v for k, v in config["train"].items() if k not in RUNTIME_TRAIN_KEYS}
         out["data"] = {k: config["data"][k] for k in ("mode", "max_len")}

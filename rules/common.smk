@@ -36,13 +36,6 @@ LOG = {"train": f"logs/train/{_S}{{variant}}-seed{{seed}}.log", "probe": f"logs/
        "sweep": f"logs/sweep/{_Z}{{variant}}.log"}
 
 
-def size_of(shape):
-    """The model-size part of a shape name (None without a size axis)."""
-    if not SIZES or shape is None:
-        return None
-    return next(z for z in SIZES if shape == z or shape.startswith(f"{z}-T"))
-
-
 ROOT = Path(workflow.basedir)
 # Jobs run with this interpreter unless a conda env provides its own python.
 PYTHON = "python" if "conda" in str(workflow.deployment_settings.deployment_method) else sys.executable
@@ -127,12 +120,7 @@ def stage_params(stage):
         seed = int(wildcards.seed) if "seed" in wildcards.keys() else None
         shape = wildcards.shape if "shape" in wildcards.keys() else None
         if stage == "sweep" and SHAPED:  # any shape of the size: the sweep reads its model keys only
-            shape = next(x for x in SHAPES if size_of(x) == (wildcards.size if SIZES else None))
-            settings = _settings.stage_settings(config, stage, wildcards.variant, shape=shape)
-            settings["shape"] = size_of(shape)  # the length does not change a sweep: not in its params
-            if settings["shape"] is None:
-                del settings["shape"]
-            return json.dumps(settings, sort_keys=True)
+            shape = next(x for x in SHAPES if _settings.shape_size(config, x) == (wildcards.size if SIZES else None))
         return json.dumps(_settings.stage_settings(config, stage, wildcards.variant, seed=seed, shape=shape),
                           sort_keys=True)
 
@@ -162,7 +150,7 @@ def shape_docs(kind):
             return [TRAIN_METRICS.format(variant=v, seed=s, **w) for s in SEEDS for v in VARIANTS]
         if kind == "probe":
             return [PROBE_OUT.format(variant=v, seed=s, **w) for s in SEEDS for v in VARIANTS]
-        return [SWEEP_OUT.format(variant=v, size=size_of(w.get("shape"))) for v in VARIANTS]
+        return [SWEEP_OUT.format(variant=v, size=_settings.shape_size(config, w.get("shape"))) for v in VARIANTS]
 
     return files
 

@@ -134,3 +134,11 @@ def test_a_size_may_train_at_its_own_lengths():
     cfg = settings.validate(cfg)
     assert settings.shapes(cfg) == ["tiny-T32", "tiny-T64", "wide-T32"]
     assert settings.apply_shape(cfg, "wide-T32")["model"].get("seq_lens") is None  # not a model key
+
+
+def test_a_sweep_records_its_size_only():
+    """The module-alone sweep does not depend on the training length: both lengths of one size
+    give the same sweep settings (one job, no rerun when a length is added)."""
+    cfg = settings.validate(axes_config())
+    short, long = (settings.stage_settings(cfg, "sweep", "gqa", shape=s) for s in ("tiny-T32", "tiny-T64"))
+    assert short == long and short["shape"] == "tiny"
