@@ -685,3 +685,13 @@ def test_prefill_timing_error_and_unstable_timing_are_shown_not_hidden(tmp_path)
     assert "timing error" in page.rows[first]["prefill_ms_p50"]["text"]
     assert "timing not stable (p90/p50 1.61)" in page.rows[second]["prefill_ms_p50"]["title"]
     assert "unstable" in page.rows[second]["prefill_ms_p50"]["text"]
+
+
+def test_a_run_without_sweep_documents_yet_renders_and_says_so(tmp_path):
+    """A partial run (trainings and probes done, no sweep yet: the H200 run of session 6
+    crashed the report here) renders; the length verdict says the sweep is not measured."""
+    kw = write_fixture(tmp_path / "r", gpu=True)
+    doc, html, page, out = build(tmp_path, gpu=True, **{**kw, "sweep": []})
+    body = re.search(r"By sequence length(.*?)</p>", html, re.S).group(1)
+    assert "not measured" in body, body
+    assert (out / "results.csv").exists()

@@ -46,7 +46,8 @@ def by_length(variants: list[Variant], config: dict) -> dict[str, Any]:
     by = {v.name: v for v in usable}
     lengths = sorted({x for s in series.values() for x, _ in s.points})
     if not lengths:
-        return {"missing": _common_reason((s.name, s.missing) for s in series.values())}
+        return {"rows": [], "tokens": None,
+                "missing": _common_reason((s.name, s.missing) for s in series.values())}
     rows = []
     for T in lengths:
         pts = []
