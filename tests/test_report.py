@@ -687,6 +687,25 @@ def test_prefill_timing_error_and_unstable_timing_are_shown_not_hidden(tmp_path)
     assert "unstable" in page.rows[second]["prefill_ms_p50"]["text"]
 
 
+def test_an_eager_series_flag_does_not_mark_the_graph_figure_shown(tmp_path):
+    """H200, fb47336: eager prefill at batch 1 is launch-bound and its order by length is noise
+    (sliding_window 8.6 ms at 128 tokens, 4.2 at 512) while the CUDA-graph figures shown are
+    in order: the eager flag is in the cell's details, not a 'timing error' on the figure."""
+    kw = write_fixture(tmp_path / "results", gpu=True)
+    q = kw["probe"][0]
+    pr = json.loads(q.read_text())
+    pr["prefill_flags"] = ["batch 1 (eager): 512 tokens faster than 128 tokens (p50 4.25 vs 8.58 ms, p90 5.09): "
+                           "timing error"]
+    q.write_text(json.dumps(pr))
+    out = tmp_path / "report"
+    build_report(out_dir=out, **kw)
+    page = Page()
+    page.feed((out / "index.html").read_text())
+    cell = page.rows[VARIANTS[0]]["prefill_ms_p50"]
+    assert "timing error" not in cell["text"]
+    assert "other series flagged (not the figure shown): batch 1 (eager)" in cell["title"]
+
+
 def test_a_run_without_sweep_documents_yet_renders_and_says_so(tmp_path):
     """A partial run (trainings and probes done, no sweep yet: the H200 run of session 6
     crashed the report here) renders; the length verdict says the sweep is not measured."""
@@ -695,3 +714,20 @@ def test_a_run_without_sweep_documents_yet_renders_and_says_so(tmp_path):
     body = re.search(r"By sequence length(.*?)</p>", html, re.S).group(1)
     assert "not measured" in body, body
     assert (out / "results.csv").exists()
+
+
+def test_a_kernel_that_differs_by_seed_is_shown_with_its_seeds(tmp_path):
+    """H200, fb47336: `sdpa` under `auto` ran FLASH in seed 1337 and EFFICIENT in seed 1338; the
+    cell showed one kernel for a mean over both.  Now every kernel with its seeds is in the cell."""
+    kw = with_seeds(write_fixture(tmp_path / "seeds", gpu=True), seeds=(1337, 1338))
+    for p in kw["train"]:
+        d = json.loads(p.read_text())
+        if d["variant"] == VARIANTS[0] and d["provenance"]["seed"] == 1338:
+            d["kernel"] = "sdpa:auto->efficient"
+            p.write_text(json.dumps(d))
+    doc, html, page, out = build(tmp_path, gpu=True, **kw)
+    first = json.loads(kw["train"][0].read_text())["kernel"]
+    text = page.rows[VARIANTS[0]]["kernel"]["text"]
+    assert f"{first} (seed 1337)" in text and "sdpa:auto->efficient (seed 1338)" in text, text
+    assert "differs by seed" in text
+    assert "differs by seed" not in page.rows[VARIANTS[1]]["kernel"]["text"]
