@@ -12,9 +12,13 @@ instead of hard-coding an H100's figures.
 and ``mla``): each candidate is checked and timed here, on this device, at the caller's
 shape, and the module pins the fastest one that passes (``module.auto_pin``).  Candidates
 are listed in SDPA's own priority order and the first one within ``margin`` (2 %) of the
-fastest is kept, so the choice does not flip between runs on timing noise -- a small margin:
-the GPU suite requires ``auto`` within 5 % of the best pinned kernel compiled, and eager module
-timing ranks kernels only to a few percent of their compiled speed.
+fastest is kept, so the choice does not flip between runs on timing noise.  On CUDA each
+candidate's forward+backward is captured once as a CUDA graph and timed by replaying it
+(:class:`GraphedCall`): the GPU's time alone.  Timed eagerly, one call at a training shape
+measures the host -- Python, autograd, launches: 1-2 ms on an H200 for kernels that take a
+fraction of that -- with 20 % noise between rounds, and ``auto`` picked FLASH in one seed and
+EFFICIENT in the next (session 6).  Eager timing remains where no graph can be captured (CPU,
+or a capture that fails, recorded as such).
 
 :func:`prepare` does this for a whole model before ``torch.compile`` (one module per distinct
 attention configuration; all layers of a configuration get its choice) and then runs one
@@ -50,9 +54,11 @@ def tolerance(kind: str, dtype: torch.dtype, noise: float | None) -> float:
     return max(floor, NOISE_FACTOR * noise) if noise is not None and math.isfinite(noise) else floor
 
 
-def autocast_ctx(device: torch.device, dtype: torch.dtype):
+def autocast_ctx(device: torch.device, dtype: torch.dtype, cache: bool = True):
+    """bf16/fp16 autocast (nothing for float32).  ``cache=False`` inside CUDA-graph capture: the
+    autocast weight cache would outlive the capture in the graph's private memory pool."""
     if dtype in (torch.float16, torch.bfloat16):
-        return torch.autocast(device_type=device.type, dtype=dtype)
+        return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
     return contextlib.nullcontext()
 
 
@@ -176,6 +182,66 @@ def median_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeats:
     return statistics.median(times)
 
 
+class GraphedCall:
+    """``fn`` (one module's forward+backward on static tensors) captured once as a CUDA graph;
+    :meth:`ms` times replays between two CUDA events, i.e. the GPU's time per call with no host
+    in it.  Warm-up on a side stream first (cuBLAS/cuDNN workspaces and plans, lazy inits),
+    as ``torch.cuda.graphs`` requires; gradients are set to None before capture so the graph
+    owns them (each replay writes the same tensors)."""
+
+    def __init__(self, fn: Callable[[], Any], device: torch.device, reset: Callable[[], None], warmup: int = 3):
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                fn()
+        torch.cuda.current_stream(device).wait_stream(side)
+        reset()
+        self.device, self.graph = device, torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            fn()
+        self.graph.replay()
+        torch.cuda.synchronize(device)
+        self.replays = 1
+
+    def calibrate(self, target_ms: float = 20.0, most: int = 2000) -> int:
+        """Replays per timing: enough for ``target_ms`` of GPU time (event resolution ~0.5 us)."""
+        per = self.ms(3)
+        self.replays = max(5, min(most, math.ceil(target_ms / max(per, 1e-3))))
+        return self.replays
+
+    def ms(self, replays: int | None = None) -> float:
+        n = replays or self.replays
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(n):
+            self.graph.replay()
+        end.record()
+        torch.cuda.synchronize(self.device)
+        return start.elapsed_time(end) / n
+
+
+def graph_timers(module, impls: list[str], call: Callable[[], Any], device: torch.device,
+                 reset: Callable[[], None]) -> tuple[dict[str, "GraphedCall"] | None, str]:
+    """One captured graph per candidate ``impl`` (``module.auto_pin`` set while capturing), or
+    ``(None, why)`` when graphs cannot time them all -- then every candidate is timed eagerly,
+    so the comparison stays like for like."""
+    if device.type != "cuda":
+        return None, "eager: no CUDA graphs on " + device.type
+    timers = {}
+    try:
+        for impl in impls:
+            module.auto_pin = impl
+            timers[impl] = GraphedCall(call, device, reset)
+            timers[impl].calibrate()
+    except Exception as err:  # a backend that cannot be captured here: time all eagerly
+        timers.clear()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize(device)
+        return None, f"eager: CUDA graph capture failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+    return timers, "cuda-graph replays (GPU time)"
+
+
 def autotune(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = True, warmup: int = 3,
              repeats: int = 10, rounds: int = 3, margin: float = 0.02, candidates: tuple[str, ...] | None = None
              ) -> dict[str, Any] | None:
@@ -198,10 +264,15 @@ def autotune(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = Tr
     xi = x.detach().clone().requires_grad_(backward)
 
     def call():
-        with autocast_ctx(device, dtype), (contextlib.nullcontext() if backward else torch.no_grad()):
+        with autocast_ctx(device, dtype, cache=device.type != "cuda"), \
+                (contextlib.nullcontext() if backward else torch.no_grad()):
             out = module(xi)
         if backward:
             out.backward(gy.to(out.dtype))
+
+    def reset_grads():
+        module.zero_grad(set_to_none=True)
+        xi.grad = None
 
     rows_checked = check_rows(module, x)
     x_checked = x[:rows_checked]
@@ -218,28 +289,39 @@ def autotune(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = Tr
     # the device during tuning falls on every candidate alike instead of on the last one timed.
     timed = [r for r in rows if "error" not in r]
     per_round: dict[str, list[float]] = {r["impl"]: [] for r in timed}
-    for _ in range(rounds):
-        for row in timed:
-            module.auto_pin = row["impl"]
-            try:
-                with preserved_state([module], device):
-                    per_round[row["impl"]].append(median_ms(call, device, warmup, repeats))
-                module.zero_grad(set_to_none=True)
-            except Exception as err:
-                row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
-                row["pass"] = False
+    with preserved_state([module], device):
+        timers, timing = graph_timers(module, [r["impl"] for r in timed], call, device,
+                                      reset_grads)
+        for _ in range(rounds):
+            for row in timed:
+                module.auto_pin = row["impl"]
+                try:
+                    if timers is not None and row["impl"] in timers:
+                        per_round[row["impl"]].append(timers[row["impl"]].ms())
+                    else:
+                        per_round[row["impl"]].append(median_ms(call, device, warmup, repeats))
+                        reset_grads()
+                except Exception as err:
+                    row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                    row["pass"] = False
+        replays = {impl: t.replays for impl, t in (timers or {}).items()}
+        del timers
+        reset_grads()
     for row in timed:
-        if "error" not in row:
+        if "error" not in row and per_round[row["impl"]]:
             row["ms"] = statistics.median(per_round[row["impl"]])
             row["ms_per_round"] = per_round[row["impl"]]
+            if row["impl"] in replays:
+                row["replays_per_round"] = replays[row["impl"]]
     module.auto_pin = state
     passing = [r for r in rows if r.get("pass")]
     record = {"shape": list(x.shape), "checked_rows": rows_checked, "dtype": str(dtype).replace("torch.", ""),
-              "backward": backward, "candidates": rows,
+              "backward": backward, "candidates": rows, "timing": timing,
               "rule": (f"the first candidate (SDPA's priority order) within {margin:.0%} of the fastest one "
                        "that passes the check against the float32 reference path; timed "
                        + ("forward+backward" if backward else "forward") + f", median over {rounds} interleaved "
-                       f"rounds of the median of {repeats} calls")}
+                       + ("rounds of CUDA-graph replays (GPU time)" if timers_used(rows)
+                          else f"rounds of the median of {repeats} eager calls"))}
     if not passing:
         raise KernelCheckError(f"{type(module).__name__}: no kernel passed the check at {list(x.shape)}: "
                                + "; ".join(_describe(r) for r in rows), record)
@@ -247,6 +329,10 @@ def autotune(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = Tr
     chosen = next(r for r in passing if r["ms"] <= fastest * (1 + margin))
     module.auto_pin = record["chosen"] = chosen["impl"]
     return record
+
+
+def timers_used(rows: list[dict]) -> bool:
+    return any("replays_per_round" in r for r in rows)
 
 
 def check_rows(module, x: torch.Tensor, budget_bytes: int = 4 * 2**30) -> int:

@@ -126,6 +126,51 @@ def test_autotune_keeps_the_preferred_candidate_within_the_margin(monkeypatch):
     assert autotune(m, x_input(), torch.float32, candidates=("math", "flash"))["chosen"] == "flash"
 
 
+def test_autotune_times_cuda_graph_replays_when_it_can_and_says_which(monkeypatch):
+    """On CUDA each candidate is timed by replaying its captured forward+backward (GPU time: an
+    eager call at a training shape times the host); the record says which timing ran.  Here the
+    graph timers are stood in for (no CUDA on CI): the choice follows their figures, not eager
+    timing, and the replays per round are recorded."""
+    torch.manual_seed(0)
+    m = SDPAAttention(C, H).train()
+
+    class FakeTimer:
+        def __init__(self, impl):
+            self.impl, self.replays = impl, 40
+
+        def ms(self):
+            return {"math": 0.50, "flash": 0.30}[self.impl]
+
+    def fake_timers(module, impls, call, device, reset):
+        call()                      # the call is runnable as the graph would capture it
+        reset()
+        assert all(p.grad is None for p in module.parameters())
+        return {i: FakeTimer(i) for i in impls}, "cuda-graph replays (GPU time)"
+
+    monkeypatch.setattr(selection, "graph_timers", fake_timers)
+    monkeypatch.setattr(selection, "median_ms", lambda *a, **k: pytest.fail("eager timing used"))
+    rec = autotune(m, x_input(), torch.float32, candidates=("math", "flash"))
+    assert rec["chosen"] == "flash" and rec["timing"] == "cuda-graph replays (GPU time)"
+    assert "CUDA-graph replays" in rec["rule"]
+    assert all(r["replays_per_round"] == 40 and r["ms_per_round"] == [r["ms"]] * 3 for r in rec["candidates"])
+    assert all(p.grad is None for p in m.parameters())   # timing leaves no gradients behind
+
+
+def test_autotune_on_cpu_or_after_a_failed_capture_times_eagerly_and_says_why(monkeypatch):
+    torch.manual_seed(0)
+    m = SDPAAttention(C, H).train()
+    rec = autotune(m, x_input(B=2, T=16), torch.float32, candidates=("math", "flash"), repeats=2, warmup=1)
+    assert rec["timing"] == "eager: no CUDA graphs on cpu" and "eager calls" in rec["rule"]
+    assert not any("replays_per_round" in r for r in rec["candidates"])
+
+    def capture_fails(*a, **k):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(selection, "GraphedCall", capture_fails)
+    timers, why = selection.graph_timers(m, ["math"], lambda: None, torch.device("cuda"), lambda: None)
+    assert timers is None and why.startswith("eager: CUDA graph capture failed (RuntimeError: operation not")
+
+
 def test_prepare_resolves_every_layer_and_records_fixed_rules():
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=H, n_embd=C, block_size=32, attention="sdpa"))
