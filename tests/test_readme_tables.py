@@ -64,3 +64,10 @@ def test_missing_or_unknown_markers_are_reported():
     text = "intro\n" + readme_tables.BEGIN.format(name="nope") + "\nx\n" + readme_tables.END.format(name="nope") + "\n"
     _, problems = readme_tables.rewrite(text, {"wanted": "y\n"})
     assert problems == ["no markers for fragment 'wanted'", "markers for unknown fragment 'nope'"]
+
+
+def test_every_committed_report_readme_is_rendered():
+    """A README added under reports/ without renderers would carry hand-typed figures unchecked
+    (reports/h200/partial-e1a7e10 did): every one must be listed in readme_sources.READMES."""
+    found = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "reports").rglob("README.md"))
+    assert [r for r in found if r not in READMES] == []

@@ -469,6 +469,160 @@ class H200:
                 + ". `auto` against the best pinned kernel, compiled module fwd+bwd (best / auto): "
                 + ". ".join(out) + "." + (f" Suite result (`gpu-suite/gpu_suite.log`): {summary[-1]}." if summary else ""))
 
+class RunFolder:
+    """A run of the README's command on a GPU, committed as it came back: ``runs/train/<variant>/
+    seed<k>/metrics.json``, ``runs/probe/...``, ``snakemake.log`` and the GPU suite's ``gpu-suite/``.
+    Any subset of the jobs (a partial run says how many finished)."""
+
+    ORDER = ("baseline", "sdpa", "flash2", "flex", "gqa", "sliding_window", "linear", "lsh", "mla")
+
+    def __init__(self, folder: Path):
+        self.dir = folder
+        self.train = self._docs("train", "metrics.json")
+        self.probe = self._docs("probe", "probe.json")
+
+    def _docs(self, kind: str, name: str) -> dict[tuple[str, int], dict]:
+        found = {}
+        for path in (self.dir / "runs" / kind).glob(f"*/seed*/{name}"):
+            found[(path.parent.parent.name, int(path.parent.name[4:]))] = load(path)
+        return dict(sorted(found.items(), key=lambda kv: (self.ORDER.index(kv[0][0]), kv[0][1])))
+
+    def gap(self, v: str, seed: int) -> float | None:
+        """Largest |val loss - baseline's| over the eval points both recorded, same seed."""
+        d, ref = self.train.get((v, seed)), self.train.get(("baseline", seed))
+        if v == "baseline" or d is None or ref is None or not dig(d, "attention.exact"):
+            return None
+        mine = {h["step"]: h["val_loss"] for h in d["training"]["val_history"]}
+        base = {h["step"]: h["val_loss"] for h in ref["training"]["val_history"]}
+        return max(abs(mine[s] - base[s]) for s in mine if s in base)
+
+    def machine(self) -> str:
+        docs = list(self.train.values())
+        p = docs[0]["provenance"]
+        keys = ("device", "driver", "torch", "cuda", "cudnn", "triton", "python", "snakemake")
+        same = all(d["provenance"].get(k) == p.get(k) for d in docs for k in keys)
+        commits = sorted({commit(d) for d in [*docs, *self.probe.values()]})
+        log = (self.dir / "snakemake.log").read_text(encoding="utf-8")
+        steps = re.findall(r"(\d+) of (\d+) steps \(\d+%\) done", log)
+        done = f"Snakemake finished {steps[-1][0]} of {steps[-1][1]} jobs (`snakemake.log`)" if steps else ""
+        return (f"Commit {', '.join(commits)}; {p['device']} (driver {p['driver']}, torch {p['torch']}, CUDA "
+                f"{p['cuda']}, cuDNN {p['cudnn'] // 10000}.{p['cudnn'] % 10000 // 100}, triton {p['triton']}, "
+                f"Python {p['python']}, Snakemake {p['snakemake']})"
+                + ("; the same in every training document" if same else "; versions differ between documents")
+                + (f". {done}: {len(self.train)} trainings, {len(self.probe)} probes." if done else "."))
+
+    def table(self) -> str:
+        rows = []
+        for (v, seed), d in self.train.items():
+            kc, e = d.get("kernel_check") or {}, d.get("energy") or {}
+            busy = e.get("gpu_busy")
+            rows.append([v, str(seed), f"`{d['kernel']}`", kilo(d["timing"]["tokens_per_s"]),
+                         pct(busy) if busy is not None else "not recorded",
+                         sig(1000 * e["gpu_j_per_token"]), f"{d['training']['val_loss']:.4f}",
+                         " / ".join("pass" if dig(kc, f"{ph}.pass") else "FAIL" for ph in ("start", "end")),
+                         f"{d['control']['tflops']:.0f}"])
+        return table(["variant", "seed", "kernel (definite)", "tokens/s", "GPU busy", "GPU mJ/token", "val loss",
+                      "kernel check start / end", "control TFLOP/s"], rows)
+
+    def checks(self) -> str:
+        ok = [d for d in self.train.values() if d["status"] == "ok"]
+        definite = all("?" not in d["kernel"] for d in ok)
+        passed = all(dig(d, f"kernel_check.{ph}.pass") for d in ok for ph in ("start", "end"))
+        probes_ok = [d for d in self.probe.values() if d["status"] == "ok"]
+        decode = all(d.get("decode_matches_full_forward") for d in probes_ok)
+        prefill = all(r["kernel_check"]["pass"] for d in probes_ok for r in d["prefill"] if "kernel_check" in r)
+        return (f"{len(ok)} of {len(self.train)} trainings and {len(probes_ok)} of {len(self.probe)} probes `ok`; "
+                + ("every kernel string definite; " if definite else "some kernel string not definite; ")
+                + ("every self-check passes at the start and the end of training; " if passed
+                   else "some self-check FAILED; ")
+                + ("every probe's prefill logits check passes; " if prefill else "some prefill check FAILED; ")
+                + ("every cached decode equals the full forward." if decode else "some decode differs from the "
+                   "full forward."))
+
+    def agreement(self) -> str:
+        parts = []
+        for (v, seed) in self.train:
+            g = self.gap(v, seed)
+            if g is not None:
+                parts.append(f"`{v}` seed {seed} {g:.4f}")
+        if not parts:
+            return "No exact variant has a baseline of its seed yet."
+        return ("Exact agreement (largest gap to baseline's validation loss of the same seed over the eval "
+                "points): " + "; ".join(parts) + ".")
+
+    def spread(self) -> str:
+        ctl = [d["control"]["tflops"] for d in self.train.values()]
+        by: dict[tuple[str, str], list[float]] = {}
+        for (v, _), d in self.train.items():
+            by.setdefault((v, d["kernel"]), []).append(d["timing"]["tokens_per_s"])
+        many = {k: xs for k, xs in by.items() if len(xs) > 1}
+        busy = [d["energy"]["gpu_busy"] for d in self.train.values() if dig(d, "energy.gpu_busy") is not None]
+        out = (f"The same-process control (a 2 s bf16 matmul in each job) read {min(ctl):.0f}–{max(ctl):.0f} TFLOP/s "
+               f"in all {len(ctl)} trainings ({100 * (max(ctl) / min(ctl) - 1):.1f} % apart)")
+        if many:
+            out += ("; one configuration (variant and kernel) across seeds: " + "; ".join(
+                f"`{v}` {kilo(min(xs))}–{kilo(max(xs))} ({100 * (max(xs) / min(xs) - 1):.0f} %)"
+                for (v, _), xs in many.items()))
+        if busy:
+            out += f"; GPU busy in the timed windows {pct(min(busy))}–{pct(max(busy))}"
+        return out + "."
+
+    def selection(self) -> str:
+        parts = []
+        for (v, seed), d in self.train.items():
+            for sel in d.get("kernel_selection") or []:
+                cands = [c for c in sel.get("candidates", []) if c.get("ms") is not None]
+                if not cands:
+                    continue
+                rounds = [x for c in cands for x in c.get("ms_per_round") or [c["ms"]]]
+                parts.append(f"`{v}` seed {seed} → {sel['chosen']} (" + ", ".join(
+                    f"{c['impl']} {c['ms']:.2f}" for c in cands) + f" ms; rounds {min(rounds):.2f}–{max(rounds):.2f})"
+                    + (f" timed by {sel['timing']}" if sel.get("timing") else ""))
+        return "`auto`'s choice per job (median fwd+bwd ms per candidate): " + "; ".join(parts) + "." if parts else \
+            "No job tuned `auto`."
+
+    def probes(self) -> str:
+        rows = []
+        for (v, seed), d in self.probe.items():
+            if d["status"] != "ok":
+                rows.append([v, str(seed), d["status"], "", "", "", ""])
+                continue
+            dec = {r["batch_size"]: r for r in d["decode"] if "status" not in r}
+            pre = {(r["batch_size"], r["prompt_len"]): r for r in d["prefill"] if "status" not in r}
+            b1, b16 = dec.get(1), dec.get(16)
+            p = pre.get((1, 512))
+
+            def ms(r, key):
+                return sig(r[key]) if r and r.get(key) is not None else "—"
+            rows.append([v, str(seed), f"{ms(b1, 'graph_ms_per_token_p50')} / {ms(b1, 'eager_ms_per_token_p50')}",
+                         f"{kilo(b16['graph_tokens_per_s']) if b16 and b16.get('graph_tokens_per_s') else '—'} / "
+                         f"{kilo(b16['eager_tokens_per_s']) if b16 and b16.get('eager_tokens_per_s') else '—'}",
+                         f"{ms(p, 'graph_ms_p50')} / {ms(p, 'eager_ms_p50')}",
+                         "yes" if d.get("decode_matches_full_forward") else "NO",
+                         "; ".join(d.get("prefill_flags") or []) or "none"])
+        return table(["variant", "seed", "decode ms/token, batch 1, prompt 512: graph / eager",
+                      "decode tokens/s, batch 16: graph / eager", "prefill ms, batch 1 × 512: graph / eager",
+                      "decode = full forward", "prefill order flags"], rows)
+
+    def suite(self) -> str:
+        folder = self.dir / "gpu-suite"
+        log = (folder / "gpu_suite.log").read_text(encoding="utf-8")
+        summary = re.findall(r"=+ (\d+ (?:failed|passed)[^=]*?) in ", log)
+        machine = (folder / "machine.txt").read_text(encoding="utf-8")
+        at = re.search(r"commit (\w+)", machine)
+        sub = folder / "gpu_suite" if (folder / "gpu_suite").is_dir() else folder
+        ratios = []
+        for v in ("sdpa", "gqa", "mla"):
+            f = sub / f"auto_vs_pinned_{v}.json"
+            if f.exists():
+                r = load(f)
+                best = r.get("best_pinned") or "the fastest pinned kernel of each round"
+                ratios.append(f"`{v}` {r['auto_vs_best_pinned']:.3f} (auto chose {r['chosen']}, best pinned {best}"
+                              + (f"; timed by {r['timing']}" if r.get("timing") else "") + ")")
+        return (f"GPU suite at commit `{at.group(1) if at else 'unknown'}` (`gpu-suite/gpu_suite.log`): "
+                + (summary[-1] if summary else "no summary line") + ". `auto` against the best pinned kernel, "
+                "compiled module fwd+bwd, best / auto as the suite's test computed it: " + "; ".join(ratios) + ".")
+
 
 class Top:
     """The repository README's two results sections, from both report folders."""
@@ -526,6 +680,14 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
         "machine": H200.machine, "table": H200.table, "agreement": H200.agreement, "selection": H200.selection,
         "selfcheck": H200.selfcheck, "pinned": H200.pinned, "gpu-suite": H200.gpu_suite, "old-code": H200.old_code, "f6da826": H200.f6da826,
         "divergence-timing": H200.divergence_timing}),
+    "reports/h200/default-fb47336/README.md": (RunFolder, {
+        "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
+        "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,
+        "probes": RunFolder.probes, "suite": RunFolder.suite}),
+    "reports/h200/partial-e1a7e10/README.md": (RunFolder, {
+        "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
+        "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,
+        "suite": RunFolder.suite}),
 }
 
 
