@@ -236,10 +236,15 @@ class MultiHeadLatentAttention(CausalSelfAttention):
         w = self.wkv_b.weight.view(H, dn + dv, dc)
         w_uk, w_uv = w[:, :dn], w[:, dn:]                                  # (H, d_n, d_c), (H, d_v, d_c)
         q_lat = torch.einsum("bhtn,hnc->bhtc", q_nope, w_uk.to(q_nope.dtype))  # (B, H, Tq, d_c)
-        c = c_kv.to(q_lat.dtype)[:, None]                                  # (B, 1, Tk, d_c)
-        scores = q_lat @ c.transpose(-2, -1)                               # (B, H, Tq, Tk)
+        c = c_kv.to(q_lat.dtype)                                           # (B, Tk, d_c)
+        # Heads folded into the query rows: one (H*Tq x d_c) @ (d_c x Tk) product per sequence,
+        # the latent cache read once for all heads (FlashMLA's layout).  Broadcasting a
+        # (B, 1, Tk, d_c) cache against (B, H, Tq, d_c) made matmul copy the cache once per
+        # head and run B*H tiny products: 4.4 ms per decoded token at batch 16 on an H200.
+        scores = (q_lat.reshape(B, H * Tq, dc) @ c.transpose(1, 2)).view(B, H, Tq, Tk)
         if self.qk_rope_head_dim:
-            scores = scores + q_pe @ k_pe.to(q_pe.dtype)[:, None].transpose(-2, -1)
+            dr = q_pe.shape[-1]
+            scores = scores + (q_pe.reshape(B, H * Tq, dr) @ k_pe.to(q_pe.dtype).transpose(1, 2)).view(B, H, Tq, Tk)
         scores = scores * self.softmax_scale
         mask = causal_mask(Tq, Tk, scores.device) if visible is None else visible
         scores = scores.masked_fill(~mask, float("-inf"))
@@ -247,7 +252,7 @@ class MultiHeadLatentAttention(CausalSelfAttention):
         att = att.to(c.dtype)
         if p > 0.0:
             att = F.dropout(att, p=p)
-        o_lat = att @ c                                                    # (B, H, Tq, d_c)
+        o_lat = (att.reshape(B, H * Tq, Tk) @ c).view(B, H, Tq, dc)       # (B, H, Tq, d_c)
         self.kernel = "absorbed:matmul"
         return torch.einsum("bhtc,hvc->bhtv", o_lat, w_uv.to(o_lat.dtype))  # (B, H, Tq, d_v)
 
