@@ -42,7 +42,7 @@ def test_validate_names_the_key(case):
 
 
 def test_smoke_and_presets_are_valid():
-    for name in ("config.yaml", "smoke.yaml", "paper.yaml", "campaign.yaml"):
+    for name in ("config.yaml", "smoke.yaml", "paper.yaml", "campaign.yaml", "throughput.yaml"):
         cfg = settings.validate(load_yaml(ROOT / "config" / name))
         assert cfg["train"]["steps"] > cfg["train"]["warmup_steps"]
 
