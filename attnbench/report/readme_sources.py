@@ -630,6 +630,14 @@ class Top:
     def __init__(self, folder: Path):
         self.h100 = H100(folder / "reports" / "h100")
         self.h200 = H200(folder / "reports" / "h200" / "default")
+        self.run = RunFolder(folder / "reports" / "h200" / "default-fb47336")
+
+    def h200_run(self) -> str:
+        r = self.run
+        return " ".join([r.machine(), r.checks(), r.agreement(), r.spread()])
+
+    def h200_suite(self) -> str:
+        return self.run.suite()
 
     def h200_summary(self) -> str:
         h = self.h200
@@ -667,7 +675,8 @@ class Top:
 
 
 READMES: dict[str, tuple[type, dict[str, Callable]]] = {
-    "README.md": (Top, {"h200-summary": Top.h200_summary, "h100-summary": Top.h100_summary}),
+    "README.md": (Top, {"h200-summary": Top.h200_summary, "h100-summary": Top.h100_summary,
+                        "h200-run": Top.h200_run, "h200-suite": Top.h200_suite}),
     "reports/h100/README.md": (H100, {
         "machine": H100.machine, "commits": H100.commits, "training-table": H100.training_table,
         "training-notes": H100.training_notes, "repeated-gqa": H100.repeated_gqa, "bare-loop": H100.bare_loop,
