@@ -11,7 +11,6 @@ rule download:
     params:
         source=config["data"]["dataset"],
         on_bad_rows=config["data"]["on_bad_rows"],
-        python=PYTHON,
     # Before anything else: a bad dataset is an error in seconds, not after the sweeps ran.
     priority: 100
     log:
@@ -19,7 +18,7 @@ rule download:
     conda:
         "../envs/data.yaml"
     shell:
-        "{params.python:q} scripts/download.py --source {params.source:q} "
+        "{PYTHON:q} scripts/download.py --source {params.source:q} "
         "--on-bad-rows {params.on_bad_rows:q} --out {output.jsonl:q} > {log:q} 2>&1"
 
 
@@ -34,12 +33,11 @@ rule tokenize:
     params:
         data=json.dumps(config["data"], sort_keys=True),
         seed=config["seed"],
-        python=PYTHON,
     priority: 100
     log:
         "logs/tokenize/tokenize.log",
     conda:
         "../envs/data.yaml"
     shell:
-        "{params.python:q} scripts/tokenize_dataset.py --raw {input.raw:q} --data {params.data:q} "
+        "{PYTHON:q} scripts/tokenize_dataset.py --raw {input.raw:q} --data {params.data:q} "
         "--seed {params.seed} --out-dir results/tokens > {log:q} 2>&1"

@@ -13,7 +13,6 @@ rule probe:
     params:
         settings=stage_params("probe"),
         train_dir=train_dir,
-        python=PYTHON,
     priority: job_priority("probe")
     resources:
         gpu=gpu_count(),
@@ -23,7 +22,7 @@ rule probe:
     conda:
         "../envs/train.yaml"
     shell:
-        "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {params.python:q} scripts/probe.py --settings {params.settings:q} "
+        "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {PYTHON:q} scripts/probe.py --settings {params.settings:q} "
         "--train-dir {params.train_dir:q} --tokens-dir results/tokens "
         "--out {output:q} > {log:q} 2>&1"
 
@@ -36,7 +35,6 @@ rule sweep:
         variant_code=variant_sources,
     params:
         settings=stage_params("sweep"),
-        python=PYTHON,
     priority: job_priority("sweep")
     resources:
         gpu=gpu_count(),
@@ -46,4 +44,4 @@ rule sweep:
     conda:
         "../envs/train.yaml"
     shell:
-        "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {params.python:q} scripts/sweep.py --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
+        "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {PYTHON:q} scripts/sweep.py --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"

@@ -20,13 +20,12 @@ rule report:
     params:
         config=report_config,
         out_dir=lambda wildcards, output: str(Path(output.html).parent),
-        python=PYTHON,
     log:
         "logs/report/report" + ("-{shape}" if SHAPED else "") + ".log",
     conda:
         "../envs/report.yaml"
     shell:
-        "{params.python:q} scripts/report.py --train {input.train:q} --probe {input.probe:q} "
+        "{PYTHON:q} scripts/report.py --train {input.train:q} --probe {input.probe:q} "
         "--sweep {input.sweep:q} --stats {input.stats:q} --config {params.config:q} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
@@ -43,11 +42,10 @@ if SHAPED:
             code=sources_under("attnbench/report"),
         params:
             shapes=json.dumps(SHAPES),
-            python=PYTHON,
         log:
             "logs/report/scaling.log",
         conda:
             "../envs/report.yaml"
         shell:
-            "{params.python:q} scripts/scaling.py --shapes {params.shapes:q} --summaries {input.summaries:q} "
+            "{PYTHON:q} scripts/scaling.py --shapes {params.shapes:q} --summaries {input.summaries:q} "
             "--results {input.results:q} --out-dir results/report > {log:q} 2>&1"

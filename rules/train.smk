@@ -13,7 +13,6 @@ rule train:
         settings=stage_params("train"),
         retry=retry_token,
         out_dir=train_dir,
-        python=PYTHON,
     priority: job_priority("train")
     resources:
         gpu=gpu_count(),
@@ -27,6 +26,6 @@ rule train:
     conda:
         "../envs/train.yaml"
     shell:
-        "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {params.python:q} scripts/train.py --settings {params.settings:q} "
+        "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {PYTHON:q} scripts/train.py --settings {params.settings:q} "
         "--checkpoint-every {resources.attnbench_checkpoint_every:q} --resume {resources.attnbench_resume:q} "
         "--tokens-dir results/tokens --out-dir {params.out_dir:q} > {log:q} 2>&1"

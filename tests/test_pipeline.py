@@ -2,11 +2,13 @@
 import json
 import os
 import re
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from pipeline_utils import ROOT, copy_repo, load_yaml, planned_jobs, snakemake, write_config
+from pipeline_utils import ROOT, copy_repo, load_yaml, no_slurm_env, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -148,6 +150,25 @@ def test_copied_run_folder_has_nothing_to_do(smoke_run, tmp_path):
     copy = tmp_path / "moved"
     shutil.copytree(work, copy, symlinks=True)
     assert dry(copy) == []
+
+
+def test_the_same_environment_at_another_path_has_nothing_to_do(smoke_run, tmp_path):
+    """The interpreter's path is not a setting: Snakemake run from the same environment reached
+    by another path (as on a machine where it lives elsewhere) finds the finished run up to date."""
+    import sys
+
+    work, _ = smoke_run
+    env_root = Path(sys.prefix)
+    link = tmp_path / "env-elsewhere"
+    link.symlink_to(env_root, target_is_directory=True)
+    python = link / Path(sys.executable).relative_to(env_root) if Path(sys.executable).is_relative_to(env_root) \
+        else None
+    if python is None or sys.prefix == sys.base_prefix:
+        pytest.skip("not running from a virtual environment")
+    proc = subprocess.run([str(python), "-m", "snakemake", "-n", "--cores", "1", "--configfile", "config/smoke.yaml"],
+                          cwd=work, capture_output=True, text=True, timeout=180, env=no_slurm_env(work))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(set(planned_jobs(proc.stdout + proc.stderr))) == [], proc.stdout[-3000:]
 
 
 def test_adding_seeds_runs_only_their_jobs(smoke_run):
