@@ -311,11 +311,17 @@ class LSHAttention(CausalSelfAttention):
         # (seed, step) travel with state_dict, so a copy or a resumed run draws the same stream
         self.register_buffer("hash_state", torch.tensor([self.seed, 0], dtype=torch.long))
 
-    def _draw_rotations(self, step: int) -> torch.Tensor:
-        """Rotations number ``step`` of this seed's stream (0 = the fixed eval/decode ones)."""
-        gen = torch.Generator().manual_seed((self.seed << 32) + step)
+    def _draw_rotations(self, step: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Rotations number ``step`` of this seed's stream (0 = the fixed eval/decode ones), drawn
+        on ``device``: a training step draws fresh ones on the model's device, because drawing on
+        the CPU and copying them over (from pageable memory: a synchronous copy) made the host
+        wait for the GPU in every layer of every step.  The stream is per device (a CUDA and a
+        CPU generator give different numbers for one seed); checks and resumed runs compare on
+        one device."""
+        device = torch.device(device)
+        gen = torch.Generator(device=device).manual_seed((self.seed << 32) + step)
         shape = (self.n_head, self.n_hashes, self.head_dim, self.n_buckets // 2)
-        return torch.randn(shape, generator=gen)
+        return torch.randn(shape, generator=gen, device=device)
 
     # Not traced by torch.compile: the step counter is a Python int that dynamo would guard
     # on, recompiling every training step until its recompile limit (seen on the H100:
@@ -324,7 +330,7 @@ class LSHAttention(CausalSelfAttention):
     def current_rotations(self, cached: bool) -> torch.Tensor:
         if self.training and self.resample and not cached and self.n_buckets > 1:
             self._step += 1
-            return self._draw_rotations(self._step)
+            return self._draw_rotations(self._step, self.rotations.device)
         return self.rotations
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
