@@ -341,7 +341,7 @@ def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
     device = resolve_device(settings["device"])
     result: dict[str, Any] = {"schema": PROBE_SCHEMA, "variant": name, "status": "ok",
                               "provenance": provenance(settings["seed"], settings, device),
-                              "job": {"started_utc": utc_now()},
+                              "job": {"started_utc": utc_now(), "startup_s": measure.process_age_s()},
                               "data": {"tokens_sha256": tokens_identity(tokens_dir)}, "settings": settings}
     unavailable: dict[str, str] = {}
     metrics = json.loads((Path(train_dir) / "metrics.json").read_text())

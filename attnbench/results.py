@@ -30,6 +30,8 @@ Schema ``attnbench.train/1`` (``results/train/<variant>/seed<seed>/metrics.json`
     control: {kind, tflops, seconds, calls}   fixed matmul timed in the job's process (drift control)
     efficiency: {loss_drop_per_kj, loss_start, loss_end, energy_j, ...}   over the same timed steps
     energy.gpu_j_per_token_above_idle, flops.mfu_standard, job: {started_utc, finished_utc}
+    job.startup_s                the process's age when the record began (interpreter, imports, slot claim)
+    job.phases_s                 wall seconds per phase after that (measure.PhaseClock)
     training: {..., checkpoints, resumed_from_step, resumes, compile_error}
     timing.windows[].energy_error, failure.allocator (out of memory), emissions.resumed_part
 

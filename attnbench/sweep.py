@@ -87,7 +87,7 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
 
 def run(settings: dict, out_path) -> dict[str, Any]:
     name, s, m = settings["name"], settings["sweep"], settings["model"]
-    started = utc_now()
+    started, startup_s = utc_now(), measure.process_age_s()
     device = resolve_device(settings["device"])
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     cfg = GPTConfig.from_settings(m, settings["entry"], n_layer=1, block_size=max(s["seq_lens"]), dropout=0.0)
@@ -120,6 +120,6 @@ def run(settings: dict, out_path) -> dict[str, Any]:
               "tokens_per_call": s["tokens"], "flop_convention": "causal pairs only; forward+backward = 3x forward",
               "points": points, "unavailable": unavailable,
               "provenance": provenance(settings["seed"], settings, device),
-              "job": {"started_utc": started, "finished_utc": utc_now()}}
+              "job": {"started_utc": started, "startup_s": startup_s, "finished_utc": utc_now()}}
     atomic_write_json(out_path, jsonable(result))
     return result

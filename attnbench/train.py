@@ -169,7 +169,7 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
         "attention": {"name": settings["entry"]["class"] or settings["entry"]["variant"],
                       "params": settings["entry"]["params"],
                       "exact": computes_baseline(settings["entry"], settings["train"]["seq_len"])},
-        "provenance": provenance(settings["seed"], settings, device), "job": {"started_utc": utc_now()},
+        "provenance": provenance(settings["seed"], settings, device), "job": {"started_utc": utc_now(), "startup_s": measure.process_age_s()},
         # what the job ran on and with: a report checks both against its own data and config
         "data": {"tokens_sha256": tokens_identity(tokens_dir)}, "settings": settings,
         "kernel_check": {"method": selfcheck.METHOD}}

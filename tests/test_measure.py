@@ -6,6 +6,7 @@ import csv
 import math
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +15,8 @@ import torch.nn as nn
 
 import attention
 from attnbench import measure
+
+ROOT = Path(__file__).resolve().parent.parent
 from attnbench.measure import MeasurementSession, count_flops, model_flops, peak_memory, percentiles
 from attnbench.measure.readers import SAMPLE_FIELDS, Sample, open_nvml_reader
 from attnbench.measure.sampler import PowerSampler, integrate
@@ -590,6 +593,20 @@ def test_phase_clock_records_each_phase_once_in_order_even_when_one_raises():
         pass
     assert list(record["phases_s"]) == ["setup", "check"]
     assert record["phases_s"]["setup"] >= 0.01 and record["phases_s"]["check"] >= 0.0
+
+
+def test_process_age_counts_from_the_process_start():
+    """A job's start-up (interpreter, imports, slot claim) is the process's age when its record
+    begins: a child that waits 1.5 s before asking reports at least that."""
+    import subprocess
+    import sys
+
+    code = ("import time; time.sleep(1.5); import sys; sys.path.insert(0, %r); "
+            "from attnbench.measure.timing import process_age_s; print(process_age_s())") % str(ROOT)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    age = float(out.stdout.strip())
+    assert 1.5 <= age < 30, out
+    assert measure.process_age_s() > age - 1.5   # this test process has lived longer than the child's wait
 
 
 class HalfBusyReader(ConstantPowerReader):

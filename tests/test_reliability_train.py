@@ -286,6 +286,7 @@ def test_windows_lengthen_to_window_seconds_and_phases_are_recorded(reference):
         assert w["first_step"] + w["steps"] in cuts or w["steps"] * step_s >= t["window_seconds"] * 0.999, w
     assert sum(w["steps"] for w in windows) == t["steps"] - t["warmup_steps"]
     phases = m["job"]["phases_s"]
+    assert m["job"]["startup_s"] > 0          # the process's age when the record began
     assert list(phases) == ["setup", "kernel_check_start", "measure_start", "warm_up", "timed_loop",
                             "final_eval", "kernel_check_end", "assemble", "save"]
     assert all(v >= 0 for v in phases.values()) and phases["timed_loop"] >= sum(w["seconds"] for w in windows)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
+from pathlib import Path
 from typing import Iterable
 
 
@@ -155,6 +157,19 @@ def timed_until_stable(fn, device, *, warmup_min: int = 3, repeats_min: int = 10
               "warmup_calls": warmup_calls, "warmup_converged": converged, "method": method,
               "seconds": elapsed(), "stop": stop}
     return samples, record
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; None elsewhere).  Called where a
+    job's record begins, it is the job's start-up: interpreter, imports (torch, CUDA libraries),
+    GPU slot claim and settings validation, before any phase of :class:`PhaseClock`."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started_ticks = int(fields[19])          # field 22 of stat: start time after boot, in ticks
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return round(uptime - started_ticks / os.sysconf("SC_CLK_TCK"), 3)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class PhaseClock:
