@@ -192,6 +192,7 @@ def prefill_flags(rows: list[dict]) -> list[str]:
 # would carry a large quantisation error, so on CUDA the timed decode repeats until >= 2 s.
 DECODE_WINDOW_S = 2.0
 MODE_FIGURES = ("ms_per_token_p50", "ms_per_token_p90", "ms_per_token_min", "tokens_per_s", "window_seconds",
+                "decode_share_of_window",
                 "runs", "gpu_j_per_token", "peak_allocated_bytes", "vs_full_forward_max_abs_diff",
                 "matches_full_forward", "kernel")
 
@@ -258,6 +259,9 @@ def timed_decode(generate, prompt, n_new: int, device, session, warmup: int) -> 
     figures = {"ms_per_token_p50": pct["p50"], "ms_per_token_p90": pct["p90"], "ms_per_token_min": pct["min"],
                "tokens_per_s": B / (pct["p50"] / 1000) if pct["p50"] else None,
                "window_seconds": ws["seconds"], "runs": runs,
+               # the window's energy covers whole runs, each with its prompt's prefill: the share of
+               # the window spent in timed decode steps says how much of gpu_j_per_token is decode
+               "decode_share_of_window": (sum(per_token) / 1000 / ws["seconds"]) if ws["seconds"] else None,
                "gpu_j_per_token": energy / (runs * B * n_new) if energy is not None else None,
                "peak_allocated_bytes": measure.peak_memory(device).get("peak_allocated_bytes")}
     return figures, per_token, generated, logits
@@ -326,6 +330,7 @@ def decode_probe(model, prompt, n_new: int, device, dtype, session, warmup: int)
         "ms_per_token_p50": fig["ms_per_token_p50"], "ms_per_token_p90": fig["ms_per_token_p90"],
         "ms_per_token_min": fig["ms_per_token_min"], "tokens_per_s": fig["tokens_per_s"],
         "window_seconds": fig["window_seconds"], "gpu_j_per_token": fig["gpu_j_per_token"],
+        "decode_share_of_window": fig["decode_share_of_window"],
         "peak_allocated_bytes": fig["peak_allocated_bytes"],
         "cache_bytes": model.cache_bytes(B, P + n_new, dtype),
         "cache_vs_full_forward_max_abs_diff": fig["vs_full_forward_max_abs_diff"], "logit_scale": fig["logit_scale"],

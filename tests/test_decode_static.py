@@ -191,6 +191,8 @@ def test_decode_probe_on_cpu_records_eager_and_why_no_graph(tmp_path, name, para
     session.finish()
     assert row["decode_mode"] == "eager" and row["cache_matches_full_forward"]
     assert row["ms_per_token_p50"] == row["eager_ms_per_token_p50"] > 0 and row["eager_runs"] == 1
+    # the decode steps are part of the energy window (the rest: each run's prefill and the loop)
+    assert 0 < row["decode_share_of_window"] == row["eager_decode_share_of_window"] <= 1
     assert row["kernel"] == row["eager_kernel"] and not row["kernel"].startswith("static:")
     assert row["graph_ms_per_token_p50"] is None and row["graph_kernel"] is None     # no figure, not 0
     if name == "lsh":

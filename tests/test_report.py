@@ -731,3 +731,20 @@ def test_a_kernel_that_differs_by_seed_is_shown_with_its_seeds(tmp_path):
     assert f"{first} (seed 1337)" in text and "sdpa:auto->efficient (seed 1338)" in text, text
     assert "differs by seed" in text
     assert "differs by seed" not in page.rows[VARIANTS[1]]["kernel"]["text"]
+
+
+def test_decode_cell_says_how_much_of_its_energy_window_was_decoding(tmp_path):
+    """A decode energy window holds whole runs, each with its prompt's prefill: the cell's
+    details give the decode steps' share of it."""
+    kw = write_fixture(tmp_path / "results", gpu=True)
+    q = kw["probe"][0]
+    pr = json.loads(q.read_text())
+    for row in pr["decode"]:
+        row["decode_share_of_window"] = 0.91
+    q.write_text(json.dumps(pr))
+    out = tmp_path / "report"
+    build_report(out_dir=out, **kw)
+    page = Page()
+    page.feed((out / "index.html").read_text())
+    title = page.rows[VARIANTS[0]]["decode_ms_per_token_p50"]["title"]
+    assert "energy window: decode steps 91 %, the rest each run's prompt prefill" in title, title

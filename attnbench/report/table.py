@@ -149,6 +149,9 @@ def _timing_detail(row: dict, flags: list | None) -> str | None:
         parts.append(str(mode))
     if row.get("timing_stable") is False:
         parts.append(f"timing not stable (p90/p50 {row.get('p90_over_p50', float('nan')):.2f})")
+    share = row.get("decode_share_of_window")
+    if isinstance(share, (int, float)):
+        parts.append(f"energy window: decode steps {100 * share:.0f} %, the rest each run's prompt prefill")
     parts += [f"flagged: {clean(f)}" for f in reported_flags(flags)]
     parts += [f"other series flagged (not the figure shown): {clean(f)}" for f in flags or []
               if f not in reported_flags(flags)]
