@@ -37,10 +37,12 @@ LOG = {"train": f"logs/train/{_S}{{variant}}-seed{{seed}}.log", "probe": f"logs/
 
 
 ROOT = Path(workflow.basedir)
-# Jobs run with this interpreter unless a conda env provides its own python.  Shell commands
-# name it as a global ({PYTHON:q}), never as a param: the interpreter's path is not a setting,
-# and as a param it made every job stale on a machine whose environment lives elsewhere (a run
-# folder copied from the GPU box to re-render its report wanted to retrain everything).
+# Jobs run with this interpreter unless a conda env provides its own python.  Rules take it as
+# a string resource (attnbench_python), never as a param: the interpreter's path is not a
+# setting, and as a param it made every job stale on a machine whose environment lives
+# elsewhere (a run folder copied from the GPU box to re-render its report wanted to retrain
+# everything).  Resources trigger no reruns, pass lint, and are evaluated again inside a SLURM
+# job (only integer resources travel on its command line), so a node uses its own interpreter.
 PYTHON = "python" if "conda" in str(workflow.deployment_settings.deployment_method) else sys.executable
 
 

@@ -13,12 +13,14 @@ rule download:
         on_bad_rows=config["data"]["on_bad_rows"],
     # Before anything else: a bad dataset is an error in seconds, not after the sweeps ran.
     priority: 100
+    resources:
+        attnbench_python=PYTHON,  # the interpreter: not a param (see rules/common.smk)
     log:
         "logs/download/{dataset}.log",
     conda:
         "../envs/data.yaml"
     shell:
-        "{PYTHON:q} scripts/download.py --source {params.source:q} "
+        "{resources.attnbench_python:q} scripts/download.py --source {params.source:q} "
         "--on-bad-rows {params.on_bad_rows:q} --out {output.jsonl:q} > {log:q} 2>&1"
 
 
@@ -34,10 +36,12 @@ rule tokenize:
         data=json.dumps(config["data"], sort_keys=True),
         seed=config["seed"],
     priority: 100
+    resources:
+        attnbench_python=PYTHON,  # the interpreter: not a param (see rules/common.smk)
     log:
         "logs/tokenize/tokenize.log",
     conda:
         "../envs/data.yaml"
     shell:
-        "{PYTHON:q} scripts/tokenize_dataset.py --raw {input.raw:q} --data {params.data:q} "
+        "{resources.attnbench_python:q} scripts/tokenize_dataset.py --raw {input.raw:q} --data {params.data:q} "
         "--seed {params.seed} --out-dir results/tokens > {log:q} 2>&1"

@@ -15,6 +15,7 @@ rule probe:
         train_dir=train_dir,
     priority: job_priority("probe")
     resources:
+        attnbench_python=PYTHON,  # the interpreter: not a param (see rules/common.smk)
         gpu=gpu_count(),
         attnbench_gpu_slots=GPU_SLOTS,  # which GPUs: not a param (it changes no result)
     log:
@@ -22,7 +23,7 @@ rule probe:
     conda:
         "../envs/train.yaml"
     shell:
-        "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {PYTHON:q} scripts/probe.py --settings {params.settings:q} "
+        "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {resources.attnbench_python:q} scripts/probe.py --settings {params.settings:q} "
         "--train-dir {params.train_dir:q} --tokens-dir results/tokens "
         "--out {output:q} > {log:q} 2>&1"
 
@@ -37,6 +38,7 @@ rule sweep:
         settings=stage_params("sweep"),
     priority: job_priority("sweep")
     resources:
+        attnbench_python=PYTHON,  # the interpreter: not a param (see rules/common.smk)
         gpu=gpu_count(),
         attnbench_gpu_slots=GPU_SLOTS,  # which GPUs: not a param (it changes no result)
     log:
@@ -44,4 +46,4 @@ rule sweep:
     conda:
         "../envs/train.yaml"
     shell:
-        "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {PYTHON:q} scripts/sweep.py --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
+        "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {resources.attnbench_python:q} scripts/sweep.py --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"

@@ -20,12 +20,14 @@ rule report:
     params:
         config=report_config,
         out_dir=lambda wildcards, output: str(Path(output.html).parent),
+    resources:
+        attnbench_python=PYTHON,  # the interpreter: not a param (see rules/common.smk)
     log:
         "logs/report/report" + ("-{shape}" if SHAPED else "") + ".log",
     conda:
         "../envs/report.yaml"
     shell:
-        "{PYTHON:q} scripts/report.py --train {input.train:q} --probe {input.probe:q} "
+        "{resources.attnbench_python:q} scripts/report.py --train {input.train:q} --probe {input.probe:q} "
         "--sweep {input.sweep:q} --stats {input.stats:q} --config {params.config:q} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
@@ -42,10 +44,12 @@ if SHAPED:
             code=sources_under("attnbench/report"),
         params:
             shapes=json.dumps(SHAPES),
+        resources:
+            attnbench_python=PYTHON,  # the interpreter: not a param (see rules/common.smk)
         log:
             "logs/report/scaling.log",
         conda:
             "../envs/report.yaml"
         shell:
-            "{PYTHON:q} scripts/scaling.py --shapes {params.shapes:q} --summaries {input.summaries:q} "
+            "{resources.attnbench_python:q} scripts/scaling.py --shapes {params.shapes:q} --summaries {input.summaries:q} "
             "--results {input.results:q} --out-dir results/report > {log:q} 2>&1"

@@ -15,6 +15,7 @@ rule train:
         out_dir=train_dir,
     priority: job_priority("train")
     resources:
+        attnbench_python=PYTHON,  # the interpreter: not a param (see rules/common.smk)
         gpu=gpu_count(),
         attnbench_gpu_slots=GPU_SLOTS,  # which GPUs: not a param (it changes no result)
         # Not params: they do not change results, so they must not trigger reruns (strings:
@@ -26,6 +27,6 @@ rule train:
     conda:
         "../envs/train.yaml"
     shell:
-        "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {PYTHON:q} scripts/train.py --settings {params.settings:q} "
+        "ATTNBENCH_GPU_SLOTS={resources.attnbench_gpu_slots:q} {resources.attnbench_python:q} scripts/train.py --settings {params.settings:q} "
         "--checkpoint-every {resources.attnbench_checkpoint_every:q} --resume {resources.attnbench_resume:q} "
         "--tokens-dir results/tokens --out-dir {params.out_dir:q} > {log:q} 2>&1"
