@@ -23,11 +23,17 @@ from attention.base import flops_forward_of
 from attention.selection import KernelCheckError, autotune
 
 from . import measure
+from .measure.energy import SHORT_WINDOW_S
 from .model import Block, GPTConfig
 from .results import atomic_write_json, jsonable, provenance, utc_now
 from .settings import resolve_device
 
 SWEEP_SCHEMA = "attnbench.sweep/1"
+# A point's calls last milliseconds; NVML's energy counter advances every 20-100 ms, so an energy
+# per call from such a window is quantisation (the H200 sweeps of e1a7e10 recorded up to 8 J for a
+# 0.4 ms call, i.e. 20 kW): below SHORT_WINDOW_S the figure is null with this reason.
+SHORT_ENERGY_REASON = ("energy window {seconds:.3f} s, shorter than 1 s: NVML's counter advances every "
+                       "20-100 ms, so energy per call is not measured at this point")
 
 
 def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: int, T: int, n_embd: int,
@@ -65,6 +71,9 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
             mem = measure.peak_memory(device)
             pct = measure.percentiles(ms)
             e = ws.get("energy_j")
+            short = e is not None and ws["seconds"] < SHORT_WINDOW_S
+            if short:  # NVML's counter moves every 20-100 ms: a few ms of calls give quantisation, not energy
+                e = None
             point[mode] = {
                 "status": "ok", "ms_p50": pct["p50"], "ms_p90": pct["p90"], "ms_min": pct["min"],
                 "tflops": flops / (pct["p50"] / 1000) / 1e12 if kind == "attention" and flops is not None else None,
@@ -73,6 +82,8 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
                 "gpu_j_per_call": e / (repeats + warmup) if e is not None else None,
                 "kernel": getattr(attn, "kernel", "?"),
             }
+            if short:
+                point[mode]["energy_unavailable"] = SHORT_ENERGY_REASON.format(seconds=ws["seconds"])
         except torch.OutOfMemoryError as err:
             point[mode] = {"status": "oom", "error": str(err).splitlines()[0][:300]}
         except Exception as err:  # a kernel that cannot run at this length: recorded, sweep goes on
@@ -116,6 +127,11 @@ def run(settings: dict, out_path) -> dict[str, Any]:
         unavailable["points.tflops"] = flops_unavailable
     if device.type != "cuda":
         unavailable["points.gpu_j_per_call"] = "no GPU: CPU run"
+    elif any(isinstance(p.get(m), dict) and p[m].get("energy_unavailable") for p in points
+             for m in ("forward", "forward_backward")):
+        unavailable["points.gpu_j_per_call"] = ("null where a point's energy window was shorter than 1 s "
+                                                "(points[].<mode>.energy_unavailable): NVML's counter advances "
+                                                "every 20-100 ms")
     result = {"schema": SWEEP_SCHEMA, "variant": name, "status": "ok", "dtype": str(dtype).replace("torch.", ""),
               "tokens_per_call": s["tokens"], "flop_convention": "causal pairs only; forward+backward = 3x forward",
               "points": points, "unavailable": unavailable,

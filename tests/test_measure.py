@@ -642,3 +642,28 @@ def test_gpu_busy_without_sampler_is_unavailable_with_reason(tmp_path):
     s = ms.finish()
     assert s["energy"]["gpu_busy"] is None
     assert "sampler" in s["unavailable"]["energy.gpu_busy"]
+
+
+@pytest.mark.parametrize("seconds,expect", [(0.004, None), (2.0, 0.5)])
+def test_sweep_energy_per_call_only_from_windows_the_counter_resolves(seconds, expect):
+    """The H200 sweeps recorded up to 8 J for a 0.4 ms call: windows of a few milliseconds under
+    a counter that advances every 20-100 ms.  Below 1 s the figure is null with its reason."""
+    from attnbench import sweep
+    from attnbench.measure.energy import WindowStats
+
+    class FixedSession:
+        def begin_window(self):
+            return None
+
+        def end_window(self, w, steps, tokens):
+            return WindowStats(index=0, steps=steps, tokens=tokens, seconds=seconds, energy_j=2.0,
+                               mean_w=2.0 / seconds, t_start_s=0.0, t_end_s=seconds)
+
+    attn = attention.build("sdpa", 32, 4).eval()
+    point = sweep.sweep_point(attn, attn, "block", 2, 16, 32, torch.device("cpu"), torch.float32, repeats=2,
+                              warmup=2, session=FixedSession(), fwd_flops=None)
+    for mode in ("forward", "forward_backward"):
+        assert point[mode]["gpu_j_per_call"] == expect, point[mode]
+        assert ("energy_unavailable" in point[mode]) == (expect is None)
+        if expect is None:
+            assert "shorter than 1 s" in point[mode]["energy_unavailable"]
