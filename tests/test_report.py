@@ -712,7 +712,7 @@ def test_a_run_without_sweep_documents_yet_renders_and_says_so(tmp_path):
     kw = write_fixture(tmp_path / "r", gpu=True)
     doc, html, page, out = build(tmp_path, gpu=True, **{**kw, "sweep": []})
     body = re.search(r"By sequence length(.*?)</p>", html, re.S).group(1)
-    assert "not measured" in body, body
+    assert "not measured: for no variant: no sweep result document" in body, body
     assert (out / "results.csv").exists()
 
 
@@ -748,3 +748,18 @@ def test_decode_cell_says_how_much_of_its_energy_window_was_decoding(tmp_path):
     page.feed((out / "index.html").read_text())
     title = page.rows[VARIANTS[0]]["decode_ms_per_token_p50"]["title"]
     assert "energy window: decode steps 91 %, the rest each run's prompt prefill" in title, title
+
+
+def test_verdict_names_the_variants_that_lack_an_interval(tmp_path):
+    """A partial run (H200, fb47336): most variants have two seeds, some one. No order is
+    claimed, and the verdict names the variants with one finished run instead of saying
+    'one seed' of a leader that has two."""
+    kw = with_seeds(write_fixture(tmp_path / "seeds", gpu=True), seeds=(1, 2),
+                    noise={"timing.tokens_per_s": 0.01})
+    single = VARIANTS[1]
+    kw["train"] = [p for p in kw["train"]
+                   if not (json.loads(p.read_text())["variant"] == single and "seed2" in str(p))]
+    doc, html, page, out = build(tmp_path, gpu=True, **kw)
+    speed = {c["what"]: c for c in doc["verdict"]["constraints"]}["Training speed"]
+    assert speed["status"] == "one-seed"
+    assert speed["status_text"] == f"order not established: {single} has one finished run (no interval)"

@@ -8,7 +8,8 @@ constraint, each with its figure and interval, and how far the figures can be tr
   variant is a different model.
 * **By constraint** (the summary table's cells, means over seeds): an order only where the
   95 % intervals separate (:func:`attnbench.stats.order`), "tie within noise" where they
-  overlap, and "one seed: order not established" where there are no intervals.
+  overlap, and "order not established" where a variant has no interval (naming those with
+  one finished run; "one seed" when that is every variant).
 * Suspect rows (exact variants whose loss left baseline's, :mod:`.agreement`) take part in
   no recommendation and are named.
 """
@@ -46,8 +47,11 @@ def by_length(variants: list[Variant], config: dict) -> dict[str, Any]:
     by = {v.name: v for v in usable}
     lengths = sorted({x for s in series.values() for x, _ in s.points})
     if not lengths:
-        return {"rows": [], "tokens": None,
-                "missing": _common_reason((s.name, s.missing) for s in series.values())}
+        reasons = [(s.name, s.missing) for s in series.values()]
+        common = _common_reason(reasons)
+        if len({r for _, r in reasons}) == 1:  # the same for all: say so, not "for this variant"
+            common = "for no variant: " + common.replace(" for this variant", "")
+        return {"rows": [], "tokens": None, "missing": common}
     rows = []
     for T in lengths:
         pts = []
@@ -110,9 +114,13 @@ def by_constraint(variants: list[Variant], columns) -> list[dict[str, Any]]:
             ests = {n: c.estimate for n, c in cells.items()}
             leaders, rest = stats_order(ests, better)
             ranked = leaders + rest
-            if not all(e.has_interval for e in ests.values()):
+            singles = [n for n, e in ests.items() if not e.has_interval]
+            if singles:
                 leaders = ranked[:1]
-                status, text = "one-seed", "one seed: order not established"
+                status = "one-seed"
+                text = ("one seed: order not established" if len(singles) == len(ests) else
+                        f"order not established: {', '.join(singles)} ha{'s' if len(singles) == 1 else 've'} "
+                        "one finished run (no interval)")
             elif len(leaders) > 1:
                 status, text = "tie", "tie within noise (95 % intervals overlap)"
             else:
