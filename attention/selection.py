@@ -296,7 +296,7 @@ def autotune(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = Tr
             for row in timed:
                 module.auto_pin = row["impl"]
                 try:
-                    if timers is not None and row["impl"] in timers:
+                    if timers is not None:
                         per_round[row["impl"]].append(timers[row["impl"]].ms())
                     else:
                         per_round[row["impl"]].append(median_ms(call, device, warmup, repeats))
@@ -304,7 +304,7 @@ def autotune(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = Tr
                 except Exception as err:
                     row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
                     row["pass"] = False
-        replays = {impl: t.replays for impl, t in (timers or {}).items()}
+        graphed, replays = timers is not None, {impl: t.replays for impl, t in (timers or {}).items()}
         del timers
         reset_grads()
     for row in timed:
@@ -320,7 +320,7 @@ def autotune(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = Tr
               "rule": (f"the first candidate (SDPA's priority order) within {margin:.0%} of the fastest one "
                        "that passes the check against the float32 reference path; timed "
                        + ("forward+backward" if backward else "forward") + f", median over {rounds} interleaved "
-                       + ("rounds of CUDA-graph replays (GPU time)" if timers_used(rows)
+                       + ("rounds of CUDA-graph replays (GPU time)" if graphed
                           else f"rounds of the median of {repeats} eager calls"))}
     if not passing:
         raise KernelCheckError(f"{type(module).__name__}: no kernel passed the check at {list(x.shape)}: "
@@ -329,10 +329,6 @@ def autotune(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = Tr
     chosen = next(r for r in passing if r["ms"] <= fastest * (1 + margin))
     module.auto_pin = record["chosen"] = chosen["impl"]
     return record
-
-
-def timers_used(rows: list[dict]) -> bool:
-    return any("replays_per_round" in r for r in rows)
 
 
 def check_rows(module, x: torch.Tensor, budget_bytes: int = 4 * 2**30) -> int:

@@ -23,17 +23,15 @@ from attention.base import flops_forward_of
 from attention.selection import KernelCheckError, autotune
 
 from . import measure
-from .measure.energy import SHORT_WINDOW_S
+from .measure.energy import FLAG_SHORT
 from .model import Block, GPTConfig
 from .results import atomic_write_json, jsonable, provenance, utc_now
 from .settings import resolve_device
 
 SWEEP_SCHEMA = "attnbench.sweep/1"
-# A point's calls last milliseconds; NVML's energy counter advances every 20-100 ms, so an energy
-# per call from such a window is quantisation (the H200 sweeps of e1a7e10 recorded up to 8 J for a
-# 0.4 ms call, i.e. 20 kW): below SHORT_WINDOW_S the figure is null with this reason.
-SHORT_ENERGY_REASON = ("energy window {seconds:.3f} s, shorter than 1 s: NVML's counter advances every "
-                       "20-100 ms, so energy per call is not measured at this point")
+# A point's calls last milliseconds, under an energy counter that advances every 20-100 ms: the
+# H200 sweeps of e1a7e10 recorded up to 8 J for a 0.4 ms call (20 kW).  A window the session
+# flags as short gives no energy per call; the point says why.
 
 
 def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: int, T: int, n_embd: int,
@@ -71,8 +69,8 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
             mem = measure.peak_memory(device)
             pct = measure.percentiles(ms)
             e = ws.get("energy_j")
-            short = e is not None and ws["seconds"] < SHORT_WINDOW_S
-            if short:  # NVML's counter moves every 20-100 ms: a few ms of calls give quantisation, not energy
+            short = e is not None and FLAG_SHORT in ws.flags
+            if short:
                 e = None
             point[mode] = {
                 "status": "ok", "ms_p50": pct["p50"], "ms_p90": pct["p90"], "ms_min": pct["min"],
@@ -83,7 +81,7 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
                 "kernel": getattr(attn, "kernel", "?"),
             }
             if short:
-                point[mode]["energy_unavailable"] = SHORT_ENERGY_REASON.format(seconds=ws["seconds"])
+                point[mode]["energy_unavailable"] = f"energy window {ws['seconds']:.3f} s, {FLAG_SHORT}"
         except torch.OutOfMemoryError as err:
             point[mode] = {"status": "oom", "error": str(err).splitlines()[0][:300]}
         except Exception as err:  # a kernel that cannot run at this length: recorded, sweep goes on

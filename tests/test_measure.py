@@ -649,7 +649,7 @@ def test_sweep_energy_per_call_only_from_windows_the_counter_resolves(seconds, e
     """The H200 sweeps recorded up to 8 J for a 0.4 ms call: windows of a few milliseconds under
     a counter that advances every 20-100 ms.  Below 1 s the figure is null with its reason."""
     from attnbench import sweep
-    from attnbench.measure.energy import WindowStats
+    from attnbench.measure.energy import FLAG_SHORT, SHORT_WINDOW_S, WindowStats
 
     class FixedSession:
         def begin_window(self):
@@ -657,7 +657,8 @@ def test_sweep_energy_per_call_only_from_windows_the_counter_resolves(seconds, e
 
         def end_window(self, w, steps, tokens):
             return WindowStats(index=0, steps=steps, tokens=tokens, seconds=seconds, energy_j=2.0,
-                               mean_w=2.0 / seconds, t_start_s=0.0, t_end_s=seconds)
+                               mean_w=2.0 / seconds, t_start_s=0.0, t_end_s=seconds,
+                               flags=[FLAG_SHORT] if seconds < SHORT_WINDOW_S else [])   # as the session flags it
 
     attn = attention.build("sdpa", 32, 4).eval()
     point = sweep.sweep_point(attn, attn, "block", 2, 16, 32, torch.device("cpu"), torch.float32, repeats=2,

@@ -27,7 +27,7 @@ DASHES = (None, "6 3", "2 2", "8 3 2 3")
 
 def _read_json(path: Path | None, kind: str) -> tuple[dict | None, str | None]:
     if path is None:
-        return None, f"no {kind} result document for this variant"
+        return None, f"no {kind} result document"
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -241,7 +241,7 @@ def load_variants(train: Sequence, probe: Sequence, sweep: Sequence,
         first = next((r for r in rs if r.train.ok and not r.stale), next((r for r in rs if r.train.ok), rs[0]))
         v = Variant(name=name, index=i, color=PALETTE[i % len(PALETTE)],
                     dash=DASHES[(i // len(PALETTE)) % len(DASHES)], train=first.train, probe=first.probe,
-                    sweep=sweeps.get(name) or Doc("sweep", None, None, "no sweep result document for this variant"),
+                    sweep=sweeps.get(name) or Doc("sweep", None, None, "no sweep result document"),
                     runs=rs)
         doc = first.train
         folder = doc.path.parent

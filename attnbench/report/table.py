@@ -152,9 +152,9 @@ def _timing_detail(row: dict, flags: list | None) -> str | None:
     share = row.get("decode_share_of_window")
     if isinstance(share, (int, float)):
         parts.append(f"energy window: decode steps {100 * share:.0f} %, the rest each run's prompt prefill")
-    parts += [f"flagged: {clean(f)}" for f in reported_flags(flags)]
-    parts += [f"other series flagged (not the figure shown): {clean(f)}" for f in flags or []
-              if f not in reported_flags(flags)]
+    shown = reported_flags(flags)
+    parts += [f"flagged: {clean(f)}" for f in shown]
+    parts += [f"other series flagged (not the figure shown): {clean(f)}" for f in flags or [] if f not in shown]
     return "; ".join(parts) or None
 
 

@@ -49,8 +49,8 @@ def by_length(variants: list[Variant], config: dict) -> dict[str, Any]:
     if not lengths:
         reasons = [(s.name, s.missing) for s in series.values()]
         common = _common_reason(reasons)
-        if len({r for _, r in reasons}) == 1:  # the same for all: say so, not "for this variant"
-            common = "for no variant: " + common.replace(" for this variant", "")
+        if len({r for _, r in reasons}) == 1:  # the same reason for every variant
+            common = "for no variant: " + common
         return {"rows": [], "tokens": None, "missing": common}
     rows = []
     for T in lengths:
