@@ -502,9 +502,12 @@ class RunFolder:
         keys = ("device", "driver", "torch", "cuda", "cudnn", "triton", "python", "snakemake")
         same = all(d["provenance"].get(k) == p.get(k) for d in docs for k in keys)
         commits = sorted({commit(d) for d in [*docs, *self.probe.values()]})
-        log = (self.dir / "snakemake.log").read_text(encoding="utf-8")
-        steps = re.findall(r"(\d+) of (\d+) steps \(\d+%\) done", log)
-        done = f"Snakemake finished {steps[-1][0]} of {steps[-1][1]} jobs (`snakemake.log`)" if steps else ""
+        finished = []  # one Snakemake log per session of a resumed run: each reran only what was missing
+        for log in sorted(self.dir.glob("snakemake*.log")):
+            steps = re.findall(r"(\d+) of (\d+) steps \(\d+%\) done", log.read_text(encoding="utf-8"))
+            if steps:
+                finished.append(f"{steps[-1][0]} of {steps[-1][1]} jobs (`{log.name}`)")
+        done = "Snakemake finished " + ", then ".join(finished) if finished else ""
         return (f"Commit {', '.join(commits)}; {p['device']} (driver {p['driver']}, torch {p['torch']}, CUDA "
                 f"{p['cuda']}, cuDNN {p['cudnn'] // 10000}.{p['cudnn'] % 10000 // 100}, triton {p['triton']}, "
                 f"Python {p['python']}, Snakemake {p['snakemake']})"
@@ -566,6 +569,23 @@ class RunFolder:
         if busy:
             out += f"; GPU busy in the timed windows {pct(min(busy))}–{pct(max(busy))}"
         return out + "."
+
+    def busy_normalised(self) -> str:
+        """tokens/s over GPU busy, per configuration: the throughput the GPU's own work allows, where the
+        host left it idle part of the time (NVML utilisation over the same timed windows)."""
+        by: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for (v, _), d in self.train.items():
+            if dig(d, "energy.gpu_busy"):
+                by.setdefault((v, d["kernel"]), []).append((d["timing"]["tokens_per_s"], d["energy"]["gpu_busy"]))
+        many = {k: xs for k, xs in by.items() if len(xs) > 1}
+        if not many:
+            return "No configuration ran more than once with GPU busy recorded."
+
+        def spread(xs):
+            return f"{kilo(min(xs))}–{kilo(max(xs))} ({100 * (max(xs) / min(xs) - 1):.0f} %)"
+        return ("Tokens/s against tokens per GPU-busy second (tokens/s ÷ GPU busy), one configuration across "
+                "seeds: " + "; ".join(f"`{v}` `{k}` {spread([t for t, _ in xs])} against "
+                                      f"{spread([t / b for t, b in xs])}" for (v, k), xs in many.items()) + ".")
 
     def selection(self) -> str:
         parts = []
@@ -639,6 +659,9 @@ class Top:
     def h200_suite(self) -> str:
         return self.run.suite()
 
+    def h200_busy(self) -> str:
+        return self.run.busy_normalised()
+
     def h200_summary(self) -> str:
         h = self.h200
         ok = [v for v, d in h.train.items() if d["status"] == "ok"]
@@ -676,7 +699,8 @@ class Top:
 
 READMES: dict[str, tuple[type, dict[str, Callable]]] = {
     "README.md": (Top, {"h200-summary": Top.h200_summary, "h100-summary": Top.h100_summary,
-                        "h200-run": Top.h200_run, "h200-suite": Top.h200_suite}),
+                        "h200-run": Top.h200_run, "h200-suite": Top.h200_suite,
+                        "h200-busy": Top.h200_busy}),
     "reports/h100/README.md": (H100, {
         "machine": H100.machine, "commits": H100.commits, "training-table": H100.training_table,
         "training-notes": H100.training_notes, "repeated-gqa": H100.repeated_gqa, "bare-loop": H100.bare_loop,
@@ -691,8 +715,8 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
         "divergence-timing": H200.divergence_timing}),
     "reports/h200/default-fb47336/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
-        "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,
-        "probes": RunFolder.probes, "suite": RunFolder.suite}),
+        "agreement": RunFolder.agreement, "spread": RunFolder.spread, "busy": RunFolder.busy_normalised,
+        "selection": RunFolder.selection, "probes": RunFolder.probes, "suite": RunFolder.suite}),
     "reports/h200/partial-e1a7e10/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,
