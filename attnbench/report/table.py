@@ -98,6 +98,21 @@ def _normalized_rate(v: Variant, ctx: Context):
     return _num(rate) * ctx.control_median / _num(ctl), None, f"control {_sig(ctl)} TFLOP/s in this job"
 
 
+def _busy_rate(v: Variant, ctx: Context):
+    """tokens/s / GPU busy: the rate of the GPU's own work, with the share of the timed windows in
+    which the host left the GPU idle taken out (jobs whose loop is host-bound at a small batch vary
+    with the host; this figure varies with the kernels)."""
+    rate, why = v.train.get("timing.tokens_per_s")
+    busy, bwhy = v.train.get("energy.gpu_busy")
+    if _num(rate) is None:
+        return None, why, None
+    if _num(busy) is None:
+        return None, f"GPU busy: {bwhy}" if bwhy else "GPU busy not recorded", None
+    if _num(busy) <= 0:
+        return None, "GPU busy 0 % in the timed windows (no kernel seen by NVML's sampler)", None
+    return _num(rate) / _num(busy), None, f"GPU busy {100 * _num(busy):.0f} % of the timed windows"
+
+
 def _from(doc_attr: str, dotted: str, detail: Callable[[Variant], str | None] | None = None):
     def get(v: Variant, ctx: Context):
         val, why = getattr(v, doc_attr).get(dotted)
@@ -269,6 +284,9 @@ def columns(ctx: Context) -> list[Column]:
                "share of the timed windows in which the GPU ran a kernel (NVML utilisation): well under "
                "100 % means the host (launches, Python) set the pace, so tokens/s and energy rank the "
                "loop around the attention as much as the attention"),
+        Column("tokens_per_busy_s", "Train tokens per GPU-busy s", "rate", _busy_rate, "max", "ratio",
+               "tokens/s ÷ GPU busy: the throughput of the GPU's own work with the time the host left it "
+               "waiting taken out; where GPU busy is well under 100 % it ranks the kernels, tokens/s the host"),
         Column("peak_allocated_bytes", "Peak GPU mem", "bytes", _from("train", "memory.peak_allocated_bytes"),
                "min", "ratio", "peak memory allocated by the CUDA caching allocator during the timed steps"),
         Column("peak_rss_bytes", "Peak host RSS", "bytes", _from("train", "memory.peak_rss_bytes"),

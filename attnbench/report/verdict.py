@@ -27,6 +27,7 @@ from .plots import sweep_series
 
 CONSTRAINTS = (  # (what, table column, better)
     ("Training speed", "tokens_per_s", "max"),
+    ("Training speed per GPU-busy second", "tokens_per_busy_s", "max"),
     ("GPU energy per token", "gpu_j_per_token", "min"),
     ("GPU energy per token above idle", "gpu_j_per_token_above_idle", "min"),
     ("Training memory (peak GPU)", "peak_allocated_bytes", "min"),
@@ -35,6 +36,9 @@ CONSTRAINTS = (  # (what, table column, better)
     ("Inference latency: prefill", "prefill_ms_p50", "min"),
     ("Quality: validation loss", "val_loss", "min"),
 )
+
+
+HOST_BOUND_BUSY = 0.9  # GPU busy share below which a training loop is named host-bound
 
 
 def _name(v: Variant) -> dict[str, Any]:
@@ -71,8 +75,21 @@ def by_length(variants: list[Variant], config: dict) -> dict[str, Any]:
             "exact": ({**_name(by[exact[0]]), "figure": fmt_ms(exact[1])} if exact else None),
             "failed": failed,
         })
+    absent = [(n, s.missing) for n, s in series.items() if not s.points]
     return {"rows": rows, "summary": _ranges(rows), "tokens": _num(dig(next(
-        (v.sweep.data for v in usable if v.sweep.ok), None), "tokens_per_call"))}
+        (v.sweep.data for v in usable if v.sweep.ok), None), "tokens_per_call")),
+        # a partial run compares only the variants with a sweep: say which, so a leader among two is not
+        # read as the leader among all
+        "compared": [n for n, s in series.items() if s.points] if absent else None,
+        "absent": _grouped(absent) if absent else None}
+
+
+def _grouped(pairs: list[tuple[str, str | None]]) -> str:
+    """"baseline, sdpa (reason); lsh (other reason)": variants grouped by their reason."""
+    groups: dict[str, list[str]] = {}
+    for name, reason in pairs:
+        groups.setdefault(reason or "no reason recorded", []).append(name)
+    return "; ".join(f"{', '.join(names)} ({reason})" for reason, names in groups.items())
 
 
 def _ranges(rows: list[dict[str, Any]]) -> str:
@@ -160,6 +177,12 @@ def caveats(variants: list[Variant], header: dict) -> list[str]:
     elif seeds:
         out.append("No drift control was recorded in these train documents (written before it was timed), so "
                    "drift between jobs cannot be measured from them.")
+    busy = [b for v in variants for r in v.ok_runs if (b := _num(dig(r.train.data, "energy.gpu_busy"))) is not None]
+    if busy and min(busy) < HOST_BOUND_BUSY:
+        out.append(f"GPU busy in the timed windows: {100 * min(busy):.0f}–{100 * max(busy):.0f} %. Below about "
+                   f"{100 * HOST_BOUND_BUSY:.0f} % the host (Python, launches) set the pace of training, by an "
+                   "amount that can change from job to job and that the matmul control cannot see; tokens per "
+                   "GPU-busy second takes that time out.")
     if header.get("on_cpu"):
         out.append("This was a CPU run: its timings do not predict how the variants compare on a GPU.")
     return out
