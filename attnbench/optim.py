@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 
 import torch
 
@@ -44,3 +45,35 @@ def should_compile(t: dict, device: torch.device) -> bool:
 def compile_kwargs(t: dict) -> dict:
     """``torch.compile`` arguments of the training model (``train.compile_mode``)."""
     return {} if t.get("compile_mode", "default") == "default" else {"mode": t["compile_mode"]}
+
+
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # compile modes that replay CUDA graphs
+_GRAPHED: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
+
+
+def compile_model(model: torch.nn.Module, t: dict, device: torch.device) -> torch.nn.Module:
+    """``torch.compile`` with ``train.compile_mode``; a model whose mode replays CUDA graphs is
+    remembered so that :func:`begin_step` marks its iterations."""
+    compiled = torch.compile(model, **compile_kwargs(t))
+    if device.type == "cuda" and t.get("compile_mode") in CUDAGRAPH_MODES:
+        _GRAPHED.add(compiled)
+    return compiled
+
+
+def replays_graphs(step_model) -> bool:
+    return step_model in _GRAPHED
+
+
+def begin_step(step_model) -> None:
+    """Start an iteration of a CUDA-graph step model: without the mark, CUDA-graph trees take a
+    forward-only call (evaluation, the kernel check) for part of the previous training step and
+    may hand out an output buffer the next replay overwrites.  A no-op for other models."""
+    if step_model in _GRAPHED:
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+def cudagraph_skips() -> int:
+    """Graphs torch.compile meant to replay as CUDA graphs but ran without (a mutated input, a
+    CPU tensor, dynamic shapes...): inductor's own counter, read before and after a job."""
+    from torch._dynamo.utils import counters
+    return int(counters["inductor"]["cudagraph_skips"])

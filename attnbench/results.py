@@ -32,7 +32,8 @@ Schema ``attnbench.train/1`` (``results/train/<variant>/seed<seed>/metrics.json`
     energy.gpu_j_per_token_above_idle, flops.mfu_standard, job: {started_utc, finished_utc}
     job.startup_s                the process's age when the record began (interpreter, imports, slot claim)
     job.phases_s                 wall seconds per phase after that (measure.PhaseClock)
-    training: {..., checkpoints, resumed_from_step, resumes, compile_error}
+    training: {..., checkpoints, resumed_from_step, resumes, compile_error,
+               cudagraph_skips (compile modes that replay CUDA graphs: graphs that ran without)}
     timing.windows[].energy_error, failure.allocator (out of memory), emissions.resumed_part
 
 Schema ``attnbench.probe/1`` (``results/probe/<variant>/seed<seed>/probe.json``): schema, variant,

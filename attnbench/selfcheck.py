@@ -36,6 +36,8 @@ import torch
 from attention.selection import (attention_modules, autocast_ctx, compare, config_groups, preserved_state,
                                  reference_copy, rel_err, tolerance)
 
+from .optim import begin_step
+
 MODULE_BATCH = 2
 REFERENCE_BUDGET_BYTES = 4 * 2**30   # attention scores the float32 reference may hold per chunk
 
@@ -142,6 +144,7 @@ def _run(model, call, x, y, dtype, backward: bool, rows: int | None = None):
         xs, ys = x[lo:lo + rows], y[lo:lo + rows]
         with preserved_state(attention_modules(model), device):
             torch.manual_seed(0)
+            begin_step(call)
             with autocast_ctx(device, dtype), (torch.enable_grad() if backward else torch.no_grad()):
                 out, mean_loss = call(xs, ys)   # the model's own loss, as in a training step
                 part = mean_loss * ((ys != -100).sum() / valid)

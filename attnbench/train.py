@@ -42,7 +42,8 @@ from . import checkpoint, measure, selfcheck
 from .batches import TokenBatches
 from .interrupt import Interrupted, interruptible
 from .model import GPT, build_model, weights_bytes
-from .optim import autocast_ctx, compile_kwargs, lr_at, make_optimizer, resolve_dtype, should_compile
+from .optim import (autocast_ctx, begin_step, compile_model, cudagraph_skips, lr_at, make_optimizer,
+                    replays_graphs, resolve_dtype, should_compile)
 from .results import TRAIN_SCHEMA, atomic_write_bytes, atomic_write_json, jsonable, provenance, tokens_identity, utc_now
 from .settings import ConfigError, check_stage_settings, resolve_device
 from .train_result import FAULT_ENV, TrainingFault, assemble, injected_fault, record_failure, write_steps_csv
@@ -66,6 +67,7 @@ def evaluate(model, val: TokenBatches, n_batches: int, device, dtype: torch.dtyp
     with torch.enable_grad() if reuse_graph else torch.no_grad():
         for i in range(order.shape[0]):
             x, y = val.batch(order[i])
+            begin_step(model)
             with autocast_ctx(device, dtype):
                 _, loss = model(x, y)
             total += loss.detach().float()
@@ -95,6 +97,7 @@ class Job:
     losses: Any = None
     warmup_s: float = 0.0
     resumed_from: int | None = None
+    cudagraph_skips_before: int | None = None  # inductor's counter when a CUDA-graph model was compiled
     step: int | None = None   # the step running now (a failure names it)
     progress: dict = field(default_factory=lambda: {"windows": [], "step_ms_per_step": [], "val_history": [],
                                                     "checkpoints": 0, "checkpoint_s": 0.0})
@@ -112,6 +115,7 @@ class Job:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(i, self.t)
         x, y = self.train_data.batch(self.order[i])
+        begin_step(self.step_model)
         with autocast_ctx(self.device, self.dtype):
             _, loss = self.step_model(x, y)
         if self.fault and self.fault[0] == "nan" and i >= self.fault[1]:
@@ -265,7 +269,9 @@ def setup(settings, tokens_dir, out_dir, device, dtype, fault, result) -> Job:
     job.optimizer, job.fused = make_optimizer(model, t, device)
     job.step_model = model
     if should_compile(t, device):
-        job.step_model, job.compiled = torch.compile(model, **compile_kwargs(t)), True
+        job.step_model, job.compiled = compile_model(model, t, device), True
+        if replays_graphs(job.step_model):
+            job.cudagraph_skips_before = cudagraph_skips()
     job.order = job.train_data.order(t["steps"])
     job.losses = torch.full((t["steps"],), float("nan"), device=device)
     return job

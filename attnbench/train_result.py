@@ -17,6 +17,7 @@ import torch
 from attention.selection import attention_modules, preserved_state
 
 from . import measure
+from .optim import cudagraph_skips
 from .results import atomic_write_text
 from .settings import ConfigError
 
@@ -50,6 +51,8 @@ def assemble(job, result: dict, unavailable: dict, summary: dict, mem: dict) -> 
     }
     if job.compile_error:
         result["training"]["compile_error"] = job.compile_error
+    if job.compiled and job.cudagraph_skips_before is not None:  # did the graphs replay, or run eagerly?
+        result["training"]["cudagraph_skips"] = cudagraph_skips() - job.cudagraph_skips_before
     pct = measure.percentiles([1000 * w["seconds"] / w["steps"] for w in windows])
     result["timing"] = {
         "step_ms_p50": pct["p50"], "step_ms_p90": pct["p90"], "step_ms_min": pct["min"],

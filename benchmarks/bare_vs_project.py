@@ -86,6 +86,8 @@ def bare_loop(batch_size: int, seq_len: int, backend_name: str, warmup: int, ste
     x = torch.randint(0, 50257, (batch_size, seq_len + 1), device="cuda")
 
     def step():
+        if compile_mode != "default":  # CUDA-graph trees: a new iteration (as attnbench.optim.begin_step)
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = cmodel(x[:, :-1], x[:, 1:])
         loss.backward()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from reliability_utils import (
     ROOT,
     error_lines,
@@ -290,3 +291,36 @@ def test_windows_lengthen_to_window_seconds_and_phases_are_recorded(reference):
     assert list(phases) == ["setup", "kernel_check_start", "measure_start", "warm_up", "timed_loop",
                             "final_eval", "kernel_check_end", "assemble", "save"]
     assert all(v >= 0 for v in phases.values()) and phases["timed_loop"] >= sum(w["seconds"] for w in windows)
+
+
+def test_a_cuda_graph_step_model_is_marked_at_every_iteration(tokens, tmp_path, monkeypatch):
+    """With ``compile_mode: reduce-overhead`` the step model replays CUDA graphs: every training
+    step, every evaluation batch and every kernel-check call must start a new CUDA-graph-tree
+    iteration, or a forward-only call is taken for part of the last step (and a replay may
+    overwrite an output still in use).  On CPU the graphed model is stood in for by the eager
+    one, registered as graphed; the job records how many graphs ran without replay."""
+    from attnbench import optim
+
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+
+    def stand_in(model, t, device):
+        optim._GRAPHED.add(model)
+        return model
+    monkeypatch.setattr(train, "should_compile", lambda t, device: True)
+    monkeypatch.setattr(train, "compile_model", stand_in)
+    s = tiny_settings(steps=12, eval_every=4, warmup_steps=2, compile_mode="reduce-overhead")
+    m = train.run(s, tokens, tmp_path / "graphed")
+    assert m["status"] == "ok", m["failure"]
+    t = s["train"]
+    evals = len(m["training"]["val_history"])
+    eval_batches = min(t["eval_batches"], 4_000 // (t["seq_len"] + 1) // t["batch_size"]) or 1
+    check_calls = len([p for p in ("start", "end") if m["kernel_check"][p].get("pass") is not None])
+    assert len(marks) >= t["steps"] + evals * eval_batches + check_calls, (len(marks), evals, eval_batches)
+    assert m["training"]["cudagraph_skips"] == 0
+    # an eager job marks nothing and records no figure
+    marks.clear()
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    m = train.run(tiny_settings(steps=6, eval_every=0), tokens, tmp_path / "eager")
+    assert m["status"] == "ok" and not marks and "cudagraph_skips" not in m["training"]
