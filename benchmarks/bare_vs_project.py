@@ -7,8 +7,8 @@ pinned to one backend, random tokens, no measurement.  The project's loop is
 FlopCounterMode cross-check), on the tokenized data, with the same model shape and batch.
 Both are timed over steps after warm-up, in interleaved pairs (bare, project, bare, project,
 ...: drift of the machine falls on both sides); each pair's ratio project/bare, and their
-median per variant is printed last.  ``--compile-mode reduce-overhead`` runs both loops with
-CUDA graphs (``train.compile_mode``).
+median per variant and mode is printed last.  ``--compile-mode default reduce-overhead`` runs
+both loops under each mode in turn within every pair (CUDA graphs: ``train.compile_mode``).
 
     python benchmarks/bare_vs_project.py --tokens-dir results/tokens --variants sdpa flash2 \
         --batch-size 16 --pairs 3 --out bare_vs_project.json
@@ -128,7 +128,7 @@ def project_loop(variant: str, config_path: Path, tokens_dir: Path, batch_size: 
             "peak_allocated_bytes": res["memory"]["peak_allocated_bytes"],
             "gpu_mj_per_token": (res["energy"].get("gpu_j_per_token") or math.nan) * 1000,
             "mfu": res["flops"].get("mfu"), "gpu_busy": res["energy"].get("gpu_busy"),
-            "phases_s": res["job"].get("phases_s")}
+            "cudagraph_skips": res["training"].get("cudagraph_skips"), "phases_s": res["job"].get("phases_s")}
 
 
 def main():
@@ -142,36 +142,41 @@ def main():
     ap.add_argument("--bare-steps", type=int, default=100)
     ap.add_argument("--backend", default="cudnn", choices=["cudnn", "flash"])
     ap.add_argument("--pairs", type=int, default=3, help="interleaved bare/project rounds")
-    ap.add_argument("--compile-mode", default="default",
-                    choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"])
+    ap.add_argument("--compile-mode", nargs="+", default=["default"],
+                    choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"],
+                    help="one or more: each pair runs bare and project under every mode in turn")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("this benchmark needs a CUDA GPU")
-    rows, ratios = [], {v: [] for v in args.variants}
+    modes = args.compile_mode
+    keys = [f"{v} {m}" for v in args.variants for m in modes]
+    rows, ratios = [], {k: [] for k in keys}
     with tempfile.TemporaryDirectory() as tmp:
         for pair in range(args.pairs):
-            bare = bare_loop(args.batch_size, 512, args.backend, 10, args.bare_steps, args.compile_mode)
-            rows.append({"pair": pair, **bare})
-            for v in args.variants:
-                r = project_loop(v, args.config, args.tokens_dir, args.batch_size, args.steps, args.warmup,
-                                 Path(tmp) / f"pair{pair}", args.compile_mode)
-                if r.get("tokens_per_s"):
-                    r["ratio_to_bare"] = r["tokens_per_s"] / bare["tokens_per_s"]
-                    ratios[v].append(r["ratio_to_bare"])
-                rows.append({"pair": pair, **r})
-    medians = {v: statistics.median(x) if x else None for v, x in ratios.items()}
+            for mode in modes:
+                bare = bare_loop(args.batch_size, 512, args.backend, 10, args.bare_steps, mode)
+                rows.append({"pair": pair, **bare})
+                for v in args.variants:
+                    r = project_loop(v, args.config, args.tokens_dir, args.batch_size, args.steps, args.warmup,
+                                     Path(tmp) / f"pair{pair}-{mode}", mode)
+                    r["loop"] += f" {mode}"
+                    if r.get("tokens_per_s"):
+                        r["ratio_to_bare"] = r["tokens_per_s"] / bare["tokens_per_s"]
+                        ratios[f"{v} {mode}"].append(r["ratio_to_bare"])
+                    rows.append({"pair": pair, **r})
+    medians = {k: statistics.median(x) if x else None for k, x in ratios.items()}
     out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch_size": args.batch_size,
-           "seq_len": 512, "compile_mode": args.compile_mode, "pairs": args.pairs, "rows": rows,
+           "seq_len": 512, "compile_modes": modes, "pairs": args.pairs, "rows": rows,
            "ratio_to_bare_per_pair": ratios, "ratio_to_bare_median": medians}
     args.out.write_text(json.dumps(out, indent=2))
-    print(f"{'pair':<5} {'loop':<34} {'tokens/s':>10} {'step ms':>8} {'busy':>5} {'ratio':>6}")
+    print(f"{'pair':<5} {'loop':<48} {'tokens/s':>10} {'step ms':>8} {'busy':>5} {'ratio':>6}")
     for r in rows:
-        print(f"{r['pair']:<5} {r['loop']:<34} {r.get('tokens_per_s', float('nan')):>10.0f} "
+        print(f"{r['pair']:<5} {r['loop']:<48} {r.get('tokens_per_s', float('nan')):>10.0f} "
               f"{r.get('step_ms', float('nan')):>8.2f} {r.get('gpu_busy') or float('nan'):>5.2f} "
               f"{r.get('ratio_to_bare', float('nan')):>6.3f}")
-    for v, m in medians.items():
-        print(f"project/bare {v} (batch {args.batch_size}, {args.compile_mode}): median of {len(ratios[v])} pairs "
+    for k, m in medians.items():
+        print(f"project/bare {k} (batch {args.batch_size}): median of {len(ratios[k])} pairs "
               + (f"{m:.3f}" if m is not None else "n/a"))
 
 
