@@ -223,9 +223,45 @@ def test_three_seeds_best_only_where_intervals_separate(tmp_path):
     assert page.row_order == VARIANTS
     cell = page.rows["linear"]["tokens_per_s"]
     assert "best" in cell["class"].split() and "mean of 3 seeds; 95 % interval" in cell["title"]
-    # baseline 4.95 and gqa 4.97, each +-0.03 over seeds: their intervals overlap, no best
-    assert not any("best" in page.rows[v]["val_loss"]["class"].split() for v in VARIANTS)
+    # baseline 4.95 and gqa 4.97, each +-0.03 over seeds: their intervals overlap; but the seed moves
+    # both alike (same data order and init), so per seed gqa is 0.02 above baseline every time: paired,
+    # baseline is ahead
+    assert "best" in page.rows["baseline"]["val_loss"]["class"].split()
+    assert "paired per-seed differences" in page.rows["baseline"]["val_loss"]["title"]
     assert all("best" not in c["class"].split() for c in page.rows["lsh"].values())  # failed: never best
+
+
+def test_paired_differences_that_change_sign_over_seeds_are_a_tie(tmp_path):
+    """The same spread, but the seeds move baseline and gqa in opposite directions: the paired
+    differences (+0.08, +0.02, -0.04) include 0 and the intervals overlap, so no best and the
+    verdict says tie."""
+    kw = with_seeds(write_fixture(tmp_path / "seeds", gpu=True), noise={"training.val_loss": 0.03})
+    for p in kw["train"]:
+        d = json.loads(p.read_text())
+        if d["variant"] == "gqa":
+            d["training"]["val_loss"] -= 2 * 0.03 * (d["provenance"]["seed"] - 2)  # the other way round
+            p.write_text(json.dumps(d))
+    doc, html, page, out = build(tmp_path, gpu=True, **kw)
+    assert not any("best" in page.rows[v]["val_loss"]["class"].split() for v in VARIANTS)
+    quality = {c["what"]: c for c in doc["verdict"]["constraints"]}["Quality: validation loss"]
+    assert quality["status"] == "tie", quality
+    assert {x["name"] for x in quality["best"]} >= {"baseline", "gqa"}
+
+
+def test_paired_difference_is_a_t_interval_over_shared_seeds():
+    from attnbench.stats import order, paired_difference
+
+    d = paired_difference({1: 5.0, 2: 5.1, 3: 5.2}, {1: 4.9, 2: 5.02, 3: 5.08})
+    assert d.n == 3 and abs(d.mean - 0.1) < 1e-12
+    half = 4.303 * 0.02 / 3 ** 0.5   # sd of (0.10, 0.08, 0.12) = 0.02, t(2) = 4.303
+    assert abs(d.low - (0.1 - half)) < 1e-9 and abs(d.high - (0.1 + half)) < 1e-9
+    assert not paired_difference({1: 1.0, 2: 2.0}, {2: 1.0, 3: 5.0}).has_interval  # one shared seed
+    # a huge gap one noisy seed widens past 0 stays separated by the intervals
+    from attnbench.stats import bootstrap_mean
+    fast, slow = {1: 0.75, 2: 0.75, 3: 0.76}, {1: 38.2, 2: 17.3, 3: 15.4}
+    ests = {"fast": bootstrap_mean(fast.values()), "slow": bootstrap_mean(slow.values())}
+    assert paired_difference(slow, fast).low < 0 < paired_difference(slow, fast).high
+    assert order(ests, "min", {"fast": fast, "slow": slow}) == (["fast"], ["slow"])
 
 
 def test_csv_and_json_are_written(gpu_report):
@@ -463,8 +499,11 @@ def test_verdict_with_three_seeds_claims_only_separated_leads(tmp_path):
     assert speed["status"] == "clear" and speed["best"][0]["name"] == "linear"
     assert "95 % interval" in speed["best"][0]["interval"] and "n = 3" in speed["best"][0]["interval"]
     loss = con["Quality: validation loss"]
-    assert loss["status"] == "tie" and {x["name"] for x in loss["best"]} == {"baseline", "gqa"}
-    assert "tie within noise" in html
+    # the seeds move every variant's loss alike here: paired per seed, baseline is 0.02 ahead of gqa
+    assert loss["status"] == "clear" and loss["best"][0]["name"] == "baseline", loss
+    gqa = next(x for x in loss["next"] if x["name"] == "gqa")
+    assert gqa["paired"].startswith("+0.02") and "paired over 3 seeds" in gqa["paired"], gqa
+    assert "paired over 3 seeds" in html
 
 
 def test_verdict_names_a_suspect_row_and_leaves_it_out(tmp_path):

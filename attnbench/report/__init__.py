@@ -18,7 +18,7 @@ tokenizer's ``stats.json`` and writes into ``out_dir``:
 Rules the page keeps: a metric that was not measured is ``null`` in the documents and is
 shown as "—" with the reason in a tooltip, never as 0; a plot without data says "not
 measured: <reason>"; failed variants stay in the table and are listed with their reason; an
-order is claimed only where intervals separate; every string from a document is HTML-escaped
+order is claimed only where intervals separate (or paired per-seed differences exclude 0); every string from a document is HTML-escaped
 (Jinja2 autoescape; matplotlib escapes the text it writes into SVG) and a raw Python object
 repr in it is reduced to its class name (:func:`.format.clean`).
 

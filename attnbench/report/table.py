@@ -32,6 +32,7 @@ class Cell:
     best: bool = False
     compare: str | None = None  # "x1.23" / "+0.012" vs baseline
     estimate: Estimate | None = None  # mean over seeds with its 95 % interval (numeric columns)
+    per_seed: dict | None = None  # {seed: value} of the finished runs: paired comparisons (stats.order)
     unit: Unit | None = None
     note: str | None = None  # small word under the value ("fixed", "est.")
 
@@ -50,7 +51,8 @@ class Cell:
             return f"not measured: {self.reason}"
         parts = [p for p in (self.interval_text, self.detail) if p]
         if self.best:
-            parts.append("best in column: its interval separates from every other row's")
+            parts.append("best in column: separated from every other row (95 %: intervals apart or paired "
+                         "per-seed differences exclude 0)")
         return "; ".join(parts)
 
     @property
@@ -359,9 +361,11 @@ def _cell(v: Variant, col: Column, ctx: Context) -> Cell:
         return Cell(val, text=str(val), detail=detail)
     if not col.seeds:
         return Cell(val, detail=detail)
-    values = [col.get(v.view(r), ctx)[0] for r in v.ok_runs] if len(v.ok_runs) >= 2 else [val]
+    runs = v.ok_runs if len(v.ok_runs) >= 2 else []
+    values = [col.get(v.view(r), ctx)[0] for r in runs] or [val]
     est = bootstrap_mean(values)
-    return Cell(est.mean, detail=detail, estimate=est)
+    per_seed = {r.seed: x for r, x in zip(runs, values) if r.seed is not None and isinstance(x, (int, float))}
+    return Cell(est.mean, detail=detail, estimate=est, per_seed=per_seed or None)
 
 
 def _seeds_by_value(v: Variant, col: Column, ctx: Context) -> dict[str, list[str]]:
@@ -372,6 +376,11 @@ def _seeds_by_value(v: Variant, col: Column, ctx: Context) -> dict[str, list[str
         if value is not None:
             out.setdefault(str(value), []).append(str(r.seed) if r.seed is not None else "?")
     return out
+
+
+def per_seed_values(variants: list[Variant], key: str) -> dict[str, dict]:
+    """{variant: {seed: value}} of a column, for paired per-seed comparisons."""
+    return {v.name: v.cells[key].per_seed for v in variants if v.cells.get(key) and v.cells[key].per_seed}
 
 
 def fill_cells(variants: list[Variant], cols: list[Column], ctx: Context) -> None:
@@ -392,11 +401,10 @@ def fill_cells(variants: list[Variant], cols: list[Column], ctx: Context) -> Non
             continue
         # "Best" only for a lead the intervals show: the best row's interval separates from every
         # other row's (one seed: no interval, no best).  Suspect rows (agreement.py) are never best.
-        ests = {v.name: v.cells[col.key].estimate for v in variants
-                if v.ok and not v.suspect and v.cells[col.key].estimate is not None}
-        leaders, _ = stats_order(ests, col.better)
-        if len(leaders) == 1 and len(ests) >= 2 and ests[leaders[0]].has_interval and all(
-                ests[leaders[0]].separated_from(e) for k, e in ests.items() if k != leaders[0]):
+        rows = [v for v in variants if v.ok and not v.suspect and v.cells[col.key].estimate is not None]
+        ests = {v.name: v.cells[col.key].estimate for v in rows}
+        leaders, _ = stats_order(ests, col.better, per_seed_values(rows, col.key))
+        if len(leaders) == 1 and len(ests) >= 2 and ests[leaders[0]].has_interval:
             next(v for v in variants if v.name == leaders[0]).cells[col.key].best = True
         b = base.cells[col.key].value if base else None
         if not isinstance(b, (int, float)):
