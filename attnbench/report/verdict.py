@@ -174,8 +174,10 @@ def _figure(v: Variant, cell, vs=None) -> dict[str, Any]:
     if vs is not None and cell.per_seed and vs.per_seed:
         d = paired_difference(cell.per_seed, vs.per_seed)
         if d.has_interval:
+            apart = e is not None and vs.estimate is not None and e.separated_from(vs.estimate)
             out["paired"] = (f"{'+' if d.mean >= 0 else '−'}{unit.num(abs(d.mean))} vs the leader, paired over "
-                             f"{d.n} seeds [{unit.num(d.low)}, {unit.num(d.high)}]")
+                             f"{d.n} seeds [{unit.num(d.low)}, {unit.num(d.high)}]"
+                             + ("; separated by the intervals" if apart and d.low <= 0 <= d.high else ""))
     return out
 
 
