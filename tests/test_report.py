@@ -442,6 +442,14 @@ def test_tidy_runs_and_summary_with_intervals(tmp_path):
     assert int(lin["n"]) == 3
     assert float(lin["tokens_per_s_ci95_low"]) < float(lin["tokens_per_s"]) < float(lin["tokens_per_s_ci95_high"])
     assert summary["lsh"]["n"] == "0"
+    # paired per seed against baseline: every seed moves both alike here, so the difference is exact
+    lin_tps = {int(r["seed"]): float(r["value"]) for r in tps}
+    base_tps = {int(r["seed"]): float(r["value"]) for r in runs
+                if r["variant"] == "baseline" and r["metric"] == "tokens_per_s"}
+    diff = sum(lin_tps[k] - base_tps[k] for k in lin_tps) / 3
+    assert abs(float(lin["tokens_per_s_vs_baseline"]) - diff) < 1e-6 * abs(diff)
+    assert float(lin["tokens_per_s_vs_baseline_ci95_low"]) <= diff <= float(lin["tokens_per_s_vs_baseline_ci95_high"])
+    assert "tokens_per_s_vs_baseline" not in summary["baseline"] or not summary["baseline"]["tokens_per_s_vs_baseline"]
 
 
 def test_exact_agreement_is_checked_seed_by_seed(tmp_path):

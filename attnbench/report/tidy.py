@@ -1,5 +1,6 @@
 """Tidy results: ``runs.csv`` (one row per variant x seed x metric) and ``summary.csv`` (one row
-per variant: mean, 95 % bootstrap interval and n of every metric).
+per variant: mean, 95 % bootstrap interval and n of every metric, and the paired per-seed
+difference to ``baseline`` with its interval).
 
 ``runs.csv`` carries the run's name, device, commit and seed on every row, so the files of
 several runs (two GPUs, two commits) concatenate and compare (``python -m attnbench.compare``).
@@ -15,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..stats import bootstrap_mean
+from ..stats import bootstrap_mean, paired_difference
 from .format import _num, dig
 from .load import Variant
 from .table import Column, Context
@@ -69,16 +70,26 @@ def runs_frame(variants: list[Variant], cols: list[Column], ctx: Context, header
     return pd.DataFrame(rows, columns=["run", "device", "commit", "variant", "seed", "status", "metric", "value"])
 
 
-def summary_frame(runs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+def summary_frame(runs: pd.DataFrame, order: list[str], reference: str = "baseline") -> pd.DataFrame:
     """Per variant (in ``order``): ``<metric>``, ``<metric>_ci95_low``, ``<metric>_ci95_high`` and
-    ``n`` (finished seeds)."""
+    ``n`` (finished seeds); and against ``reference`` over the seeds both finished,
+    ``<metric>_vs_baseline`` (mean per-seed difference) with its 95 % t-interval
+    (``..._ci95_low`` / ``..._ci95_high``; :func:`attnbench.stats.paired_difference`)."""
+    ok = runs[runs["status"] == "ok"]
+    ref = {m: dict(zip(g["seed"], g["value"])) for m, g in ok[ok["variant"] == reference].groupby("metric", sort=False)}
     out = []
     for name in order:
-        mine = runs[(runs["variant"] == name) & (runs["status"] == "ok")]
+        mine = ok[ok["variant"] == name]
         row: dict[str, Any] = {"variant": name, "n": int(mine["seed"].nunique()) if len(mine) else 0}
         for metric, group in mine.groupby("metric", sort=False):
             est = bootstrap_mean(group["value"].tolist())
             row[metric] = est.mean
             row[f"{metric}_ci95_low"], row[f"{metric}_ci95_high"] = est.low, est.high
+        if name != reference:
+            for metric, group in mine.groupby("metric", sort=False):
+                d = paired_difference(dict(zip(group["seed"], group["value"])), ref.get(metric, {}))
+                if d.has_interval:
+                    key = f"{metric}_vs_{reference}"
+                    row[key], row[f"{key}_ci95_low"], row[f"{key}_ci95_high"] = d.mean, d.low, d.high
         out.append(row)
     return pd.DataFrame(out)
