@@ -587,6 +587,34 @@ class RunFolder:
                 "seeds: " + "; ".join(f"`{v}` `{k}` {spread([t for t, _ in xs])} against "
                                       f"{spread([t / b for t, b in xs])}" for (v, k), xs in many.items()) + ".")
 
+    def paired(self) -> str:
+        """Each variant against baseline, paired per seed (same data order and init): validation
+        loss, GPU energy per token above idle, tokens per GPU-busy second."""
+        from ..stats import paired_difference
+
+        metrics = (("validation loss", lambda d: d["training"]["val_loss"], "{:+.3f}", "[{:+.3f}, {:+.3f}]"),
+                   ("GPU mJ/token above idle", lambda d: 1000 * d["energy"]["gpu_j_per_token_above_idle"],
+                    "{:+.3f}", "[{:+.3f}, {:+.3f}]"),
+                   ("tokens per GPU-busy s", lambda d: d["timing"]["tokens_per_s"] / d["energy"]["gpu_busy"] / 1000,
+                    "{:+.0f}k", "[{:+.0f}k, {:+.0f}k]"))
+        rows = []
+        for v in self.ORDER[1:]:
+            cells = []
+            for _, get, fmt, ci in metrics:
+                mine = {s: get(d) for (n, s), d in self.train.items() if n == v and d["status"] == "ok"}
+                base = {s: get(d) for (n, s), d in self.train.items() if n == "baseline" and d["status"] == "ok"}
+                e = paired_difference(mine, base)
+                cells.append("—" if not e.has_interval else fmt.format(e.mean) + " " + ci.format(e.low, e.high)
+                             + (" *" if e.high < 0 or e.low > 0 else ""))
+            if any(c != "—" for c in cells):
+                rows.append([v, *cells])
+        if not rows:
+            return "No variant shares two seeds with baseline."
+        n = min(len([1 for (n_, _) in self.train if n_ == "baseline"]), 3)
+        return (table(["variant − baseline, paired per seed", *[m[0] for m in metrics]], rows)
+                + f"\n\nMean per-seed difference to `baseline` over the seeds both finished (up to {n}), 95 % "
+                "t-interval; `*` where it excludes 0.")
+
     def selection(self) -> str:
         parts = []
         for (v, seed), d in self.train.items():
@@ -716,7 +744,7 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
     "reports/h200/default-fb47336/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "busy": RunFolder.busy_normalised,
-        "selection": RunFolder.selection, "probes": RunFolder.probes, "suite": RunFolder.suite}),
+        "paired": RunFolder.paired, "selection": RunFolder.selection, "probes": RunFolder.probes, "suite": RunFolder.suite}),
     "reports/h200/partial-e1a7e10/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,
