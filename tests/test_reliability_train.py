@@ -324,3 +324,23 @@ def test_a_cuda_graph_step_model_is_marked_at_every_iteration(tokens, tmp_path, 
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
     m = train.run(tiny_settings(steps=6, eval_every=0), tokens, tmp_path / "eager")
     assert m["status"] == "ok" and not marks and "cudagraph_skips" not in m["training"]
+
+
+def test_loop_profile_names_where_a_step_goes(tokens, tmp_path, load_benchmark):
+    """benchmarks/loop_profile.py (#20: where the loop's time goes) runs the job's own step under
+    torch.profiler; on CPU it names the host operators per step (no GPU figures, said as null)."""
+    import yaml
+
+    from reliability_utils import TINY
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    bench = load_benchmark("loop_profile")
+    assert bench.main(["--config", str(cfg), "--tokens-dir", str(tokens), "--variant", "baseline",
+                       "--steps", "3", "--out", str(tmp_path / "p.json")]) == 0
+    out = json.loads((tmp_path / "p.json").read_text())
+    assert out["steps"] == 3 and out["wall_ms_per_step"] > 0
+    assert out["gpu_kernel_ms_per_step"] is None and out["gpu_idle_share"] is None
+    names = [r["name"] for r in out["top_cpu_ops"]]
+    assert "aten::mm" in names or "aten::addmm" in names, names
+    assert any("AdamW" in n or "Optimizer" in n for n in names), names
