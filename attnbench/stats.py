@@ -2,7 +2,8 @@
 paired per-seed differences between variants (:func:`paired_difference`).
 
 A finding that one variant is faster, leaner or better than another holds only when the
-intervals of the two separate; otherwise the report says "tie within noise" and gives the
+intervals of the two separate, or when the interval of their paired per-seed differences
+excludes zero (:func:`order`); otherwise the report says "tie within noise" and gives the
 figures.  With one run there is no interval at all (``n = 1``): nothing can be ordered.
 
 The bootstrap resamples the runs with replacement (``resamples`` times, a fixed generator, so
