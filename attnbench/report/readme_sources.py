@@ -597,22 +597,23 @@ class RunFolder:
                     "{:+.3f}", "[{:+.3f}, {:+.3f}]"),
                    ("tokens per GPU-busy s", lambda d: d["timing"]["tokens_per_s"] / d["energy"]["gpu_busy"] / 1000,
                     "{:+.0f}k", "[{:+.0f}k, {:+.0f}k]"))
-        rows = []
+        def by_seed(name: str, get) -> dict[int, float]:
+            return {s: get(d) for (n, s), d in self.train.items() if n == name and d["status"] == "ok"}
+        rows, seeds = [], set()
         for v in self.ORDER[1:]:
             cells = []
             for _, get, fmt, ci in metrics:
-                mine = {s: get(d) for (n, s), d in self.train.items() if n == v and d["status"] == "ok"}
-                base = {s: get(d) for (n, s), d in self.train.items() if n == "baseline" and d["status"] == "ok"}
-                e = paired_difference(mine, base)
+                e = paired_difference(by_seed(v, get), by_seed("baseline", get))
+                seeds.add(e.n)
                 cells.append("—" if not e.has_interval else fmt.format(e.mean) + " " + ci.format(e.low, e.high)
                              + (" *" if e.high < 0 or e.low > 0 else ""))
             if any(c != "—" for c in cells):
                 rows.append([v, *cells])
         if not rows:
             return "No variant shares two seeds with baseline."
-        n = min(len([1 for (n_, _) in self.train if n_ == "baseline"]), 3)
+        n = "–".join(str(k) for k in sorted({min(seeds - {0, 1}), max(seeds)}))
         return (table(["variant − baseline, paired per seed", *[m[0] for m in metrics]], rows)
-                + f"\n\nMean per-seed difference to `baseline` over the seeds both finished (up to {n}), 95 % "
+                + f"\n\nMean per-seed difference to `baseline` over the seeds both finished ({n}), 95 % "
                 "t-interval; `*` where it excludes 0.")
 
     def selection(self) -> str:
