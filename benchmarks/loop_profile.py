@@ -38,11 +38,13 @@ def profile_steps(job, first: int, steps: int, top: int = 15) -> dict:
     cuda = job.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     measure.synchronize(job.device)
+    measure.reset_peak_memory(job.device)
     t0 = time.perf_counter()
     for i in range(first, first + steps):  # the same steps unprofiled: the wall time without profiler overhead
         job.train_step(i)
     measure.synchronize(job.device)
     wall = (time.perf_counter() - t0) / steps
+    peak = measure.peak_memory(job.device).get("peak_allocated_bytes")
     with profile(activities=activities) as prof:
         for i in range(first + steps, first + 2 * steps):
             job.train_step(i)
@@ -56,6 +58,7 @@ def profile_steps(job, first: int, steps: int, top: int = 15) -> dict:
         "steps": steps, "device": str(job.device), "compiled": job.compiled,
         "compile_mode": job.t.get("compile_mode") if job.compiled else None,
         "wall_ms_per_step": 1000 * wall,
+        "peak_allocated_bytes": peak,  # of the unprofiled steps (None on CPU)
         "gpu_kernel_ms_per_step": gpu_ms,
         "gpu_idle_share": (1 - gpu_ms / (1000 * wall)) if gpu_ms is not None else None,
         "top_cpu_ops": [{"name": e.key, "self_cpu_ms_per_step": e.self_cpu_time_total / 1000 / steps,
@@ -107,7 +110,8 @@ def main(argv=None) -> int:
           f"wall {out['wall_ms_per_step']:.2f} ms/step; GPU kernels "
           + (f"{out['gpu_kernel_ms_per_step']:.2f} ms/step (idle {100 * out['gpu_idle_share']:.0f} %)"
              if out["gpu_kernel_ms_per_step"] is not None else "n/a (no CUDA)")
-          + f"; host ops {out['cpu_ms_per_step_all_ops']:.2f} ms/step")
+          + f"; host ops {out['cpu_ms_per_step_all_ops']:.2f} ms/step"
+          + (f"; peak {out['peak_allocated_bytes'] / 2**30:.2f} GiB" if out["peak_allocated_bytes"] else ""))
     for r in out["top_cpu_ops"]:
         print(f"  {r['self_cpu_ms_per_step']:8.3f} ms/step  {r['calls_per_step']:6.1f} calls  {r['name']}")
     return 0
