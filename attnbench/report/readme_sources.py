@@ -570,6 +570,16 @@ class RunFolder:
             out += f"; GPU busy in the timed windows {pct(min(busy))}–{pct(max(busy))}"
         return out + "."
 
+    def sweeps(self) -> str:
+        """Which length sweeps the run has (a resumed run may not have all yet)."""
+        done = sorted(p.parent.name for p in (self.dir / "runs" / "sweep").glob("*/sweep.json")
+                      if load(p).get("status") == "ok")
+        variants = sorted({v for v, _ in self.train}, key=self.ORDER.index)
+        missing = [v for v in variants if v not in done]
+        return (f"Length sweeps: {len(done)} of {len(variants)}"
+                + (f" ({', '.join(f'`{v}`' for v in done)})" if done else "")
+                + (f"; not yet: {', '.join(f'`{v}`' for v in missing)}." if missing else "."))
+
     def busy_normalised(self) -> str:
         """tokens/s over GPU busy, per configuration: the throughput the GPU's own work allows, where the
         host left it idle part of the time (NVML utilisation over the same timed windows)."""
@@ -745,7 +755,7 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
     "reports/h200/default-fb47336/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "busy": RunFolder.busy_normalised,
-        "paired": RunFolder.paired, "selection": RunFolder.selection, "probes": RunFolder.probes, "suite": RunFolder.suite}),
+        "paired": RunFolder.paired, "sweeps": RunFolder.sweeps, "selection": RunFolder.selection, "probes": RunFolder.probes, "suite": RunFolder.suite}),
     "reports/h200/partial-e1a7e10/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,
