@@ -227,7 +227,7 @@ def test_three_seeds_best_only_where_intervals_separate(tmp_path):
     # both alike (same data order and init), so per seed gqa is 0.02 above baseline every time: paired,
     # baseline is ahead
     assert "best" in page.rows["baseline"]["val_loss"]["class"].split()
-    assert "paired per-seed differences" in page.rows["baseline"]["val_loss"]["title"]
+    assert "ahead of every other row per seed" in page.rows["baseline"]["val_loss"]["title"]
     assert all("best" not in c["class"].split() for c in page.rows["lsh"].values())  # failed: never best
 
 
@@ -249,19 +249,32 @@ def test_paired_differences_that_change_sign_over_seeds_are_a_tie(tmp_path):
 
 
 def test_paired_difference_is_a_t_interval_over_shared_seeds():
-    from attnbench.stats import order, paired_difference
+    from attnbench.stats import bootstrap_mean, order, paired_difference, paired_ratio, t975
 
     d = paired_difference({1: 5.0, 2: 5.1, 3: 5.2}, {1: 4.9, 2: 5.02, 3: 5.08})
     assert d.n == 3 and abs(d.mean - 0.1) < 1e-12
     half = 4.303 * 0.02 / 3 ** 0.5   # sd of (0.10, 0.08, 0.12) = 0.02, t(2) = 4.303
     assert abs(d.low - (0.1 - half)) < 1e-9 and abs(d.high - (0.1 + half)) < 1e-9
     assert not paired_difference({1: 1.0, 2: 2.0}, {2: 1.0, 3: 5.0}).has_interval  # one shared seed
-    # a huge gap one noisy seed widens past 0 stays separated by the intervals
-    from attnbench.stats import bootstrap_mean
+    assert abs(t975(31) - 2.040) < 0.005 and t975(30) == 2.042
+    # ratios on the log scale: a large gap one noisy seed scales stays separated (LSH eager decode, H200)
     fast, slow = {1: 0.75, 2: 0.75, 3: 0.76}, {1: 38.2, 2: 17.3, 3: 15.4}
+    r = paired_ratio(slow, fast)
+    assert r.low > 1 and abs(r.mean - (38.2 / 0.75 * 17.3 / 0.75 * 15.4 / 0.76) ** (1 / 3)) < 1e-9
+    assert paired_difference(slow, fast).low < 0 < paired_difference(slow, fast).high  # the difference cannot
     ests = {"fast": bootstrap_mean(fast.values()), "slow": bootstrap_mean(slow.values())}
-    assert paired_difference(slow, fast).low < 0 < paired_difference(slow, fast).high
-    assert order(ests, "min", {"fast": fast, "slow": slow}) == (["fast"], ["slow"])
+    assert order(ests, "min", {"fast": fast, "slow": slow}, "ratio") == (["fast"], ["slow"])
+    assert not paired_ratio({1: 0.0, 2: 1.0}, {1: 1.0, 2: 1.0}).has_interval  # not positive: no ratio
+
+
+def test_a_pair_that_favours_the_runner_up_on_their_shared_seeds_is_a_tie():
+    """A leads on its mean (its third seed is high); on the two seeds both finished B is ahead.
+    Paired, B is not worse than A, so no order (review of ef2e010: it was 'clear')."""
+    from attnbench.stats import bootstrap_mean, order
+
+    a, b = {1: 10.0, 2: 10.0, 3: 20.0}, {1: 11.0, 2: 11.1}
+    ests = {"A": bootstrap_mean(a.values()), "B": bootstrap_mean(b.values())}
+    assert order(ests, "max", {"A": a, "B": b}, "ratio") == (["A", "B"], [])
 
 
 def test_csv_and_json_are_written(gpu_report):
@@ -510,8 +523,8 @@ def test_verdict_with_three_seeds_claims_only_separated_leads(tmp_path):
     # the seeds move every variant's loss alike here: paired per seed, baseline is 0.02 ahead of gqa
     assert loss["status"] == "clear" and loss["best"][0]["name"] == "baseline", loss
     gqa = next(x for x in loss["next"] if x["name"] == "gqa")
-    assert gqa["paired"].startswith("+0.02") and "paired over 3 seeds" in gqa["paired"], gqa
-    assert "paired over 3 seeds" in html
+    assert gqa["paired"].startswith("+0.02") and "per seed (95 % [0.0200, 0.0200], 3 seeds)" in gqa["paired"], gqa
+    assert "vs the leader per seed" in html
 
 
 def test_verdict_names_a_suspect_row_and_leaves_it_out(tmp_path):

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from ..results import config_hash
 from ..stats import order as stats_order
-from ..stats import paired_difference
+from ..stats import paired, scale_of
 from . import agreement, cache, stale
 from .format import _num, clean, dig, fmt_bytes, fmt_joule, fmt_loss
 from .load import BASELINE, Variant, _common_reason
@@ -180,9 +180,10 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
             f"{seeds[0]}-{seeds[-1]} seeds") if seeds else "no finished run"
     out.append(f"{sum(v.ok for v in variants)} of {len(variants)} variants finished training on {where}"
                + (f" ({header['training']})" if header.get("training") else "") + f", {runs} each (same data "
-               "order and non-attention init per seed). An order below is claimed only where 95 % bootstrap "
-               "intervals over seeds separate or the 95 % t-interval of the paired per-seed differences "
-               "excludes 0; otherwise it says tie within noise"
+               "order and non-attention init per seed). An order below is claimed only where the variants differ "
+               "per seed (95 % t-interval of their paired ratios, for losses differences, on one side of equal) "
+               "or, sharing no seed, their 95 % bootstrap intervals over seeds separate; otherwise it says tie "
+               "within noise"
                + (" — with one seed there are no intervals, so no order is established." if seeds == [1] else "."))
     if header.get("on_cpu"):
         out.append("This was a CPU run: its timings do not predict how the variants compare on a GPU.")
@@ -196,7 +197,9 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
         if len(cells) < 2:
             return None
         ests = {k: c.estimate for k, c in cells.items()}
-        leaders, rest = stats_order(ests, better, {k: c.per_seed for k, c in cells.items() if c.per_seed})
+        per_seed = {k: c.per_seed for k, c in cells.items() if c.per_seed}
+        scale = scale_of(next(iter(cells.values())).unit.kind if next(iter(cells.values())).unit else None)
+        leaders, rest = stats_order(ests, better, per_seed, scale)
 
         def show(name: str) -> str:
             e, u = ests[name], cells[name].unit
@@ -208,17 +211,19 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
                     + ", ".join(show(k) for k in ordered[:3])
                     + (f" (then {len(ordered) - 3} more)." if len(ordered) > 3 else "."))
         n = min(e.n for e in ests.values())
-        paired = {k: c.per_seed for k, c in cells.items() if c.per_seed}
+        what_paired = "ratios" if scale == "ratio" else "differences"
         if len(leaders) == 1:
-            d = paired_difference(paired.get(rest[0], {}), paired.get(leaders[0], {}))
+            d = paired(per_seed.get(rest[0], {}), per_seed.get(leaders[0], {}), scale)
             u = cells[rest[0]].unit
-            gap = (f"; paired per-seed difference {u.num(d.mean)} [{u.num(d.low)}, {u.num(d.high)}]"
-                   if d.has_interval else "")
-            return (f"{what}: {show(leaders[0])}, separated from every other variant (95 %: intervals apart "
-                    f"or paired per-seed differences exclude 0) (next: {show(rest[0])}{gap}; "
-                    f"n = {n} seeds).")
+            gap = ("" if not d.has_interval else
+                   f"; per seed ×{d.mean:.3g} the leader [{d.low:.3g}, {d.high:.3g}]" if scale == "ratio" else
+                   f"; per seed {u.num(d.mean)} from the leader [{u.num(d.low)}, {u.num(d.high)}]")
+            return (f"{what}: {show(leaders[0])}, ahead of every other variant (per seed: the 95 % t-interval of "
+                    f"the paired {what_paired} on the worse side; without shared seeds: intervals apart) "
+                    f"(next: {show(rest[0])}{gap}; n = {n} seeds).")
         return (f"{what}: tie within noise between " + ", ".join(show(k) for k in leaders)
-                + f" (95 % intervals overlap and paired per-seed differences include 0; n = {n} seeds).")
+                + f" (the paired per-seed {what_paired}, or without shared seeds the intervals, do not separate "
+                  f"them; n = {n} seeds).")
 
     for key, better, what in (
             ("tokens_per_s", "max", "Fastest training (tokens/s)"),

@@ -602,11 +602,17 @@ class RunFolder:
         loss, GPU energy per token above idle, tokens per GPU-busy second."""
         from ..stats import paired_difference
 
-        metrics = (("validation loss", lambda d: d["training"]["val_loss"], "{:+.3f}", "[{:+.3f}, {:+.3f}]"),
-                   ("GPU mJ/token above idle", lambda d: 1000 * d["energy"]["gpu_j_per_token_above_idle"],
+        def scaled(path: str, k: float):
+            return lambda d: None if dig(d, path) is None else k * dig(d, path)
+
+        def per_busy(d):  # None where a figure is missing or busy is 0: never a number made up
+            rate, busy = dig(d, "timing.tokens_per_s"), dig(d, "energy.gpu_busy")
+            return rate / busy / 1000 if rate is not None and busy else None
+        metrics = (("validation loss", scaled("training.val_loss", 1), "{:+.3f}", "[{:+.3f}, {:+.3f}]"),
+                   ("GPU mJ/token above idle", scaled("energy.gpu_j_per_token_above_idle", 1000),
                     "{:+.3f}", "[{:+.3f}, {:+.3f}]"),
-                   ("tokens per GPU-busy s", lambda d: d["timing"]["tokens_per_s"] / d["energy"]["gpu_busy"] / 1000,
-                    "{:+.0f}k", "[{:+.0f}k, {:+.0f}k]"))
+                   ("tokens per GPU-busy s", per_busy, "{:+.0f}k", "[{:+.0f}k, {:+.0f}k]"))
+
         def by_seed(name: str, get) -> dict[int, float]:
             return {s: get(d) for (n, s), d in self.train.items() if n == name and d["status"] == "ok"}
         rows, seeds = [], set()

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from ..stats import Estimate, bootstrap_mean
 from ..stats import order as stats_order
+from ..stats import scale_of
 from . import agreement, cache
 from .format import clean, Unit, _delta, _num, _sig, dig, fmt_count, fmt_kwh, pick_unit
 from .load import BASELINE, Variant
@@ -51,8 +52,8 @@ class Cell:
             return f"not measured: {self.reason}"
         parts = [p for p in (self.interval_text, self.detail) if p]
         if self.best:
-            parts.append("best in column: separated from every other row (95 %: intervals apart or paired "
-                         "per-seed differences exclude 0)")
+            parts.append("best in column: ahead of every other row per seed (95 % t-interval of the paired "
+                         "ratios or loss differences), or by intervals apart where rows share no seed")
         return "; ".join(parts)
 
     @property
@@ -112,7 +113,7 @@ def _busy_rate(v: Variant, ctx: Context):
         return None, f"GPU busy: {bwhy}" if bwhy else "GPU busy not recorded", None
     if _num(busy) <= 0:
         return None, "GPU busy 0 % in the timed windows (no kernel seen by NVML's sampler)", None
-    return _num(rate) / _num(busy), None, f"GPU busy {100 * _num(busy):.0f} % of the timed windows"
+    return _num(rate) / _num(busy), None, "tokens/s ÷ GPU busy of each run"
 
 
 def _from(doc_attr: str, dotted: str, detail: Callable[[Variant], str | None] | None = None):
@@ -288,7 +289,8 @@ def columns(ctx: Context) -> list[Column]:
                "loop around the attention as much as the attention"),
         Column("tokens_per_busy_s", "Train tokens per GPU-busy s", "rate", _busy_rate, "max", "ratio",
                "tokens/s ÷ GPU busy: the throughput of the GPU's own work with the time the host left it "
-               "waiting taken out; where GPU busy is well under 100 % it ranks the kernels, tokens/s the host"),
+               "waiting taken out; where GPU busy is well under 100 % it ranks the GPU's work, tokens/s also the host "
+               "(NVML counts a running kernel as busy however little of the GPU it fills)"),
         Column("peak_allocated_bytes", "Peak GPU mem", "bytes", _from("train", "memory.peak_allocated_bytes"),
                "min", "ratio", "peak memory allocated by the CUDA caching allocator during the timed steps"),
         Column("peak_rss_bytes", "Peak host RSS", "bytes", _from("train", "memory.peak_rss_bytes"),
@@ -403,7 +405,7 @@ def fill_cells(variants: list[Variant], cols: list[Column], ctx: Context) -> Non
         # other row's (one seed: no interval, no best).  Suspect rows (agreement.py) are never best.
         rows = [v for v in variants if v.ok and not v.suspect and v.cells[col.key].estimate is not None]
         ests = {v.name: v.cells[col.key].estimate for v in rows}
-        leaders, _ = stats_order(ests, col.better, per_seed_values(rows, col.key))
+        leaders, _ = stats_order(ests, col.better, per_seed_values(rows, col.key), scale_of(col.kind))
         if len(leaders) == 1 and len(ests) >= 2 and ests[leaders[0]].has_interval:
             next(v for v in variants if v.name == leaders[0]).cells[col.key].best = True
         b = base.cells[col.key].value if base else None

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..stats import order as stats_order
-from ..stats import paired_difference
+from ..stats import paired, scale_of
 from . import agreement, stale
 from .charts import seq_label
 from .format import SCALES, _num, _sig, dig, fmt_ms, pick_unit
@@ -131,7 +131,8 @@ def by_constraint(variants: list[Variant], columns) -> list[dict[str, Any]]:
         else:
             ests = {n: c.estimate for n, c in cells.items()}
             per_seed = {n: c.per_seed for n, c in cells.items() if c.per_seed}
-            leaders, rest = stats_order(ests, better, per_seed)
+            scale = scale_of(col.kind)
+            leaders, rest = stats_order(ests, better, per_seed, scale)
             ranked = leaders + rest
             singles = [n for n, e in ests.items() if not e.has_interval]
             if singles:
@@ -141,43 +142,45 @@ def by_constraint(variants: list[Variant], columns) -> list[dict[str, Any]]:
                         f"order not established: {', '.join(singles)} ha{'s' if len(singles) == 1 else 've'} "
                         "one finished run (no interval)")
             elif len(leaders) > 1:
-                status, text = "tie", "tie within noise (" + _method(per_seed, ranked[0], "overlap") + ")"
+                status, text = "tie", "tie within noise (" + _method(per_seed, ranked[0], scale, tie=True) + ")"
             else:
-                status, text = "clear", "clear: separated from every other (" + _method(per_seed, ranked[0],
-                                                                                       "separate") + ")"
+                status, text = "clear", "clear: separated from every other (" + _method(per_seed, ranked[0], scale,
+                                                                                       tie=False) + ")"
         show = leaders if status == "tie" else ranked[:1]
         nxt = [n for n in ranked if n not in show][:2]
+        scale = scale_of(col.kind)
         row.update(status=status, status_text=text,
                    best=[_figure(by[n], cells[n]) for n in show],
-                   next=[_figure(by[n], cells[n], vs=cells[ranked[0]]) for n in nxt])
+                   next=[_figure(by[n], cells[n], vs=cells[ranked[0]], scale=scale) for n in nxt])
         out.append(row)
     return out
 
 
-def _method(per_seed: dict, best: str, verb: str) -> str:
-    paired = any(n != best and paired_difference(per_seed[n], per_seed.get(best, {})).has_interval
-                 for n in per_seed)
-    if not paired:
-        return "95 % intervals " + verb
-    return ("95 % intervals overlap and paired per-seed differences include 0" if verb == "overlap" else
-            "95 %: intervals apart or paired per-seed differences exclude 0")
+def _method(per_seed: dict, best: str, scale: str, *, tie: bool) -> str:
+    """How the order was decided: paired per seed where the variants share seeds, else the intervals."""
+    what = "ratios" if scale == "ratio" else "differences"
+    is_paired = any(n != best and paired(per_seed[n], per_seed.get(best, {}), scale).has_interval for n in per_seed)
+    if not is_paired:
+        return "95 % intervals overlap" if tie else "95 % intervals apart"
+    return (f"95 % t-intervals of the paired per-seed {what} reach the leader's side" if tie else
+            f"95 % t-intervals of the paired per-seed {what} lie wholly on the worse side")
 
 
-def _figure(v: Variant, cell, vs=None) -> dict[str, Any]:
+def _figure(v: Variant, cell, vs=None, scale: str = "difference") -> dict[str, Any]:
     """The figure in its own unit (a column's shared unit would show a 2 MiB cache as 0.00195 GiB);
-    with ``vs`` (the leader's cell) also the paired per-seed difference to it."""
+    with ``vs`` (the leader's cell) also the comparison with it per shared seed, on ``scale``."""
     e = cell.estimate
     unit = pick_unit(cell.unit.kind, [cell.value], cell.unit.per) if cell.unit.kind in SCALES else cell.unit
     interval = (f"95 % interval {unit.num(e.low)}–{unit.text(e.high)}, n = {e.n}"
                 if e is not None and e.has_interval else ("n = 1" if e is not None else None))
     out = {**_name(v), "figure": unit.text(cell.value), "interval": interval, "note": cell.note, "paired": None}
     if vs is not None and cell.per_seed and vs.per_seed:
-        d = paired_difference(cell.per_seed, vs.per_seed)
-        if d.has_interval:
-            apart = e is not None and vs.estimate is not None and e.separated_from(vs.estimate)
-            out["paired"] = (f"{'+' if d.mean >= 0 else '−'}{unit.num(abs(d.mean))} vs the leader, paired over "
-                             f"{d.n} seeds [{unit.num(d.low)}, {unit.num(d.high)}]"
-                             + ("; separated by the intervals" if apart and d.low <= 0 <= d.high else ""))
+        d = paired(cell.per_seed, vs.per_seed, scale)
+        if d.has_interval and scale == "ratio":
+            out["paired"] = f"×{d.mean:.3g} the leader per seed (95 % [{d.low:.3g}, {d.high:.3g}], {d.n} seeds)"
+        elif d.has_interval:
+            out["paired"] = (f"{'+' if d.mean >= 0 else '−'}{unit.num(abs(d.mean))} vs the leader per seed (95 % "
+                             f"[{unit.num(d.low)}, {unit.num(d.high)}], {d.n} seeds)")
     return out
 
 
@@ -189,8 +192,9 @@ def caveats(variants: list[Variant], header: dict) -> list[str]:
                    "established; small leads may be noise.")
     elif seeds:
         out.append(f"Figures are means over {seeds[0]}" + (f"–{seeds[-1]}" if len(seeds) > 1 else "")
-                   + " seeds with 95 % bootstrap intervals; an order is claimed only where intervals separate or the "
-                   "paired per-seed differences (same data order and init per seed) exclude 0.")
+                   + " seeds with 95 % bootstrap intervals; an order is claimed only where the variants differ per seed "
+                   "(same data order and init): the 95 % t-interval of their paired ratios (losses: differences) "
+                   "lies on one side of equal; for variants that share no seed, only where their intervals separate.")
     controls = [c for v in variants for r in v.ok_runs if (c := _num(dig(r.train.data, "control.tflops")))]
     if len(controls) >= 2:
         lo, hi = min(controls), max(controls)
