@@ -74,9 +74,22 @@ class BareGPT(nn.Module):
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
 
 
+def fresh_compiler() -> None:
+    """Every loop compiles from scratch: without this, dynamo reuses an earlier loop's graphs (a
+    later pair's warm-up is not comparable), keeps its CUDA-graph pools alive, and past its
+    recompile limit (8 entries per function) would silently run a loop eagerly."""
+    import gc
+
+    torch._dynamo.reset()
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
 def bare_loop(batch_size: int, seq_len: int, backend_name: str, warmup: int, steps: int,
               compile_mode: str = "default") -> dict:
     from torch.nn.attention import SDPBackend
+
+    fresh_compiler()
 
     backend = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[backend_name]
     torch.manual_seed(0)
@@ -115,6 +128,7 @@ def project_loop(variant: str, config_path: Path, tokens_dir: Path, batch_size: 
     from attnbench import settings as S
     from attnbench import train
 
+    fresh_compiler()
     cfg = yaml.safe_load(config_path.read_text())
     cfg["train"].update(batch_size=batch_size, steps=steps, warmup_steps=warmup, eval_every=0, eval_batches=2,
                         compile_mode=compile_mode)
