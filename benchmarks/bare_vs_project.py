@@ -145,6 +145,15 @@ def project_loop(variant: str, config_path: Path, tokens_dir: Path, batch_size: 
             "cudagraph_skips": res["training"].get("cudagraph_skips"), "phases_s": res["job"].get("phases_s")}
 
 
+def write(args, modes, rows, ratios, pairs_done: int) -> dict:
+    medians = {k: statistics.median(x) if x else None for k, x in ratios.items()}
+    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch_size": args.batch_size,
+           "seq_len": 512, "compile_modes": modes, "pairs": args.pairs, "pairs_done": pairs_done, "rows": rows,
+           "ratio_to_bare_per_pair": ratios, "ratio_to_bare_median": medians}
+    args.out.write_text(json.dumps(out, indent=2))
+    return medians
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", type=Path, default=ROOT / "config" / "paper.yaml")
@@ -165,7 +174,7 @@ def main():
         raise SystemExit("this benchmark needs a CUDA GPU")
     modes = args.compile_mode
     keys = [f"{v} {m}" for v in args.variants for m in modes]
-    rows, ratios = [], {k: [] for k in keys}
+    rows, ratios, medians = [], {k: [] for k in keys}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for pair in range(args.pairs):
             for mode in modes:
@@ -179,11 +188,7 @@ def main():
                         r["ratio_to_bare"] = r["tokens_per_s"] / bare["tokens_per_s"]
                         ratios[f"{v} {mode}"].append(r["ratio_to_bare"])
                     rows.append({"pair": pair, **r})
-    medians = {k: statistics.median(x) if x else None for k, x in ratios.items()}
-    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch_size": args.batch_size,
-           "seq_len": 512, "compile_modes": modes, "pairs": args.pairs, "rows": rows,
-           "ratio_to_bare_per_pair": ratios, "ratio_to_bare_median": medians}
-    args.out.write_text(json.dumps(out, indent=2))
+            medians = write(args, modes, rows, ratios, pair + 1)  # after every pair: a cut-short run keeps them
     print(f"{'pair':<5} {'loop':<48} {'tokens/s':>10} {'step ms':>8} {'busy':>5} {'ratio':>6}")
     for r in rows:
         print(f"{r['pair']:<5} {r['loop']:<48} {r.get('tokens_per_s', float('nan')):>10.0f} "
