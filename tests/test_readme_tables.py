@@ -71,3 +71,40 @@ def test_every_committed_report_readme_is_rendered():
     (reports/h200/partial-e1a7e10 did): every one must be listed in readme_sources.READMES."""
     found = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "reports").rglob("README.md"))
     assert [r for r in found if r not in READMES] == []
+
+
+def test_loop_folder_renders_pairs_profiles_and_probes(tmp_path):
+    """The renderer of a GPU session's loop benchmarks (bare_vs_project, loop_profile, a probe at the
+    folder's commit), on documents in the formats those scripts write."""
+    import json
+    import shutil
+
+    from attnbench.report.readme_sources import LoopFolder
+
+    rows = [{"pair": 0, "loop": "bare (cudnn, default)", "tokens_per_s": 460_000.0, "step_ms": 17.8,
+             "warmup_s": 30.0, "peak_allocated_bytes": 5.5 * 2**30},
+            {"pair": 0, "loop": "project (sdpa) default", "kernel": "sdpa:auto->flash", "tokens_per_s": 400_000.0,
+             "step_ms": 20.5, "gpu_busy": 0.86, "peak_allocated_bytes": 8.85 * 2**30, "ratio_to_bare": 400 / 460}]
+    (tmp_path / "bare_vs_project_b16.json").write_text(json.dumps({
+        "device": "NVIDIA H200", "torch": "2.11.0", "batch_size": 16, "seq_len": 512, "compile_modes": ["default"],
+        "pairs": 3, "pairs_done": 1, "rows": rows, "ratio_to_bare_per_pair": {"sdpa default": [400 / 460]},
+        "ratio_to_bare_median": {"sdpa default": 400 / 460}}))
+    (tmp_path / "profile_sdpa_b16_default.json").write_text(json.dumps({
+        "variant": "sdpa", "kernel": "sdpa:auto->flash", "batch_size": 16, "seq_len": 512, "steps": 30,
+        "device": "cuda", "compiled": True, "compile_mode": "default", "wall_ms_per_step": 21.0,
+        "peak_allocated_bytes": 8 * 2**30, "gpu_device_ms_per_step": 18.0, "gpu_idle_share": 1 - 18 / 21,
+        "top_cpu_ops": [{"name": "Optimizer.step#AdamW.step", "self_cpu_ms_per_step": 1.2, "calls_per_step": 1}],
+        "cpu_ms_per_step_all_ops": 9.5}))
+    probe = ROOT / "reports/h200/default-fb47336/runs/probe/mla/seed1339/probe.json"
+    (tmp_path / "probe-head/mla/seed1339").mkdir(parents=True)
+    shutil.copy(probe, tmp_path / "probe-head/mla/seed1339/probe.json")
+    f = LoopFolder(tmp_path)
+    pairs = f.pairs()
+    assert "1 of 3 pairs finished" in pairs and "| 0 | project (sdpa) default | 400k |" in pairs, pairs
+    assert "sdpa default: 0.870 (pairs 0.870)" in pairs
+    prof = f.profiles()
+    assert "| `sdpa` default | `sdpa:auto->flash` | 16 | 21.0 | 18.0 | 14 % |" in prof, prof
+    assert "`Optimizer.step#AdamW.step` 1.20" in prof
+    doc = json.loads(probe.read_text())
+    b1 = next(r for r in doc["decode"] if r["batch_size"] == 1 and "status" not in r)
+    assert "| `mla` | `fb47336` | ok |" in f.probes() and f"{b1['graph_ms_per_token_p50']:.3g}" in f.probes()

@@ -689,6 +689,69 @@ class RunFolder:
                 "compiled module fwd+bwd, best / auto as the suite's test computed it: " + "; ".join(ratios) + ".")
 
 
+class LoopFolder:
+    """The loop benchmarks of one GPU session, committed as they came back: ``bare_vs_project_*.json``
+    (interleaved bare/project pairs per compile mode), ``profile_*.json`` (benchmarks/loop_profile.py)
+    and ``probe-head/<variant>/seed<k>/probe.json`` (a probe at the folder's commit)."""
+
+    def __init__(self, folder: Path):
+        self.dir = folder
+
+    def pairs(self) -> str:
+        out = []
+        for f in sorted(self.dir.glob("bare_vs_project_*.json")):
+            d = load(f)
+            rows = [[str(r["pair"]), r["loop"], kilo(r["tokens_per_s"]) if r.get("tokens_per_s") else r.get("status", "—"),
+                     sig(r["step_ms"]) if r.get("step_ms") else "—",
+                     pct(r["gpu_busy"]) if r.get("gpu_busy") is not None else "not measured",
+                     gib(r["peak_allocated_bytes"]) if r.get("peak_allocated_bytes") else "—",
+                     f"{r['ratio_to_bare']:.3f}" if r.get("ratio_to_bare") else "—"] for r in d["rows"]]
+            medians = "; ".join(
+                f"{k}: {m:.3f} (pairs " + ", ".join(f"{x:.3f}" for x in d["ratio_to_bare_per_pair"][k]) + ")"
+                if m is not None else f"{k}: none" for k, m in d["ratio_to_bare_median"].items())
+            out.append(f"`{f.name}`: batch {d['batch_size']} × {d['seq_len']}, {d['device']}, torch {d['torch']}; "
+                       f"{d.get('pairs_done', d['pairs'])} of {d['pairs']} pairs finished.\n\n"
+                       + table(["pair", "loop", "tokens/s", "step ms", "GPU busy", "peak allocated",
+                                "project / bare"], rows)
+                       + f"\n\nProject / bare, median over the pairs: {medians}.")
+        return "\n\n".join(out) if out else "No bare_vs_project output in this folder."
+
+    def profiles(self) -> str:
+        rows = []
+        for f in sorted(self.dir.glob("profile_*.json")):
+            d = load(f)
+            ops = ", ".join(f"`{o['name']}` {sig(o['self_cpu_ms_per_step'])}" for o in d["top_cpu_ops"][:5])
+            rows.append([f"`{d['variant']}` {d.get('compile_mode') or 'eager'}", f"`{d['kernel']}`",
+                         str(d["batch_size"]), sig(d["wall_ms_per_step"]),
+                         sig(d["gpu_device_ms_per_step"]) if d.get("gpu_device_ms_per_step") is not None else "—",
+                         pct(d["gpu_idle_share"]) if d.get("gpu_idle_share") is not None else "—",
+                         sig(d["cpu_ms_per_step_all_ops"]),
+                         gib(d["peak_allocated_bytes"]) if d.get("peak_allocated_bytes") else "—", ops])
+        if not rows:
+            return "No loop profile in this folder."
+        return table(["step model", "kernel", "batch", "wall ms/step", "GPU device ms/step", "GPU idle",
+                      "host op ms/step", "peak allocated", "top host operators (self ms/step)"], rows)
+
+    def probes(self) -> str:
+        rows = []
+        for f in sorted(self.dir.glob("probe-head/*/seed*/probe.json")):
+            d = load(f)
+            dec = {r["batch_size"]: r for r in d.get("decode") or [] if "status" not in r}
+
+            def ms(r, key):
+                return sig(r[key]) if r and r.get(key) is not None else "—"
+            b1, b16 = dec.get(1), dec.get(16)
+            rows.append([f"`{d['variant']}`", commit(d), d["status"],
+                         f"{ms(b1, 'graph_ms_per_token_p50')} / {ms(b1, 'eager_ms_per_token_p50')}",
+                         (kilo(b16["graph_tokens_per_s"]) if b16 and b16.get("graph_tokens_per_s") else "—") + " / "
+                         + (kilo(b16["eager_tokens_per_s"]) if b16 and b16.get("eager_tokens_per_s") else "—"),
+                         "yes" if d.get("decode_matches_full_forward") else "NO"])
+        if not rows:
+            return "No probe in this folder."
+        return table(["variant", "commit", "status", "decode ms/token, batch 1: graph / eager",
+                      "decode tokens/s, batch 16: graph / eager", "decode = full forward"], rows)
+
+
 class Top:
     """The repository README's two results sections, from both report folders."""
 
