@@ -56,16 +56,19 @@ def finite(values: Iterable) -> list[float]:
     return out
 
 
+def _no_interval(x: np.ndarray) -> Estimate:
+    """Fewer than two values: the mean where there is one, never an interval."""
+    return Estimate(float(x.mean()) if x.size else None, None, None, int(x.size))
+
+
 def bootstrap_mean(values: Iterable, *, level: float = LEVEL, resamples: int = RESAMPLES,
                    seed: int = 0) -> Estimate:
     """Mean of the finite ``values`` and its percentile-bootstrap interval."""
     x = np.asarray(finite(values), dtype=np.float64)
     n = int(x.size)
-    if n == 0:
-        return Estimate(None, None, None, 0)
+    if n < 2:
+        return _no_interval(x)
     mean = float(x.mean())
-    if n == 1:
-        return Estimate(mean, None, None, 1)
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
@@ -103,11 +106,9 @@ def t975(df: int) -> float:
 
 def _t_interval(d: np.ndarray) -> Estimate:
     n = int(d.size)
-    if n == 0:
-        return Estimate(None, None, None, 0)
+    if n < 2:
+        return _no_interval(d)
     mean = float(d.mean())
-    if n == 1:
-        return Estimate(mean, None, None, 1)
     half = t975(n - 1) * float(d.std(ddof=1)) / math.sqrt(n)
     return Estimate(mean, mean - half, mean + half, n)
 

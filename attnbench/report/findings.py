@@ -198,7 +198,8 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
             return None
         ests = {k: c.estimate for k, c in cells.items()}
         per_seed = {k: c.per_seed for k, c in cells.items() if c.per_seed}
-        scale = scale_of(next(iter(cells.values())).unit.kind if next(iter(cells.values())).unit else None)
+        unit = next(iter(cells.values())).unit  # one column: one unit
+        scale = scale_of(unit.kind if unit else None)
         leaders, rest = stats_order(ests, better, per_seed, scale)
 
         def show(name: str) -> str:

@@ -469,6 +469,22 @@ class H200:
                 + ". `auto` against the best pinned kernel, compiled module fwd+bwd (best / auto): "
                 + ". ".join(out) + "." + (f" Suite result (`gpu-suite/gpu_suite.log`): {summary[-1]}." if summary else ""))
 
+def _ms(row: dict | None, key: str) -> str:
+    return sig(row[key]) if row and row.get(key) is not None else "—"
+
+
+def decode_cells(probe_doc: dict) -> tuple[str, str]:
+    """A probe's decode figures as two cells: ms/token at batch 1 and tokens/s at batch 16, each
+    "graph / eager" ("—" where a figure is missing)."""
+    dec = {r["batch_size"]: r for r in probe_doc.get("decode") or [] if "status" not in r}
+    b1, b16 = dec.get(1), dec.get(16)
+
+    def rate(key):
+        return kilo(b16[key]) if b16 and b16.get(key) else "—"
+    return (f"{_ms(b1, 'graph_ms_per_token_p50')} / {_ms(b1, 'eager_ms_per_token_p50')}",
+            f"{rate('graph_tokens_per_s')} / {rate('eager_tokens_per_s')}")
+
+
 class RunFolder:
     """A run of the README's command on a GPU, committed as it came back: ``runs/train/<variant>/
     seed<k>/metrics.json``, ``runs/probe/...``, ``snakemake.log`` and the GPU suite's ``gpu-suite/``.
@@ -652,17 +668,10 @@ class RunFolder:
             if d["status"] != "ok":
                 rows.append([v, str(seed), d["status"], "", "", "", ""])
                 continue
-            dec = {r["batch_size"]: r for r in d["decode"] if "status" not in r}
             pre = {(r["batch_size"], r["prompt_len"]): r for r in d["prefill"] if "status" not in r}
-            b1, b16 = dec.get(1), dec.get(16)
             p = pre.get((1, 512))
-
-            def ms(r, key):
-                return sig(r[key]) if r and r.get(key) is not None else "—"
-            rows.append([v, str(seed), f"{ms(b1, 'graph_ms_per_token_p50')} / {ms(b1, 'eager_ms_per_token_p50')}",
-                         f"{kilo(b16['graph_tokens_per_s']) if b16 and b16.get('graph_tokens_per_s') else '—'} / "
-                         f"{kilo(b16['eager_tokens_per_s']) if b16 and b16.get('eager_tokens_per_s') else '—'}",
-                         f"{ms(p, 'graph_ms_p50')} / {ms(p, 'eager_ms_p50')}",
+            rows.append([v, str(seed), *decode_cells(d),
+                         f"{_ms(p, 'graph_ms_p50')} / {_ms(p, 'eager_ms_p50')}",
                          "yes" if d.get("decode_matches_full_forward") else "NO",
                          "; ".join(d.get("prefill_flags") or []) or "none"])
         return table(["variant", "seed", "decode ms/token, batch 1, prompt 512: graph / eager",
@@ -736,15 +745,7 @@ class LoopFolder:
         rows = []
         for f in sorted(self.dir.glob("probe-head/*/seed*/probe.json")):
             d = load(f)
-            dec = {r["batch_size"]: r for r in d.get("decode") or [] if "status" not in r}
-
-            def ms(r, key):
-                return sig(r[key]) if r and r.get(key) is not None else "—"
-            b1, b16 = dec.get(1), dec.get(16)
-            rows.append([f"`{d['variant']}`", commit(d), d["status"],
-                         f"{ms(b1, 'graph_ms_per_token_p50')} / {ms(b1, 'eager_ms_per_token_p50')}",
-                         (kilo(b16["graph_tokens_per_s"]) if b16 and b16.get("graph_tokens_per_s") else "—") + " / "
-                         + (kilo(b16["eager_tokens_per_s"]) if b16 and b16.get("eager_tokens_per_s") else "—"),
+            rows.append([f"`{d['variant']}`", commit(d), d["status"], *decode_cells(d),
                          "yes" if d.get("decode_matches_full_forward") else "NO"])
         if not rows:
             return "No probe in this folder."
