@@ -12,6 +12,26 @@ from .readme import (H100_ORDER, commit, dig, gib, kilo, load, mib, names, pct, 
                      table)
 
 
+def sweep_points(doc: dict, scope: str = "attention", mode: str = "forward_backward") -> dict[int, dict]:
+    """A sweep document's points of one scope by length: ``{seq_len: point[mode]}``."""
+    return {p["seq_len"]: p[mode] for p in doc["points"] if p.get("scope", "attention") == scope}
+
+
+def sweep_table(points: dict[str, dict[int, dict]], kernels: bool = False) -> str:
+    """Forward+backward ms p50 per variant (rows) and length (columns); a point that did not run
+    shows its status.  ``kernels``: a last column with the kernel strings the points ran."""
+    lengths = sorted({T for pts in points.values() for T in pts})
+    rows = []
+    for v, pts in points.items():
+        row = [f"`{v}`"] + [sig(pts[T]["ms_p50"]) if pts.get(T, {}).get("status") == "ok"
+                            else str(pts.get(T, {}).get("status", "—")).upper() for T in lengths]
+        if kernels:
+            ran = list(dict.fromkeys(p.get("kernel") for p in pts.values() if p.get("kernel")))
+            row.append(", ".join(f"`{k}`" for k in ran))
+        rows.append(row)
+    return table(["variant"] + [seq(T) for T in lengths] + (["kernel"] if kernels else []), rows)
+
+
 # --- reports/h100 -------------------------------------------------------------------------------
 
 class H100:
@@ -28,7 +48,7 @@ class H100:
         return sorted(H100_ORDER, key=lambda v: -self.train[v]["timing"]["tokens_per_s"])
 
     def fb(self, v: str, scope: str = "attention", mode: str = "forward_backward") -> dict[int, dict]:
-        return {p["seq_len"]: p[mode] for p in self.sweep[v]["points"] if p.get("scope", "attention") == scope}
+        return sweep_points(self.sweep[v], scope, mode)
 
     def machine(self) -> str:
         p = self.train["linear"]["provenance"]
@@ -137,13 +157,8 @@ class H100:
                 f"{lsh['logit_scale']:.1f}, above the bf16 tolerance.")
 
     def sweep_table(self) -> str:
-        lengths = sorted(self.fb("sdpa"))
-        rows = []
-        for v in ("baseline", "sdpa", "gqa", "flash2", "flex", "mla", "sliding_window", "lsh", "linear"):
-            pts = self.fb(v)
-            rows.append([f"`{v}`"] + [sig(pts[T]["ms_p50"]) if pts.get(T, {}).get("status") == "ok"
-                                      else str(pts.get(T, {}).get("status", "—")).upper() for T in lengths])
-        return table(["variant"] + [seq(T) for T in lengths], rows)
+        return sweep_table({v: self.fb(v) for v in ("baseline", "sdpa", "gqa", "flash2", "flex", "mla",
+                                                     "sliding_window", "lsh", "linear")})
 
     def crossovers(self) -> str:
         """For each approximate variant, from which length on it is faster (p50) than each other
@@ -592,9 +607,16 @@ class RunFolder:
                       if load(p).get("status") == "ok")
         variants = sorted({v for v, _ in self.train}, key=self.ORDER.index)
         missing = [v for v in variants if v not in done]
-        return (f"Length sweeps: {len(done)} of {len(variants)}"
+        line = (f"Length sweeps: {len(done)} of {len(variants)}"
                 + (f" ({', '.join(f'`{v}`' for v in done)})" if done else "")
                 + (f"; not yet: {', '.join(f'`{v}`' for v in missing)}." if missing else "."))
+        if not done:
+            return line
+        docs = {v: load(self.dir / "runs" / "sweep" / v / "sweep.json") for v in sorted(done, key=self.ORDER.index)}
+        first = next(iter(docs.values()))
+        return (line + f" Attention module forward+backward, ms per call (p50), {first['dtype']}, "
+                f"{first['tokens_per_call']:,} tokens per call (batch x length), kernel as each point ran it:\n\n"
+                + sweep_table({v: sweep_points(d) for v, d in docs.items()}, kernels=True))
 
     def busy_normalised(self) -> str:
         """tokens/s over GPU busy, per configuration: the throughput the GPU's own work allows, where the
