@@ -259,6 +259,12 @@ def autotune(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = Tr
     cands = tuple(module.auto_candidates(device, dtype) if candidates is None else candidates)
     if not cands:
         return None
+    rejected = getattr(module, "auto_rejected", {})
+    if rejected and not any(c not in rejected for c in cands):
+        raise KernelCheckError(f"{type(module).__name__}: every candidate failed a check in this process: "
+                               + "; ".join(f"{c}: {why}" for c, why in rejected.items()),
+                               {"shape": list(x.shape), "candidates": [], "rejected": dict(rejected)})
+    cands = tuple(c for c in cands if c not in rejected)
     rows, state = [], module.auto_pin
     gy = torch.randn(x.shape, generator=torch.Generator().manual_seed(7)).to(device)
     xi = x.detach().clone().requires_grad_(backward)
@@ -317,6 +323,7 @@ def autotune(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = Tr
     passing = [r for r in rows if r.get("pass")]
     record = {"shape": list(x.shape), "checked_rows": rows_checked, "dtype": str(dtype).replace("torch.", ""),
               "backward": backward, "candidates": rows, "timing": timing,
+              **({"rejected": dict(rejected)} if rejected else {}),
               "rule": (f"the first candidate (SDPA's priority order) within {margin:.0%} of the fastest one "
                        "that passes the check against the float32 reference path; timed "
                        + ("forward+backward" if backward else "forward") + f", median over {rounds} interleaved "
@@ -364,18 +371,25 @@ def config_groups(model: torch.nn.Module) -> list[list[torch.nn.Module]]:
 
 
 def prepare(model: torch.nn.Module, example: torch.Tensor, x: torch.Tensor, dtype: torch.dtype, *,
-            backward: bool = True, forward: Callable[[], Any] | None = None) -> list[dict]:
+            backward: bool = True, forward: Callable[[], Any] | None = None,
+            only: set[int] | None = None) -> list[dict]:
     """Resolve ``impl="auto"`` for every attention configuration of ``model``, then run one
     eager forward of the model on ``example`` so that the compiled graph records definite names.
 
     ``x``: an input of the attention modules' shape (B, T, n_embd) at the shape the model will
     run.  ``forward``: how to call the model on ``example`` (default ``model(example)``).
+    ``only``: indices into :func:`config_groups` to choose again (a kernel rejected after the
+    choice, :func:`reject`); the other configurations keep their kernels.
     Returns one record per configuration (:func:`autotune`'s, or ``{"auto": "fixed rule"}``).
     """
     device = x.device
     records = []
-    for group in config_groups(model):
+    for i, group in enumerate(config_groups(model)):
         head = group[0]
+        if only is not None and i not in only:
+            records.append({"module": type(head).__name__, "layers": len(group), "impl": getattr(head, "impl", None),
+                            "kept": head.auto_pin})
+            continue
         rec = autotune(head, x, dtype, backward=backward)
         for m in group[1:]:
             m.auto_pin = head.auto_pin
@@ -388,3 +402,21 @@ def prepare(model: torch.nn.Module, example: torch.Tensor, x: torch.Tensor, dtyp
         else:
             model(example)
     return records
+
+
+def reject(model: torch.nn.Module, failed: dict[int, str]) -> dict[str, str]:
+    """Take each ``auto`` kernel a check failed out of its configuration's candidates for the rest
+    of the process: ``failed`` maps an index into :func:`config_groups` to the reason.  Returns
+    ``{index: rejected impl}`` for what was rejected; a configuration not on ``auto``, or whose
+    choice was not measured, has nothing to reject (its failure stands)."""
+    out = {}
+    for i, group in enumerate(config_groups(model)):
+        head = group[0]
+        if i not in failed or getattr(head, "impl", None) != "auto" or not getattr(head, "auto_pin", None):
+            continue
+        pin = head.auto_pin
+        for m in group:
+            m.auto_rejected = {**getattr(m, "auto_rejected", {}), pin: failed[i]}
+            m.auto_pin = None
+        out[i] = pin
+    return out

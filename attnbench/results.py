@@ -27,6 +27,8 @@ Schema ``attnbench.train/1`` (``results/train/<variant>/seed<seed>/metrics.json`
     attention.exact              computes baseline's function (the report checks its loss curve)
     kernel_selection             what impl="auto" measured and chose (attention.selection)
     kernel_check: {method, start, end}   the job's self-checks (attnbench.selfcheck)
+    kernel_fallback: [{rejected: {module: impl}, failed_check, selection}]   only where the start
+                                 check failed an ``auto`` choice and ``auto`` chose again (selfcheck.fall_back)
     control: {kind, tflops, seconds, calls}   fixed matmul timed in the job's process (drift control)
     efficiency: {loss_drop_per_kj, loss_start, loss_end, energy_j, ...}   over the same timed steps
     energy.gpu_j_per_token_above_idle, flops.mfu_standard, job: {started_utc, finished_utc}

@@ -23,6 +23,15 @@ the data and the precision instead of one GPU's figures.  A failed check makes t
 failed row whose reason holds the figures; training does not run (start) or its results are
 not reported (end).  Checking changes nothing: gradients are dropped, and module state (LSH's
 hash stream) and RNG streams are restored.
+
+A kernel that ``impl="auto"`` chose and the start check then fails is not the end of the job:
+the user asked for the fastest *correct* kernel, so the failing choice is rejected for the rest
+of the process, ``auto`` chooses again among the remaining candidates, the step model is compiled
+anew and checked again (:func:`fall_back`; recorded in ``kernel_fallback``, shown in the report).
+On an H200, cuDNN's SDPA backward passed ``auto``'s check at 16 x 512 and then gave an input
+gradient 138 % off at the module check's 2 x 512 in a process that had run other cuDNN calls
+at that shape before (the GPU suite, session 8).  A pinned kernel (``impl: cudnn``) is never
+replaced: its failure is the row's failure.
 """
 
 from __future__ import annotations
@@ -33,10 +42,10 @@ from typing import Any
 
 import torch
 
-from attention.selection import (attention_modules, autocast_ctx, compare, config_groups, preserved_state,
-                                 reference_copy, rel_err, tolerance)
+from attention.selection import (KernelCheckError, attention_modules, autocast_ctx, compare, config_groups, prepare,
+                                 preserved_state, reference_copy, reject, rel_err, tolerance)
 
-from .optim import begin_step
+from .optim import begin_step, compile_model, cudagraph_skips, replays_graphs
 
 MODULE_BATCH = 2
 REFERENCE_BUDGET_BYTES = 4 * 2**30   # attention scores the float32 reference may hold per chunk
@@ -248,5 +257,49 @@ def check_job(job, result: dict, phase: str) -> None:
         job.step_model, job.compiled = job.model, False
         record = check(job.model, job.step_model, x, y, job.dtype, phase=phase)
     result["kernel_check"][phase] = record
+    if record["pass"] is False and phase == "start":
+        record = fall_back(job, result, record, x, y)
     if record["pass"] is False:
         raise KernelCheckFailed(failure_message(record), record)
+
+
+def implicated(record: dict) -> dict[int, str]:
+    """Configurations (indices into ``config_groups``, the order of ``record["modules"]``) a failed
+    check points at, with the figures: a failed module check names its own configuration; a
+    failed model check cannot tell which attention it was, so it names every one."""
+    out = {i: f"{m['module']} check: " + _figures(m, ("out", "dx"))
+           for i, m in enumerate(record["modules"]) if m.get("pass") is False}
+    mr = record["model"]
+    if mr.get("pass") is False:
+        why = "model check: " + _figures(mr, ("out", "dx", "grad"))
+        out.update({i: out.get(i, why) for i in range(len(record["modules"]))})
+    return out
+
+
+def fall_back(job, result: dict, record: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """After a failed start check: reject the ``auto`` choices it implicates, choose again among
+    the remaining candidates, recompile the step model and check again, until a check passes or
+    nothing is left to reject (then the last failed record stands).  Each round is appended to
+    ``result["kernel_fallback"]``: what was rejected and why, the failed check, the new choice."""
+    while record["pass"] is False:
+        rejected = reject(job.model, implicated(record))
+        if not rejected:
+            return record
+        names = [type(g[0]).__name__ for g in config_groups(job.model)]
+        entry = {"rejected": {names[i]: impl for i, impl in rejected.items()}, "failed_check": record}
+        result.setdefault("kernel_fallback", []).append(entry)
+        B, T = x.shape
+        try:
+            entry["selection"] = prepare(job.model, x, torch.randn(B, T, job.model.config.n_embd, device=x.device),
+                                         job.dtype, only=set(rejected))
+        except KernelCheckError as err:  # no candidate left that passes: the failure stands
+            entry["selection"] = [err.record]
+            return record
+        if job.compiled:
+            torch._dynamo.reset()  # the graphs captured the rejected kernel
+            job.step_model = compile_model(job.model, job.t, job.device)
+            if replays_graphs(job.step_model):
+                job.cudagraph_skips_before = cudagraph_skips()
+        record = check(job.model, job.step_model, x, y, job.dtype, phase="start")
+        result["kernel_check"]["start"] = record
+    return record

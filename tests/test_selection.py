@@ -214,3 +214,60 @@ def test_train_job_with_a_wrong_kernel_is_a_failed_row_and_trains_nothing(tmp_pa
     assert not (tmp_path / "scale_bug" / "model.safetensors").exists()
     on_disk = json.loads((tmp_path / "scale_bug" / "metrics.json").read_text())
     assert on_disk["failure"]["kind"] == "kernel-check"
+
+
+def test_a_choice_of_auto_that_fails_the_start_check_is_rejected_and_auto_chooses_again(tmp_path):
+    """'flash' passes auto's check at the training batch (4) and fails the job's module check at
+    batch 2: the job rejects it, auto chooses 'math', the check passes again and training runs;
+    everything is recorded.  Pinned to 'flash' the same failure is the row's failure."""
+    tokens = synthetic_tokens(tmp_path / "tokens")
+    s = tiny_settings(steps=6, eval_every=3)
+    s["name"] = "shape_bug"
+    s["entry"] = {"variant": "shape_bug", "class": "tests.fixtures.shape_bug:ShapeBugSDPA", "params": {}}
+    m = train.run(s, tokens, tmp_path / "auto")
+    assert m["status"] == "ok", m["failure"]
+    assert m["kernel_selection"][0]["chosen"] == "flash"          # what auto measured first
+    (fb,) = m["kernel_fallback"]
+    assert fb["rejected"] == {"ShapeBugSDPA": "flash"}
+    assert fb["failed_check"]["pass"] is False and fb["failed_check"]["modules"][0]["kernel"].endswith("flash")
+    assert fb["selection"][0]["chosen"] == "math" and "flash" in fb["selection"][0]["rejected"]
+    assert "ShapeBugSDPA check: out rel. error" in fb["selection"][0]["rejected"]["flash"]
+    assert m["kernel_check"]["start"]["pass"] is True and m["kernel_check"]["end"]["pass"] is True
+    assert m["kernel"].endswith("math")
+
+    s["entry"]["params"] = {"impl": "flash"}
+    pinned = train.run(s, tokens, tmp_path / "pinned")
+    assert pinned["status"] == "failed" and pinned["failure"]["kind"] == "kernel-check"
+    assert "kernel_fallback" not in pinned
+
+
+def test_auto_with_every_candidate_rejected_raises_naming_the_reasons():
+    torch.manual_seed(0)
+    m = SDPAAttention(C, H).train()
+    m.auto_rejected = {"flash": "model check: dx rel. error 1.4", "math": "module check: out rel. error 0.5"}
+    with pytest.raises(KernelCheckError, match="every candidate failed a check") as err:
+        autotune(m, x_input(), torch.float32, candidates=("flash", "math"))
+    assert "dx rel. error 1.4" in str(err.value) and err.value.record["rejected"] == m.auto_rejected
+
+
+def test_the_report_shows_a_kernel_fallback_on_the_kernel_cell(tmp_path):
+    """The kernel cell of a variant whose start check rejected auto's choice says so (note and
+    detail); the other variants' cells say nothing of it."""
+    from attnbench.report import load, table
+    from attnbench.report.table import Context
+
+    tokens = synthetic_tokens(tmp_path / "tokens")
+    docs = []
+    for name, entry in (("baseline", {"variant": "baseline", "class": None, "params": {}}),
+                        ("shape_bug", {"variant": "shape_bug", "class": "tests.fixtures.shape_bug:ShapeBugSDPA",
+                                       "params": {}})):
+        s = tiny_settings(steps=6, eval_every=3)
+        s["name"], s["entry"] = name, entry
+        train.run(s, tokens, tmp_path / name)
+        docs.append(tmp_path / name / "metrics.json")
+    variants = load.load_variants(docs, [], [])
+    ctx = Context()
+    cells = {v.name: table._cell(v, next(c for c in table.columns(ctx) if c.key == "kernel"), ctx) for v in variants}
+    assert cells["shape_bug"].note == "fallback" and "rejected auto's first choice" in cells["shape_bug"].detail
+    assert "ShapeBugSDPA flash" in cells["shape_bug"].detail
+    assert cells["baseline"].note is None

@@ -260,14 +260,28 @@ def _kernel(v: Variant, ctx: Context):
     if k is None and pk is not None:
         return str(pk), None, "kernel reported by the inference probe (training did not report one)"
     detail = f"inference probe ran: {pk}" if pk is not None and k is not None and pk != k else None
+    fallbacks = _fallbacks(v)
+    if fallbacks:
+        detail = "; ".join(filter(None, [detail, "the start check rejected auto's first choice: " + "; ".join(fallbacks)]))
     return (str(k) if k is not None else None), why, detail
+
+
+def _fallbacks(v: Variant) -> list[str]:
+    """What the training's start check rejected of ``auto``'s choices, per seed (attnbench.selfcheck.fall_back)."""
+    out = []
+    for r in v.runs or []:
+        for fb in (r.train.data or {}).get("kernel_fallback") or []:
+            seed = f"seed {r.seed}: " if r.seed is not None else ""
+            out.append(seed + ", ".join(f"{mod} {impl}" for mod, impl in (fb.get("rejected") or {}).items()))
+    return out
 
 
 def columns(ctx: Context) -> list[Column]:
     pre = f"B={ctx.prefill_B}, L={ctx.prefill_L}" if ctx.prefill_B is not None else "no data"
     dec = f"B={ctx.decode_B}, P={ctx.decode_P}" if ctx.decode_B is not None else "no data"
     cols = [
-        Column("kernel", "Kernel", "text", _kernel, help="attention implementation that ran"),
+        Column("kernel", "Kernel", "text", _kernel, help="attention implementation that ran",
+               note=lambda v, c: "fallback" if _fallbacks(v) else None),
         Column("params_total", "Params", "count", _from("train", "model.params_total", _params_detail),
                help="all model parameters", seeds=False),
         Column("tokens_per_s", "Train tokens/s", "rate", _from("train", "timing.tokens_per_s"),
@@ -357,10 +371,11 @@ def _cell(v: Variant, col: Column, ctx: Context) -> Cell:
         return Cell(None, reason=why or "not recorded")
     if not isinstance(val, (int, float)):
         by_value = _seeds_by_value(v, col, ctx)
+        note = col.note(v, ctx) if col.note else None
         if len(by_value) > 1:  # e.g. an `auto` kernel that differs by seed: shown, never hidden
             text = "; ".join(f"{value} (seed {', '.join(seeds)})" for value, seeds in by_value.items())
-            return Cell(val, text=text, detail=detail, note="differs by seed")
-        return Cell(val, text=str(val), detail=detail)
+            return Cell(val, text=text, detail=detail, note=", ".join(filter(None, ["differs by seed", note])))
+        return Cell(val, text=str(val), detail=detail, note=note)
     if not col.seeds:
         return Cell(val, detail=detail)
     runs = v.ok_runs if len(v.ok_runs) >= 2 else []
