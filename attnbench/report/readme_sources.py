@@ -841,13 +841,14 @@ class Top:
         self.h100 = H100(folder / "reports" / "h100")
         self.h200 = H200(folder / "reports" / "h200" / "default")
         self.run = RunFolder(folder / "reports" / "h200" / "default-fb47336")
+        self.head = SessionFolder(folder / "reports" / "h200" / "head-5d7ee0a")  # the latest GPU suite
 
     def h200_run(self) -> str:
         r = self.run
         return " ".join([r.machine(), r.checks(), r.agreement(), r.spread()])
 
     def h200_suite(self) -> str:
-        return self.run.suite()
+        return self.head.suite()
 
     def h200_busy(self) -> str:
         return self.run.busy_normalised()
