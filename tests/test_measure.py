@@ -668,3 +668,28 @@ def test_sweep_energy_per_call_only_from_windows_the_counter_resolves(seconds, e
         assert ("energy_unavailable" in point[mode]) == (expect is None)
         if expect is None:
             assert "shorter than 1 s" in point[mode]["energy_unavailable"]
+
+
+def test_a_cuda_graph_training_records_no_allocated_peak_and_says_why(tmp_path, monkeypatch):
+    """Under a compile mode that replays CUDA graphs the allocator's allocated peak leaves out the
+    graphs' pool (activations, gradients): the job records it as unavailable with the reason and
+    keeps the reserved peak; without graphs the same figures are kept as measured."""
+    from attnbench import train
+    from tests.reliability_utils import synthetic_tokens, tiny_settings
+
+    fake = {"peak_allocated_bytes": 1_400_000_000, "peak_reserved_bytes": 9_000_000_000, "nvml_used_bytes": None,
+            "peak_rss_bytes": 1, "unavailable": {}}
+    monkeypatch.setattr(train.measure, "peak_memory", lambda *a, **k: {**fake, "unavailable": {}})
+    monkeypatch.setattr(train, "should_compile", lambda t, device: True)
+    monkeypatch.setattr(train, "compile_model", lambda model, t, device: model)  # "compiled": the step model
+    tokens = synthetic_tokens(tmp_path / "tokens")
+    for graphs in (True, False):
+        monkeypatch.setattr(train, "replays_graphs", lambda m, graphs=graphs: graphs)
+        m = train.run(tiny_settings(steps=4, eval_every=2, compile_mode="reduce-overhead"), tokens, tmp_path / str(graphs))
+        assert m["status"] == "ok", m["failure"]
+        if graphs:
+            assert m["memory"]["peak_allocated_bytes"] is None
+            assert "CUDA graphs" in m["unavailable"]["memory.peak_allocated_bytes"]
+        else:
+            assert m["memory"]["peak_allocated_bytes"] == fake["peak_allocated_bytes"]
+        assert m["memory"]["peak_reserved_bytes"] == fake["peak_reserved_bytes"]

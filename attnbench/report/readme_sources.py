@@ -784,6 +784,7 @@ class LoopFolder:
                      sig(r["step_ms"]) if r.get("step_ms") else "—",
                      pct(r["gpu_busy"]) if r.get("gpu_busy") is not None else "not measured",
                      gib(r["peak_allocated_bytes"]) if r.get("peak_allocated_bytes") else "—",
+                     gib(r["peak_reserved_bytes"]) if r.get("peak_reserved_bytes") else "not recorded",
                      f"{r['ratio_to_bare']:.3f}" if r.get("ratio_to_bare") else "—"] for r in d["rows"]]
             medians = "; ".join(
                 f"{k}: {m:.3f} (pairs " + ", ".join(f"{x:.3f}" for x in d["ratio_to_bare_per_pair"][k]) + ")"
@@ -796,8 +797,8 @@ class LoopFolder:
             medians += f". The project's GPU busy per mode over the pairs: {busy}" if busy else ""
             out.append(f"`{f.name}`: batch {d['batch_size']} × {d['seq_len']}, {d['device']}, torch {d['torch']}; "
                        f"{d.get('pairs_done', d['pairs'])} of {d['pairs']} pairs finished.\n\n"
-                       + table(["pair", "loop", "tokens/s", "step ms", "GPU busy", "peak allocated",
-                                "project / bare"], rows)
+                       + table(["pair", "loop", "tokens/s", "step ms", "GPU busy", "peak allocated GiB",
+                                "peak reserved GiB", "project / bare"], rows)
                        + f"\n\nProject / bare, median over the pairs: {medians}.")
         return "\n\n".join(out) if out else "No bare_vs_project output in this folder."
 
