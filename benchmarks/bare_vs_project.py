@@ -86,7 +86,9 @@ def fresh_compiler() -> None:
 
 
 def bare_loop(batch_size: int, seq_len: int, backend_name: str, warmup: int, steps: int,
-              compile_mode: str = "default") -> dict:
+              compile_mode: str = "default", clip: float = 0.0) -> dict:
+    """A bare compiled GPT-2 step (the yardstick).  ``clip`` > 0 clips gradients by global norm as
+    the project's loop does (``train.grad_clip``): how much of a gap to the project is clipping."""
     from torch.nn.attention import SDPBackend
 
     fresh_compiler()
@@ -104,6 +106,8 @@ def bare_loop(batch_size: int, seq_len: int, backend_name: str, warmup: int, ste
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = cmodel(x[:, :-1], x[:, 1:])
         loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -118,7 +122,7 @@ def bare_loop(batch_size: int, seq_len: int, backend_name: str, warmup: int, ste
         step()
     torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return {"loop": f"bare ({backend_name}, {compile_mode})", "tokens_per_s": steps * batch_size * seq_len / dt,
+    return {"loop": f"bare ({backend_name}, {compile_mode}{f', clip {clip:g}' if clip > 0 else ''})", "tokens_per_s": steps * batch_size * seq_len / dt,
             "step_ms": 1000 * dt / steps, "warmup_s": warm,
             "peak_allocated_bytes": torch.cuda.max_memory_allocated(),
             # under CUDA-graph modes the allocated peak misses the graphs' pool: reserved holds it
@@ -171,6 +175,8 @@ def main():
     ap.add_argument("--compile-mode", nargs="+", default=["default"],
                     choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"],
                     help="one or more: each pair runs bare and project under every mode in turn")
+    ap.add_argument("--bare-clip", type=float, default=0.0,
+                    help="clip the bare loop's gradients by global norm too (the project's train.grad_clip)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -181,7 +187,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for pair in range(args.pairs):
             for mode in modes:
-                bare = bare_loop(args.batch_size, 512, args.backend, 10, args.bare_steps, mode)
+                bare = bare_loop(args.batch_size, 512, args.backend, 10, args.bare_steps, mode, args.bare_clip)
                 rows.append({"pair": pair, **bare})
                 for v in args.variants:
                     r = project_loop(v, args.config, args.tokens_dir, args.batch_size, args.steps, args.warmup,
