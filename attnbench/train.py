@@ -200,7 +200,7 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
                 measure.reset_peak_memory(device)
                 step = warm_up(job) if ckpt is None else job.resumed_from
                 job.step = step
-                measure.reset_peak_memory(device)
+                allocated_at_start = measure.reset_peak_memory(device)
             with phase("timed_loop"):  # the timed windows and the evaluations between them
                 bar = _progress(job.t["steps"], name)
                 bar.update(step)
@@ -209,6 +209,10 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
                 bar.close()
                 bar = None
                 mem = measure.peak_memory(device)
+                mem["allocated_at_timed_start_bytes"] = allocated_at_start
+                if allocated_at_start is None:
+                    mem["unavailable"]["allocated_at_timed_start_bytes"] = mem["unavailable"].get(
+                        "peak_allocated_bytes", "no CUDA caching allocator")
                 summary = session.finish()
                 session = None
             with phase("final_eval"):

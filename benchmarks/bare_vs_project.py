@@ -117,6 +117,7 @@ def bare_loop(batch_size: int, seq_len: int, backend_name: str, warmup: int, ste
     torch.cuda.synchronize()
     warm = time.perf_counter() - t0
     torch.cuda.reset_peak_memory_stats()
+    allocated_at_start = torch.cuda.memory_allocated()  # weights, optimizer state: what stays across steps
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
@@ -126,7 +127,7 @@ def bare_loop(batch_size: int, seq_len: int, backend_name: str, warmup: int, ste
             "step_ms": 1000 * dt / steps, "warmup_s": warm,
             "peak_allocated_bytes": torch.cuda.max_memory_allocated(),
             # under CUDA-graph modes the allocated peak misses the graphs' pool: reserved holds it
-            "peak_reserved_bytes": torch.cuda.max_memory_reserved()}
+            "peak_reserved_bytes": torch.cuda.max_memory_reserved(), "allocated_at_start_bytes": allocated_at_start}
 
 
 def project_loop(variant: str, config_path: Path, tokens_dir: Path, batch_size: int, steps: int,
@@ -147,6 +148,7 @@ def project_loop(variant: str, config_path: Path, tokens_dir: Path, batch_size: 
             "step_ms": res["timing"]["step_ms_p50"], "warmup_s": res["timing"]["warmup_s"],
             "peak_allocated_bytes": res["memory"]["peak_allocated_bytes"],
             "peak_reserved_bytes": res["memory"].get("peak_reserved_bytes"),
+            "allocated_at_start_bytes": res["memory"].get("allocated_at_timed_start_bytes"),
             "gpu_mj_per_token": (res["energy"].get("gpu_j_per_token") or math.nan) * 1000,
             "mfu": res["flops"].get("mfu"), "gpu_busy": res["energy"].get("gpu_busy"),
             "cudagraph_skips": res["training"].get("cudagraph_skips"), "phases_s": res["job"].get("phases_s")}

@@ -693,3 +693,22 @@ def test_a_cuda_graph_training_records_no_allocated_peak_and_says_why(tmp_path, 
         else:
             assert m["memory"]["peak_allocated_bytes"] == fake["peak_allocated_bytes"]
         assert m["memory"]["peak_reserved_bytes"] == fake["peak_reserved_bytes"]
+        assert m["memory"]["allocated_at_timed_start_bytes"] is None  # CPU: no allocator, with the reason
+        assert "allocator" in m["unavailable"]["memory.allocated_at_timed_start_bytes"]
+
+
+def test_a_cpu_training_records_the_persistent_memory_as_unavailable_with_the_reason(tmp_path):
+    from attnbench import train
+    from tests.reliability_utils import synthetic_tokens, tiny_settings
+
+    m = train.run(tiny_settings(steps=4, eval_every=2), synthetic_tokens(tmp_path / "tokens"), tmp_path / "run")
+    assert m["status"] == "ok", m["failure"]
+    assert m["memory"]["allocated_at_timed_start_bytes"] is None
+    assert m["unavailable"]["memory.allocated_at_timed_start_bytes"] == "device is cpu: no CUDA caching allocator"
+
+
+def test_reset_peak_memory_returns_what_is_allocated_then(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None: 1234)
+    assert measure.reset_peak_memory(torch.device("cuda")) == 1234
+    assert measure.reset_peak_memory(torch.device("cpu")) is None

@@ -7,6 +7,9 @@
 * ``nvml_used_bytes`` — device-wide used memory as NVML sees it (reserved + CUDA context +
   anything else on the GPU, other processes included).  The maximum the power sampler saw
   when a :class:`MeasurementSession` is passed, else the value now.
+* ``allocated_at_timed_start_bytes`` (train jobs) — allocated when the timed steps began: the
+  persistent part of the peak (weights, optimizer state, data on the device); the peak minus it
+  is what a step adds.
 * ``peak_rss_bytes`` — the process's peak resident set (``getrusage(RUSAGE_SELF).ru_maxrss``)
   since the process started; it cannot be reset.
 
@@ -26,12 +29,16 @@ def _is_cuda(device) -> bool:
     return getattr(device, "type", str(device)) == "cuda"
 
 
-def reset_peak_memory(device) -> None:
-    """Reset the CUDA allocator's peak counters (no-op on other devices)."""
+def reset_peak_memory(device) -> int | None:
+    """Reset the CUDA allocator's peak counters; returns the bytes allocated at that moment (what
+    stays allocated across steps: weights, gradients kept, optimizer state, data on the device),
+    None on other devices."""
     if _is_cuda(device):
         import torch
 
         torch.cuda.reset_peak_memory_stats(device)
+        return int(torch.cuda.memory_allocated(device))
+    return None
 
 
 def peak_rss_bytes() -> int | None:

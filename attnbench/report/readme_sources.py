@@ -783,6 +783,7 @@ class LoopFolder:
             rows = [[str(r["pair"]), r["loop"], kilo(r["tokens_per_s"]) if r.get("tokens_per_s") else r.get("status", "—"),
                      sig(r["step_ms"]) if r.get("step_ms") else "—",
                      pct(r["gpu_busy"]) if r.get("gpu_busy") is not None else "not measured",
+                     gib(r["allocated_at_start_bytes"]) if r.get("allocated_at_start_bytes") else "not recorded",
                      gib(r["peak_allocated_bytes"]) if r.get("peak_allocated_bytes") else "—",
                      gib(r["peak_reserved_bytes"]) if r.get("peak_reserved_bytes") else "not recorded",
                      f"{r['ratio_to_bare']:.3f}" if r.get("ratio_to_bare") else "—"] for r in d["rows"]]
@@ -797,7 +798,8 @@ class LoopFolder:
             medians += f". The project's GPU busy per mode over the pairs: {busy}" if busy else ""
             out.append(f"`{f.name}`: batch {d['batch_size']} × {d['seq_len']}, {d['device']}, torch {d['torch']}; "
                        f"{d.get('pairs_done', d['pairs'])} of {d['pairs']} pairs finished.\n\n"
-                       + table(["pair", "loop", "tokens/s", "step ms", "GPU busy", "peak allocated GiB",
+                       + table(["pair", "loop", "tokens/s", "step ms", "GPU busy", "allocated at start GiB",
+                                "peak allocated GiB",
                                 "peak reserved GiB", "project / bare"], rows)
                        + f"\n\nProject / bare, median over the pairs: {medians}.")
         return "\n\n".join(out) if out else "No bare_vs_project output in this folder."
