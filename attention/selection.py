@@ -404,7 +404,7 @@ def prepare(model: torch.nn.Module, example: torch.Tensor, x: torch.Tensor, dtyp
     return records
 
 
-def reject(model: torch.nn.Module, failed: dict[int, str]) -> dict[str, str]:
+def reject(model: torch.nn.Module, failed: dict[int, str]) -> dict[int, str]:
     """Take each ``auto`` kernel a check failed out of its configuration's candidates for the rest
     of the process: ``failed`` maps an index into :func:`config_groups` to the reason.  Returns
     ``{index: rejected impl}`` for what was rejected; a configuration not on ``auto``, or whose

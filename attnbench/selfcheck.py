@@ -286,6 +286,7 @@ def fall_back(job, result: dict, record: dict, x: torch.Tensor, y: torch.Tensor)
         if not rejected:
             return record
         names = [type(g[0]).__name__ for g in config_groups(job.model)]
+        names = [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]  # two configs of one class
         entry = {"rejected": {names[i]: impl for i, impl in rejected.items()}, "failed_check": record}
         result.setdefault("kernel_fallback", []).append(entry)
         B, T = x.shape
