@@ -26,11 +26,13 @@ class TokenBatches:
         self.mode, self.batch_size, self.seq_len, self.device = mode, batch_size, seq_len, device
         if mode == "pack":
             n_windows = (len(arr) - 1) // seq_len
-            self.stream = torch.from_numpy(arr.astype(np.int64)).to(device)
+            # int32 on the device (half of int64: 0.12 GB less for ShareGPT's 29M training tokens,
+            # part of the loop's memory gap to a bare loop that holds one batch); batches come out int64
+            self.stream = torch.from_numpy(arr.astype(np.int32)).to(device)
             self.n_items = n_windows
         elif mode == "pad":
             lengths = np.load(Path(tokens_dir) / f"{split}_lengths.npy")
-            self.rows = torch.from_numpy(arr[:, : seq_len + 1].astype(np.int64)).to(device)
+            self.rows = torch.from_numpy(arr[:, : seq_len + 1].astype(np.int32)).to(device)
             self.lengths = torch.from_numpy(np.minimum(lengths, seq_len + 1).astype(np.int64)).to(device)
             self.n_items = len(arr)
         else:
@@ -57,9 +59,9 @@ class TokenBatches:
         """(x, y) of shape (batch_size, seq_len) for the item indices ``items``."""
         if self.mode == "pack":
             idx = items[:, None] * self.seq_len + self.offsets[None, :]
-            window = self.stream[idx]
+            window = self.stream[idx].long()
             return window[:, :-1], window[:, 1:]
-        rows = self.rows[items]
+        rows = self.rows[items].long()
         x, y = rows[:, :-1], rows[:, 1:].clone()
         positions = self.offsets[None, : self.seq_len]
         y[positions >= (self.lengths[items][:, None] - 1)] = -100  # padding and EOS fill

@@ -68,6 +68,7 @@ def test_pad_mode_masks_padding(tmp_path):
     b = TokenBatches(tmp_path, "train", "pad", 4, 32, 0, torch.device("cpu"))
     items = torch.arange(4)
     x, y = b.batch(items)
+    assert x.dtype == y.dtype == torch.int64 and b.rows.dtype == torch.int32
     for r in range(4):
         L = int(lengths[r])
         assert (y[r, : L - 1] != -100).all()
@@ -88,6 +89,8 @@ def test_pack_batches_are_shifted_windows(tmp_path):
     i = int(order[0, 0])
     assert x[0].tolist() == stream[i * 8: i * 8 + 8].tolist()
     assert y[0].tolist() == stream[i * 8 + 1: i * 8 + 9].tolist()
+    assert x.dtype == y.dtype == torch.int64  # held as int32, served as the ids embeddings and the loss take
+    assert b.stream.dtype == torch.int32 and b.stream.tolist() == stream.tolist()
     # same seed, same order: every variant sees the same data
     assert torch.equal(order, TokenBatches(tmp_path, "train", "pack", 2, 8, 0, torch.device("cpu")).order(5))
 
