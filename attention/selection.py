@@ -261,7 +261,7 @@ def autotune(module, x: torch.Tensor, dtype: torch.dtype, *, backward: bool = Tr
         return None
     rejected = getattr(module, "auto_rejected", {})
     if rejected and not any(c not in rejected for c in cands):
-        raise KernelCheckError(f"{type(module).__name__}: every candidate failed a check in this process: "
+        raise KernelCheckError(f"{type(module).__name__}: every candidate failed a check on this model: "
                                + "; ".join(f"{c}: {why}" for c, why in rejected.items()),
                                {"shape": list(x.shape), "candidates": [], "rejected": dict(rejected)})
     cands = tuple(c for c in cands if c not in rejected)
@@ -405,8 +405,9 @@ def prepare(model: torch.nn.Module, example: torch.Tensor, x: torch.Tensor, dtyp
 
 
 def reject(model: torch.nn.Module, failed: dict[int, str]) -> dict[int, str]:
-    """Take each ``auto`` kernel a check failed out of its configuration's candidates for the rest
-    of the process: ``failed`` maps an index into :func:`config_groups` to the reason.  Returns
+    """Take each ``auto`` kernel a check failed out of its configuration's candidates for this model
+    (``module.auto_rejected``; a new process or model starts without): ``failed`` maps an index
+    into :func:`config_groups` to the reason.  Returns
     ``{index: rejected impl}`` for what was rejected; a configuration not on ``auto``, or whose
     choice was not measured, has nothing to reject (its failure stands)."""
     out = {}

@@ -24,10 +24,12 @@ failed row whose reason holds the figures; training does not run (start) or its 
 not reported (end).  Checking changes nothing: gradients are dropped, and module state (LSH's
 hash stream) and RNG streams are restored.
 
-A kernel that ``impl="auto"`` chose and the start check then fails is not the end of the job:
-the user asked for the fastest *correct* kernel, so the failing choice is rejected for the rest
-of the process, ``auto`` chooses again among the remaining candidates, the step model is compiled
-anew and checked again (:func:`fall_back`; recorded in ``kernel_fallback``, shown in the report).
+A kernel that ``impl="auto"`` chose and whose module check then fails at the start is not the
+end of the job: the user asked for the fastest *correct* kernel, so the failing choice is
+rejected for this model, ``auto`` chooses again among the remaining candidates, the step model
+is compiled anew and checked again (:func:`fall_back`; recorded in ``kernel_fallback``, shown in
+the report).  A failed model check with every module check passing is not attributed to a
+kernel: the row fails.
 On an H200, cuDNN's SDPA backward passed ``auto``'s check at 16 x 512 and then gave an input
 gradient 138 % off at the module check's 2 x 512 in a process that had run other cuDNN calls
 at that shape before (the GPU suite, session 8).  A pinned kernel (``impl: cudnn``) is never
@@ -246,8 +248,21 @@ def check_job(job, result: dict, phase: str) -> None:
         if phase == "start" and job.resumed_from is not None:  # compile outside the timed windows
             forward_backward(job.model, job.step_model, x, y, job.dtype)
         return
+    record = _check_or_eager(job, x, y, phase)
+    result["kernel_check"][phase] = record
+    if record["pass"] is False and phase == "start":
+        record = fall_back(job, result, record, x, y)
+    if record["pass"] is False:
+        exhausted = (result.get("kernel_fallback") or [{}])[-1].get("exhausted")
+        raise KernelCheckFailed(failure_message(record) + (f"; auto fallback exhausted: {exhausted}" if exhausted
+                                                           else ""), record)
+
+
+def _check_or_eager(job, x, y, phase: str) -> dict:
+    """:func:`check` of the job's step model; a compiled model that fails its first call at the start
+    is replaced by the eager model (recorded in ``job.compile_error``) and checked eagerly."""
     try:
-        record = check(job.model, job.step_model, x, y, job.dtype, phase=phase)
+        return check(job.model, job.step_model, x, y, job.dtype, phase=phase)
     except torch.OutOfMemoryError:
         raise
     except Exception as err:
@@ -255,52 +270,53 @@ def check_job(job, result: dict, phase: str) -> None:
             raise
         job.compile_error = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
         job.step_model, job.compiled = job.model, False
-        record = check(job.model, job.step_model, x, y, job.dtype, phase=phase)
-    result["kernel_check"][phase] = record
-    if record["pass"] is False and phase == "start":
-        record = fall_back(job, result, record, x, y)
-    if record["pass"] is False:
-        raise KernelCheckFailed(failure_message(record), record)
+        return check(job.model, job.step_model, x, y, job.dtype, phase=phase)
 
 
-def implicated(record: dict) -> dict[int, str]:
-    """Configurations (indices into ``config_groups``, the order of ``record["modules"]``) a failed
-    check points at, with the figures: a failed module check names its own configuration; a
-    failed model check cannot tell which attention it was, so it names every one."""
-    out = {i: f"{m['module']} check: " + _figures(m, ("out", "dx"))
-           for i, m in enumerate(record["modules"]) if m.get("pass") is False}
-    mr = record["model"]
-    if mr.get("pass") is False:
-        why = "model check: " + _figures(mr, ("out", "dx", "grad"))
-        out.update({i: out.get(i, why) for i in range(len(record["modules"]))})
-    return out
+def implicated(model, record: dict) -> dict[int, str] | None:
+    """The ``auto`` configurations (indices into ``config_groups``, the order of ``record["modules"]``)
+    whose own module check failed, with the figures -- or None when the failure is not one a
+    different kernel can mend: a failed module check of a configuration that is not on a measured
+    ``auto`` choice (pinned, or a fixed rule), or a failed model check with every module check
+    passing (it cannot say which attention, if any, was wrong: the row fails as it is)."""
+    groups = config_groups(model)
+    failed = {i: m for i, m in enumerate(record["modules"]) if m.get("pass") is False}
+    if not failed:
+        return None
+    if any(getattr(groups[i][0], "impl", None) != "auto" or not getattr(groups[i][0], "auto_pin", None)
+           for i in failed):
+        return None
+    return {i: f"{m['module']} check: " + _figures(m, ("out", "dx")) for i, m in failed.items()}
 
 
 def fall_back(job, result: dict, record: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """After a failed start check: reject the ``auto`` choices it implicates, choose again among
-    the remaining candidates, recompile the step model and check again, until a check passes or
-    nothing is left to reject (then the last failed record stands).  Each round is appended to
-    ``result["kernel_fallback"]``: what was rejected and why, the failed check, the new choice."""
+    """After a failed start check: reject the ``auto`` choices whose module check failed (for this
+    model), choose again among the remaining candidates, recompile the step model and check again,
+    until a check passes or the failure is not one a kernel choice can mend (:func:`implicated`;
+    then the last failed record stands).  Each round is appended to ``result["kernel_fallback"]``:
+    what was rejected and why, the failed check, the new choice (``exhausted``: no candidate left)."""
+    names = [type(g[0]).__name__ for g in config_groups(job.model)]
+    names = [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]  # two configs of one class
     while record["pass"] is False:
-        rejected = reject(job.model, implicated(record))
-        if not rejected:
+        failed = implicated(job.model, record)
+        if not failed:
             return record
-        names = [type(g[0]).__name__ for g in config_groups(job.model)]
-        names = [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]  # two configs of one class
+        rejected = reject(job.model, failed)
         entry = {"rejected": {names[i]: impl for i, impl in rejected.items()}, "failed_check": record}
         result.setdefault("kernel_fallback", []).append(entry)
         B, T = x.shape
+        # a seeded CPU generator: choosing again must not advance the RNG streams training draws from
+        xm = torch.randn(B, T, job.model.config.n_embd, generator=torch.Generator().manual_seed(0)).to(x.device)
         try:
-            entry["selection"] = prepare(job.model, x, torch.randn(B, T, job.model.config.n_embd, device=x.device),
-                                         job.dtype, only=set(rejected))
+            entry["selection"] = prepare(job.model, x, xm, job.dtype, only=set(rejected))
         except KernelCheckError as err:  # no candidate left that passes: the failure stands
-            entry["selection"] = [err.record]
+            entry["selection"], entry["exhausted"] = [err.record], str(err)
             return record
         if job.compiled:
             torch._dynamo.reset()  # the graphs captured the rejected kernel
             job.step_model = compile_model(job.model, job.t, job.device)
             if replays_graphs(job.step_model):
                 job.cudagraph_skips_before = cudagraph_skips()
-        record = check(job.model, job.step_model, x, y, job.dtype, phase="start")
+        record = _check_or_eager(job, x, y, "start")
         result["kernel_check"]["start"] = record
     return record

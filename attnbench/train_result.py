@@ -17,7 +17,7 @@ import torch
 from attention.selection import attention_modules, preserved_state
 
 from . import measure
-from .optim import cudagraph_skips
+from .optim import cudagraph_skips, replays_graphs
 from .results import atomic_write_text
 from .settings import ConfigError
 
@@ -65,15 +65,17 @@ def assemble(job, result: dict, unavailable: dict, summary: dict, mem: dict) -> 
     }
     result["memory"] = {k: v for k, v in mem.items() if k != "unavailable"}
     unavailable.update({f"memory.{k}": v for k, v in mem.get("unavailable", {}).items()})
-    if job.compiled and job.cudagraph_skips_before is not None and result["memory"].get("peak_allocated_bytes"):
+    if job.compiled and replays_graphs(job.step_model):
         # Replayed CUDA graphs write activations and gradients into their private pool without
         # the allocator counting them as allocated (an H200, session 8: 1.4-2.6 GB "peak" for a
         # 124M model whose weights, gradients and AdamW state alone take 2.0 GB).
-        result["memory"]["peak_allocated_bytes"] = None
-        unavailable["memory.peak_allocated_bytes"] = (
-            f"compile_mode {t['compile_mode']} replays CUDA graphs, whose memory pool the allocator does not "
-            "count as allocated: the allocated peak would leave out activations and gradients; "
-            "memory.peak_reserved_bytes holds the pool")
+        for key in ("peak_allocated_bytes", "allocated_at_timed_start_bytes"):
+            if result["memory"].get(key) is not None:
+                result["memory"][key] = None
+                unavailable[f"memory.{key}"] = (
+                    f"compile_mode {t['compile_mode']} replays CUDA graphs, whose memory pool the allocator does "
+                    "not count as allocated: the figure would leave out activations and gradients; "
+                    "memory.peak_reserved_bytes holds the pool")
     energy, emissions = dict(summary.get("energy", {})), dict(summary.get("emissions", {}))
     unavailable.update(summary.get("unavailable", {}))
     if job.resumed_from is not None:  # the session saw only this process's windows: sum all of them

@@ -123,11 +123,16 @@ def bare_loop(batch_size: int, seq_len: int, backend_name: str, warmup: int, ste
         step()
     torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return {"loop": f"bare ({backend_name}, {compile_mode}{f', clip {clip:g}' if clip > 0 else ''})", "tokens_per_s": steps * batch_size * seq_len / dt,
-            "step_ms": 1000 * dt / steps, "warmup_s": warm,
-            "peak_allocated_bytes": torch.cuda.max_memory_allocated(),
-            # under CUDA-graph modes the allocated peak misses the graphs' pool: reserved holds it
-            "peak_reserved_bytes": torch.cuda.max_memory_reserved(), "allocated_at_start_bytes": allocated_at_start}
+    graphs = compile_mode in ("reduce-overhead", "max-autotune")
+    row = {"loop": f"bare ({backend_name}, {compile_mode}{f', clip {clip:g}' if clip > 0 else ''})",
+           "tokens_per_s": steps * batch_size * seq_len / dt, "step_ms": 1000 * dt / steps, "warmup_s": warm,
+           "peak_allocated_bytes": None if graphs else torch.cuda.max_memory_allocated(),
+           "allocated_at_start_bytes": None if graphs else allocated_at_start,
+           "peak_reserved_bytes": torch.cuda.max_memory_reserved()}
+    if graphs:  # as the project's train job records it (attnbench.train_result)
+        row["allocated_unavailable"] = (f"compile_mode {compile_mode} replays CUDA graphs, whose pool the "
+                                        "allocator does not count as allocated; compare peak_reserved_bytes")
+    return row
 
 
 def project_loop(variant: str, config_path: Path, tokens_dir: Path, batch_size: int, steps: int,
@@ -149,6 +154,7 @@ def project_loop(variant: str, config_path: Path, tokens_dir: Path, batch_size: 
             "peak_allocated_bytes": res["memory"]["peak_allocated_bytes"],
             "peak_reserved_bytes": res["memory"].get("peak_reserved_bytes"),
             "allocated_at_start_bytes": res["memory"].get("allocated_at_timed_start_bytes"),
+            "allocated_unavailable": res.get("unavailable", {}).get("memory.peak_allocated_bytes"),
             "gpu_mj_per_token": (res["energy"].get("gpu_j_per_token") or math.nan) * 1000,
             "mfu": res["flops"].get("mfu"), "gpu_busy": res["energy"].get("gpu_busy"),
             "cudagraph_skips": res["training"].get("cudagraph_skips"), "phases_s": res["job"].get("phases_s")}

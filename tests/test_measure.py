@@ -674,7 +674,7 @@ def test_a_cuda_graph_training_records_no_allocated_peak_and_says_why(tmp_path, 
     """Under a compile mode that replays CUDA graphs the allocator's allocated peak leaves out the
     graphs' pool (activations, gradients): the job records it as unavailable with the reason and
     keeps the reserved peak; without graphs the same figures are kept as measured."""
-    from attnbench import train
+    from attnbench import train, train_result
     from tests.reliability_utils import synthetic_tokens, tiny_settings
 
     fake = {"peak_allocated_bytes": 1_400_000_000, "peak_reserved_bytes": 9_000_000_000, "nvml_used_bytes": None,
@@ -685,6 +685,7 @@ def test_a_cuda_graph_training_records_no_allocated_peak_and_says_why(tmp_path, 
     tokens = synthetic_tokens(tmp_path / "tokens")
     for graphs in (True, False):
         monkeypatch.setattr(train, "replays_graphs", lambda m, graphs=graphs: graphs)
+        monkeypatch.setattr(train_result, "replays_graphs", lambda m, graphs=graphs: graphs)
         m = train.run(tiny_settings(steps=4, eval_every=2, compile_mode="reduce-overhead"), tokens, tmp_path / str(graphs))
         assert m["status"] == "ok", m["failure"]
         if graphs:

@@ -114,3 +114,24 @@ def test_loop_folder_renders_pairs_profiles_and_probes(tmp_path):
     doc = json.loads(probe.read_text())
     b1 = next(r for r in doc["decode"] if r["batch_size"] == 1 and "status" not in r)
     assert "| `mla` | `fb47336` | ok |" in f.probes() and f"{b1['graph_ms_per_token_p50']:.3g}" in f.probes()
+
+
+def test_suite_line_of_a_cuda_graph_training_without_an_allocated_peak(tmp_path):
+    """Since CUDA-graph trainings record no allocated peak (null with the reason), the suite renderer
+    says so instead of failing on the null; the fallback and the control figure are named."""
+    import json
+    import shutil
+
+    from attnbench.report.readme_sources import SessionFolder
+
+    src = ROOT / "reports/h200/head-5d7ee0a/gpu-suite"
+    shutil.copytree(src, tmp_path / "gpu-suite")
+    f = tmp_path / "gpu-suite/gpu_suite/training_graphs_sdpa.json"
+    d = json.loads(f.read_text())
+    d["runs"]["reduce-overhead"]["peak_allocated_bytes"] = None
+    d["max_step_loss_gap_default_twice"] = 0.2
+    f.write_text(json.dumps(d))
+    line = SessionFolder(tmp_path).suite()
+    assert "peak allocated not recorded (CUDA graphs" in line
+    assert "(default against itself: 0.200)" in line
+    assert "the start check rejected SDPAAttention cudnn: SDPAAttention input-gradient rel. error 1.38" in line

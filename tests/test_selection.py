@@ -271,3 +271,55 @@ def test_the_report_shows_a_kernel_fallback_on_the_kernel_cell(tmp_path):
     assert cells["shape_bug"].note == "fallback" and "rejected auto's first choice" in cells["shape_bug"].detail
     assert "ShapeBugSDPA flash" in cells["shape_bug"].detail
     assert cells["baseline"].note is None
+
+
+def test_a_fallback_that_runs_out_of_candidates_fails_the_row_and_says_so(tmp_path):
+    tokens = synthetic_tokens(tmp_path / "tokens")
+    s = tiny_settings(steps=6, eval_every=3)
+    s["name"] = "shape_bug"
+    s["entry"] = {"variant": "shape_bug", "class": "tests.fixtures.shape_bug:ShapeBugEverywhere", "params": {}}
+    m = train.run(s, tokens, tmp_path / "run")
+    assert m["status"] == "failed" and m["failure"]["kind"] == "kernel-check"
+    assert [list(fb["rejected"].values()) for fb in m["kernel_fallback"]] == [["flash"], ["math"]]
+    assert m["kernel_fallback"][-1]["exhausted"] and "auto fallback exhausted" in m["failure"]["message"]
+    assert not (tmp_path / "run" / "steps.csv").exists()
+
+
+def test_only_a_failed_module_check_of_a_measured_auto_choice_is_mended_by_another_kernel():
+    """implicated(): a model check failing with every module check passing, or a module check
+    failing on a pinned configuration, is the row's failure -- no kernel is rejected for it."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=H, n_embd=C, block_size=32, attention="sdpa"))
+    for m in model.attention_modules:
+        m.auto_pin = "flash"
+    ok, bad = {"pass": True}, {"pass": False, "module": "SDPAAttention", "out_rel_err": 0.3, "dx_rel_err": 0.4,
+                                "tolerance": {"out": 0.02, "dx": 0.05}}
+    assert selfcheck.implicated(model, {"modules": [bad], "model": ok}) == {
+        0: "SDPAAttention check: out rel. error 0.3 (tolerance 0.02, FAILED), dx rel. error 0.4 (tolerance 0.05, FAILED)"}
+    assert selfcheck.implicated(model, {"modules": [ok], "model": {"pass": False}}) is None
+    for m in model.attention_modules:
+        m.impl = "flash"  # pinned: nothing to choose again
+    assert selfcheck.implicated(model, {"modules": [bad], "model": ok}) is None
+
+
+def test_the_fallback_recompiles_a_compiled_step_model(tmp_path, monkeypatch):
+    """With training compiled, a rejected choice means new graphs: dynamo is reset and the step
+    model compiled again (identity stand-ins for torch.compile on CPU)."""
+    calls = {"compile": 0, "reset": 0}
+
+    def compile_stub(model, t, device):
+        calls["compile"] += 1
+        return model
+
+    monkeypatch.setattr(train, "should_compile", lambda t, device: True)
+    monkeypatch.setattr(train, "compile_model", compile_stub)
+    monkeypatch.setattr(selfcheck, "compile_model", compile_stub)
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: calls.__setitem__("reset", calls["reset"] + 1))
+    tokens = synthetic_tokens(tmp_path / "tokens")
+    s = tiny_settings(steps=6, eval_every=3)
+    s["name"] = "shape_bug"
+    s["entry"] = {"variant": "shape_bug", "class": "tests.fixtures.shape_bug:ShapeBugSDPA", "params": {}}
+    m = train.run(s, tokens, tmp_path / "run")
+    assert m["status"] == "ok", m["failure"]
+    assert m["training"]["compiled"] is True and len(m["kernel_fallback"]) == 1
+    assert calls == {"compile": 2, "reset": 1}  # setup's compile, then the fallback's

@@ -682,7 +682,10 @@ class RunFolder:
                 if not cands:
                     continue
                 rounds = [x for c in cands for x in c.get("ms_per_round") or [c["ms"]]]
-                parts.append(f"`{v}` seed {seed} → {sel['chosen']} (" + ", ".join(
+                rejected = [i for fb in d.get("kernel_fallback") or [] for i in fb.get("rejected", {}).values()]
+                chosen = sel["chosen"] + (f" (rejected by the start check: {', '.join(rejected)}; trained on "
+                                          f"`{d.get('kernel')}`)" if rejected else "")
+                parts.append(f"`{v}` seed {seed} → {chosen} (" + ", ".join(
                     f"{c['impl']} {c['ms']:.2f}" for c in cands) + f" ms; rounds {min(rounds):.2f}–{max(rounds):.2f})"
                     + (f" timed by {sel['timing']}" if sel.get("timing") else ""))
         return "`auto`'s choice per job (median fwd+bwd ms per candidate): " + "; ".join(parts) + "." if parts else \
@@ -760,7 +763,8 @@ class RunFolder:
             parts.append(f"{mode} `{r['kernel']}`" + (f" (the start check rejected {rejected})" if rejected else "")
                          + f", val loss {r['val_loss']:.4f}, {kilo(r['tokens_per_s'])} tokens/s, GPU busy "
                          + (pct(r["gpu_busy"]) if r.get("gpu_busy") is not None else "not measured")
-                         + f", peak allocated {gib(r['peak_allocated_bytes'])} GiB")
+                         + (f", peak allocated {gib(r['peak_allocated_bytes'])} GiB" if r.get("peak_allocated_bytes")
+                            else ", peak allocated not recorded (CUDA graphs: the allocator does not count their pool)"))
         return (f"Training with `compile_mode: reduce-overhead` against `default` (`{f.name}`, loss "
                 f"{d['first_loss']:.2f} → {d['last_loss']:.2f}): largest step-loss gap {d['max_step_loss_gap']:.3f}"
                 + (f" (default against itself: {d['max_step_loss_gap_default_twice']:.3f})"

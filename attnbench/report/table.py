@@ -269,7 +269,7 @@ def _kernel(v: Variant, ctx: Context):
 def _fallbacks(v: Variant) -> list[str]:
     """What the training's start check rejected of ``auto``'s choices, per seed (attnbench.selfcheck.fall_back)."""
     out = []
-    for r in v.runs or []:
+    for r in v.ok_runs:  # the runs whose figures the row shows
         for fb in (r.train.data or {}).get("kernel_fallback") or []:
             seed = f"seed {r.seed}: " if r.seed is not None else ""
             out.append(seed + ", ".join(f"{mod} {impl}" for mod, impl in (fb.get("rejected") or {}).items()))
