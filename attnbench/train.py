@@ -98,6 +98,7 @@ class Job:
     warmup_s: float = 0.0
     resumed_from: int | None = None
     cudagraph_skips_before: int | None = None  # inductor's counter when a CUDA-graph model was compiled
+    allocated_at_start: int | None = None  # allocated bytes when the timed steps began (None off CUDA)
     step: int | None = None   # the step running now (a failure names it)
     progress: dict = field(default_factory=lambda: {"windows": [], "step_ms_per_step": [], "val_history": [],
                                                     "checkpoints": 0, "checkpoint_s": 0.0})
@@ -200,7 +201,7 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
                 measure.reset_peak_memory(device)
                 step = warm_up(job) if ckpt is None else job.resumed_from
                 job.step = step
-                allocated_at_start = measure.reset_peak_memory(device)
+                job.allocated_at_start = measure.reset_peak_memory(device)
             with phase("timed_loop"):  # the timed windows and the evaluations between them
                 bar = _progress(job.t["steps"], name)
                 bar.update(step)
@@ -209,10 +210,6 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
                 bar.close()
                 bar = None
                 mem = measure.peak_memory(device)
-                mem["allocated_at_timed_start_bytes"] = allocated_at_start
-                if allocated_at_start is None:
-                    mem["unavailable"]["allocated_at_timed_start_bytes"] = mem["unavailable"].get(
-                        "peak_allocated_bytes", "no CUDA caching allocator")
                 summary = session.finish()
                 session = None
             with phase("final_eval"):

@@ -65,6 +65,10 @@ def assemble(job, result: dict, unavailable: dict, summary: dict, mem: dict) -> 
     }
     result["memory"] = {k: v for k, v in mem.items() if k != "unavailable"}
     unavailable.update({f"memory.{k}": v for k, v in mem.get("unavailable", {}).items()})
+    result["memory"]["allocated_at_timed_start_bytes"] = job.allocated_at_start
+    if job.allocated_at_start is None:
+        unavailable["memory.allocated_at_timed_start_bytes"] = unavailable.get(
+            "memory.peak_allocated_bytes", "no CUDA caching allocator")
     if job.compiled and replays_graphs(job.step_model):
         # Replayed CUDA graphs write activations and gradients into their private pool without
         # the allocator counting them as allocated (an H200, session 8: 1.4-2.6 GB "peak" for a

@@ -10,6 +10,7 @@ from typing import Callable
 
 from .readme import (H100_ORDER, commit, dig, gib, kilo, load, mib, names, pct, seq, sig, span,  # noqa: F401
                      table)
+from .table import tokens_per_busy_s
 
 
 def sweep_points(doc: dict, scope: str = "attention", mode: str = "forward_backward") -> dict[int, dict]:
@@ -627,8 +628,8 @@ class RunFolder:
         host left it idle part of the time (NVML utilisation over the same timed windows)."""
         by: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for (v, _), d in self.train.items():
-            if dig(d, "energy.gpu_busy"):
-                by.setdefault((v, d["kernel"]), []).append((d["timing"]["tokens_per_s"], d["energy"]["gpu_busy"]))
+            if tokens_per_busy_s(d) is not None:
+                by.setdefault((v, d["kernel"]), []).append((d["timing"]["tokens_per_s"], tokens_per_busy_s(d)))
         many = {k: xs for k, xs in by.items() if len(xs) > 1}
         if not many:
             return "No configuration ran more than once with GPU busy recorded."
@@ -637,7 +638,7 @@ class RunFolder:
             return f"{kilo(min(xs))}–{kilo(max(xs))} ({100 * (max(xs) / min(xs) - 1):.0f} %)"
         return ("Tokens/s against tokens per GPU-busy second (tokens/s ÷ GPU busy), one configuration across "
                 "seeds: " + "; ".join(f"`{v}` `{k}` {spread([t for t, _ in xs])} against "
-                                      f"{spread([t / b for t, b in xs])}" for (v, k), xs in many.items()) + ".")
+                                      f"{spread([b for _, b in xs])}" for (v, k), xs in many.items()) + ".")
 
     def paired(self) -> str:
         """Each variant against baseline, paired per seed (same data order and init): validation
@@ -647,9 +648,9 @@ class RunFolder:
         def scaled(path: str, k: float):
             return lambda d: None if dig(d, path) is None else k * dig(d, path)
 
-        def per_busy(d):  # None where a figure is missing or busy is 0: never a number made up
-            rate, busy = dig(d, "timing.tokens_per_s"), dig(d, "energy.gpu_busy")
-            return rate / busy / 1000 if rate is not None and busy else None
+        def per_busy(d):
+            rate = tokens_per_busy_s(d)
+            return None if rate is None else rate / 1000
         metrics = (("validation loss", scaled("training.val_loss", 1), "{:+.3f}", "[{:+.3f}, {:+.3f}]"),
                    ("GPU mJ/token above idle", scaled("energy.gpu_j_per_token_above_idle", 1000),
                     "{:+.3f}", "[{:+.3f}, {:+.3f}]"),

@@ -113,7 +113,14 @@ def _busy_rate(v: Variant, ctx: Context):
         return None, f"GPU busy: {bwhy}" if bwhy else "GPU busy not recorded", None
     if _num(busy) <= 0:
         return None, "GPU busy 0 % in the timed windows (no kernel seen by NVML's sampler)", None
-    return _num(rate) / _num(busy), None, "tokens/s ÷ GPU busy of each run"
+    return tokens_per_busy_s(v.train.data), None, "tokens/s ÷ GPU busy of each run"
+
+
+def tokens_per_busy_s(doc: dict | None) -> float | None:
+    """tokens/s ÷ GPU busy of one training document; None where either is missing or busy is 0
+    (never a number made up).  The report's column and the READMEs' lines both read it here."""
+    rate, busy = _num(dig(doc, "timing.tokens_per_s")), _num(dig(doc, "energy.gpu_busy"))
+    return rate / busy if rate is not None and busy else None
 
 
 def _from(doc_attr: str, dotted: str, detail: Callable[[Variant], str | None] | None = None):
