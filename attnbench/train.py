@@ -69,7 +69,7 @@ def evaluate(model, val: TokenBatches, n_batches: int, device, dtype: torch.dtyp
             x, y = val.batch(order[i])
             begin_step(model)
             with autocast_ctx(device, dtype):
-                _, loss = model(x, y)
+                loss = model(x, y)[1]
             total += loss.detach().float()
     model.train()
     return (total / order.shape[0]).item()
@@ -118,7 +118,7 @@ class Job:
         x, y = self.train_data.batch(self.order[i])
         begin_step(self.step_model)
         with autocast_ctx(self.device, self.dtype):
-            _, loss = self.step_model(x, y)
+            loss = self.step_model(x, y)[1]   # the logits are dropped here, not held through backward
         if self.fault and self.fault[0] == "nan" and i >= self.fault[1]:
             loss = loss * float("nan")
         if self.fault and self.fault[0] == "oom" and i >= self.fault[1]:
