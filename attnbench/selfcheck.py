@@ -159,9 +159,13 @@ def _run(model, call, x, y, dtype, backward: bool, rows: int | None = None):
             with autocast_ctx(device, dtype), (torch.enable_grad() if backward else torch.no_grad()):
                 out, mean_loss = call(xs, ys)   # the model's own loss, as in a training step
                 part = mean_loss * ((ys != -100).sum() / valid)
+            # A copy, and the step model's own output dropped before backward as a training step
+            # drops it: CUDA-graph trees recorded the training steps' backward with the logits freed
+            # and refuse a replay that finds them alive ("observed an input tensor deallocate").
+            out = out.detach().clone()
             if backward:
                 part.backward()
-        logits.append(out.detach())
+        logits.append(out)
         loss += part.detach().double()
     grads = _grads(model) if backward else None
     model.zero_grad(set_to_none=True)
