@@ -69,8 +69,9 @@ def evaluate(model, val: TokenBatches, n_batches: int, device, dtype: torch.dtyp
             x, y = val.batch(order[i])
             begin_step(model)
             with autocast_ctx(device, dtype):
-                loss = model(x, y)[1]
-            total += loss.detach().float()
+                # no name bound to the loss: through the training graph it carries the batch's saved
+                # activations, and held into the next batch's forward they doubled eval's memory
+                total += model(x, y)[1].detach().float()
     model.train()
     return (total / order.shape[0]).item()
 

@@ -134,6 +134,36 @@ def test_a_compiled_training_step_allocates_no_gradient_for_the_logits():
     torch._dynamo.reset()
 
 
+def test_evaluation_through_the_training_graph_frees_each_batch_before_the_next(tmp_path):
+    """A compiled model is evaluated through its training graph (autograd on): the loss of one batch,
+    and with it that batch's saved activations, must be gone before the next batch's forward."""
+    import weakref
+
+    from attnbench.batches import TokenBatches
+    from attnbench.train import evaluate
+    from tests.reliability_utils import synthetic_tokens
+
+    val = TokenBatches(synthetic_tokens(tmp_path), "val", "pack", 2, 16, 0, torch.device("cpu"))
+    model = GPT(small_cfg(attention="sdpa"), seed=0)
+    previous, alive = [], []
+
+    class TrainingGraph:   # what evaluate sees of a compiled model: ``_orig_mod`` and a call
+        _orig_mod = model
+
+        def __call__(self, x, y):
+            alive.extend(ref() is not None for ref in previous)
+            logits, loss = model(x, y)
+            assert loss.requires_grad
+            previous[:] = [weakref.ref(loss)]
+            return logits, loss
+
+        def train(self, mode=True):
+            return model.train(mode)
+
+    evaluate(TrainingGraph(), val, 3, torch.device("cpu"), torch.float32)
+    assert alive == [False, False]
+
+
 def test_block_size_enforced():
     model = GPT(small_cfg(block_size=16), seed=0)
     with pytest.raises(ValueError, match="block_size"):
