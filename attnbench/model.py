@@ -127,17 +127,19 @@ class GPT(nn.Module):
         return attention.base.LayerCaches(layers=layers, pos=0)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                caches: attention.base.LayerCaches | None = None):
-        """idx (B, T) -> logits (B, T, V); with ``targets`` also the mean cross-entropy.
+                caches: attention.base.LayerCaches | None = None, *, return_logits: bool = True):
+        """idx (B, T) -> (logits (B, T, V), None); with ``targets`` (logits, mean cross-entropy).
 
         Targets equal to -100 are ignored (padding).  With ``caches``, ``idx`` holds the next
         tokens after ``caches.pos`` and the caches advance.
 
-        With ``targets`` the logits come back detached: the loss is what trains.  A differentiable
-        logits output of a compiled training step costs a zero gradient the size of the logits
-        in every backward (autograd materialises the gradient of an unused output) -- on an H200
-        at 16 x 512 that and holding the output were 1.65 GB of the step's peak memory and part of
-        its gap to a bare loop that returns only the loss (#20).
+        A training step calls ``model(x, y, return_logits=False)`` and gets ``(None, loss)``: a
+        compiled step that also outputs the logits pays a logits-sized buffer per step.  With a
+        differentiable output autograd materialises a zero gradient for it in every backward;
+        with any output aliasing the logits the compiled backward may not reuse the saved logits'
+        buffer for their gradient (AOTAutograd donates only saved tensors no output aliases).  On
+        an H200 at 16 x 512 each cost 0.82 GB of the step's peak (allocator traces,
+        ``reports/h200/head-f983543/``; #20).
         """
         B, T = idx.shape
         start = caches.pos if caches is not None else 0
@@ -154,7 +156,7 @@ class GPT(nn.Module):
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
-        return logits.detach(), loss
+        return (logits if return_logits else None), loss
 
 
 def _param_generator(seed: int, name: str) -> torch.Generator:

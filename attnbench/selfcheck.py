@@ -14,8 +14,9 @@ before its first training step and again after its last one:
 * **model**: the step model as it trains (compiled where training is compiled, autocast),
   forward and backward on one validation batch of the training shape -- the exact kernels,
   layouts and plans of the training steps -- against a float32 copy of the whole model on
-  the plain attention path: logits, the gradient reaching the input embeddings (``wpe``'s
-  gradient: the input gradient summed over the batch) and all parameter gradients.
+  the plain attention path: the gradient reaching the input embeddings (``wpe``'s gradient:
+  the input gradient summed over the batch) and all parameter gradients; and the logits of
+  the model's own forward with the same kernels (the training graph returns only the loss).
 
 Tolerances come from the same plain path run in the job's dtype (bf16 autocast): error <=
 max(floor, 4 x that noise) (:func:`attention.selection.tolerance`), so they follow the model,
@@ -54,8 +55,9 @@ REFERENCE_BUDGET_BYTES = 4 * 2**30   # attention scores the float32 reference ma
 
 METHOD = ("module: each attention configuration on a random (2, T, n_embd) batch, output and input "
           "gradient vs a float32 copy on impl='reference'; model: the training step model (compiled "
-          "where training is) on one validation batch of the training shape, logits, input-embedding "
-          "gradient (wpe) and all parameter gradients vs a float32 copy of the model on impl='reference'. "
+          "where training is) on one validation batch of the training shape, input-embedding "
+          "gradient (wpe) and all parameter gradients, and the model's logits with the same kernels, "
+          "vs a float32 copy of the model on impl='reference'. "
           "Relative errors ||fast - ref|| / ||ref||; pass: error <= max(floor, 4 x the error of the "
           "reference path in the job's dtype)")
 
@@ -157,15 +159,15 @@ def _run(model, call, x, y, dtype, backward: bool, rows: int | None = None):
             torch.manual_seed(0)
             begin_step(call)
             with autocast_ctx(device, dtype), (torch.enable_grad() if backward else torch.no_grad()):
-                out, mean_loss = call(xs, ys)   # the model's own loss, as in a training step
+                mean_loss = call(xs, ys, return_logits=False)[1]   # exactly a training step's call
                 part = mean_loss * ((ys != -100).sum() / valid)
-            # A copy, and the step model's own output dropped before backward as a training step
-            # drops it: CUDA-graph trees recorded the training steps' backward with the logits freed
-            # and refuse a replay that finds them alive ("observed an input tensor deallocate").
-            out = out.detach().clone()
             if backward:
                 part.backward()
-        logits.append(out)
+        # The training graph returns no logits (GPT.forward says why): they come from the model's
+        # own forward, with the same kernels, from the same state and seed.
+        with preserved_state(attention_modules(model), device), autocast_ctx(device, dtype), torch.no_grad():
+            torch.manual_seed(0)
+            logits.append(model(xs)[0])
         loss += part.detach().double()
     grads = _grads(model) if backward else None
     model.zero_grad(set_to_none=True)

@@ -69,9 +69,10 @@ def evaluate(model, val: TokenBatches, n_batches: int, device, dtype: torch.dtyp
             x, y = val.batch(order[i])
             begin_step(model)
             with autocast_ctx(device, dtype):
-                # no name bound to the loss: through the training graph it carries the batch's saved
-                # activations, and held into the next batch's forward they doubled eval's memory
-                total += model(x, y)[1].detach().float()
+                # the training step's own call (one graph); no name bound to the loss: through the
+                # training graph it carries the batch's saved activations, and held into the next
+                # batch's forward they doubled eval's memory
+                total += model(x, y, return_logits=False)[1].detach().float()
     model.train()
     return (total / order.shape[0]).item()
 
@@ -119,7 +120,7 @@ class Job:
         x, y = self.train_data.batch(self.order[i])
         begin_step(self.step_model)
         with autocast_ctx(self.device, self.dtype):
-            loss = self.step_model(x, y)[1]   # the logits are dropped here, not held through backward
+            loss = self.step_model(x, y, return_logits=False)[1]   # no logits output (GPT.forward)
         if self.fault and self.fault[0] == "nan" and i >= self.fault[1]:
             loss = loss * float("nan")
         if self.fault and self.fault[0] == "oom" and i >= self.fault[1]:

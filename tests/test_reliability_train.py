@@ -353,3 +353,35 @@ def test_loop_profile_names_where_a_step_goes(tokens, tmp_path, load_benchmark):
     names = [r["name"] for r in out["top_cpu_ops"]]
     assert "aten::mm" in names or "aten::addmm" in names, names
     assert any("AdamW" in n or "Optimizer" in n for n in names), names
+
+
+def test_alloc_peak_replays_a_trace_and_names_what_was_live_at_its_peak(tmp_path, load_benchmark):
+    """benchmarks/alloc_peak.py (#20's memory gap): the peak of the blocks allocated during an allocator
+    trace, what was live at it grouped by source, and ``until`` ending the replay (the timed window)."""
+    import gzip
+    import pickle
+
+    bench = load_benchmark("alloc_peak")
+
+    def frames(*names):
+        return [{"filename": f"/x/{'attnbench/model.py' if n == 'forward' else 'torch/inductor_out.py'}",
+                 "line": i, "name": n} for i, n in enumerate(names)]
+
+    def ev(action, addr, size, *names):
+        return {"action": action, "addr": addr, "size": size, "frames": frames(*names)}
+
+    events = [ev("alloc", 1, 100, "call", "forward"), ev("alloc", 2, 50, "call", "forward"),
+              ev("free_requested", 1, 100, "call"), ev("free_completed", 1, 100, "call"),
+              ev("alloc", 3, 30, "backward"),                          # peak 150 (1 and 2) not reached again: 80
+              ev("alloc", 4, 500, "evaluate"), ev("free_completed", 4, 500, "evaluate")]
+    res = bench.peak(events)
+    assert res["peak_bytes_since_start"] == 500 + 50 + 30
+    timed = bench.peak(events, until="evaluate")
+    assert timed["events"] == 5 and timed["peak_bytes_since_start"] == 150 and timed["blocks_at_peak"] == 2
+    top = timed["largest_at_peak"][0]
+    assert top["bytes"] == 150 and top["blocks"] == 2
+    assert top["source"].startswith("model.py:1:forward") and "allocated at inductor_out.py:0:call" in top["source"]
+    path = tmp_path / "trace.pickle.gz"
+    with gzip.open(path, "wb") as f:
+        pickle.dump({"device_traces": [events, []], "segments": []}, f)
+    assert bench.load_trace(path) == events

@@ -201,27 +201,25 @@ def test_model_check_passes_for_builtins_and_fails_for_a_wrong_kernel():
     assert "fast:wrong-scale" in msg and "FAILED" in msg and "tolerance" in msg
 
 
-def test_the_model_check_frees_the_step_models_logits_before_backward_as_a_training_step_does():
-    """CUDA-graph trees record a training step's backward with the step model's logits already freed
-    (``train.Job.train_step`` drops them) and refuse to replay one that finds them alive: the check
-    must run the step model the same way (on an H200 the end check failed under reduce-overhead)."""
-    import weakref
-
+def test_the_model_check_calls_the_step_model_as_a_training_step_does():
+    """The check runs the training graph itself -- ``return_logits=False``, as ``train.Job.train_step``
+    calls it (another call would compile, and under CUDA graphs record, another graph) -- and takes
+    the logits from the model's own forward, equal to the model's logits."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=H, n_embd=C, block_size=32, attention="sdpa")).train()
     idx = torch.randint(0, 50257, (2, 16), generator=torch.Generator().manual_seed(0))
-    alive_in_backward = []
+    calls = []
 
-    def step_model(x, y):
-        logits, loss = model(x, y)
-        ref = weakref.ref(logits)
-        loss.register_hook(lambda g: alive_in_backward.append(ref() is not None))
-        return logits, loss
+    def step_model(x, y, **kw):
+        calls.append(kw)
+        return model(x, y, **kw)
 
-    fast_logits, _, _ = selfcheck._run(model, step_model, idx, idx, torch.float32, True)
-    assert alive_in_backward == [False]
+    logits, loss, grads = selfcheck._run(model, step_model, idx, idx, torch.float32, True)
+    assert calls == [{"return_logits": False}]
     with torch.no_grad():
-        assert torch.equal(fast_logits, model(idx)[0])
+        assert torch.equal(logits, model(idx)[0])
+        assert loss == pytest.approx(float(model(idx, idx)[1]), rel=1e-6)
+    assert all(g is not None for g in grads)
 
 
 def test_train_job_with_a_wrong_kernel_is_a_failed_row_and_trains_nothing(tmp_path):

@@ -1,0 +1,95 @@
+"""What was allocated at the peak of a CUDA allocator trace, by the source line that allocated it.
+
+The input is a snapshot written by ``torch.cuda.memory._dump_snapshot`` after
+``torch.cuda.memory._record_memory_history(stacks="python")`` (pickle, optionally gzipped).  The
+trace's ``alloc`` / ``free_completed`` events are replayed from the start of the recording; the
+peak is the largest sum of blocks allocated *during the recording* and still live (blocks live
+before the recording began, such as weights and optimizer state, are not in the trace).  Blocks
+live at that moment are grouped by the first project frame (``--own``) and the frame that
+allocated them (for compiled graphs the generated file's line), largest first.
+
+``--until NAME`` ends the replay at the first event whose stack holds a function ``NAME``
+(e.g. ``evaluate``: the timed window of a training job ends there).
+
+    python benchmarks/alloc_peak.py project.pickle.gz --until evaluate --out alloc_peak_project.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import pickle
+from collections import Counter
+from pathlib import Path
+
+OWN = ("attnbench/", "attention/", "benchmarks/")
+
+
+def load_trace(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        snapshot = pickle.load(f)  # a file this project's own benchmark wrote (trusted input)
+    traces = [t for t in snapshot["device_traces"] if t]
+    if len(traces) != 1:
+        raise ValueError(f"{path}: expected events on exactly one device, found {len(traces)}")
+    return traces[0]
+
+
+def _frame(f: dict) -> str:
+    return f"{Path(f['filename']).name}:{f['line']}:{f['name']}"
+
+
+def block_source(frames: list[dict], own: tuple[str, ...] = OWN) -> str:
+    """The first project frame, and the allocating frame where that is another file."""
+    mine = next((f for f in frames if any(o in f["filename"] for o in own)), None)
+    first = frames[0] if frames else None
+    parts = [_frame(mine)] if mine else []
+    if first is not None and first is not mine:
+        parts.append(f"allocated at {_frame(first)}")
+    return " | ".join(parts) or "no stack"
+
+
+def peak(events: list[dict], until: str | None = None, own: tuple[str, ...] = OWN, top: int = 15) -> dict:
+    """The peak of the blocks allocated during the trace, and what was live at it."""
+    if until is not None:
+        stop = next((i for i, e in enumerate(events) if any(f["name"] == until for f in e.get("frames", []))),
+                    len(events))
+        events = events[:stop]
+    live: dict[int, dict] = {}
+    current = best = 0
+    best_live: dict[int, dict] = {}
+    for e in events:
+        if e["action"] == "alloc":
+            live[e["addr"]] = e
+            current += e["size"]
+            if current > best:
+                best, best_live = current, dict(live)
+        elif e["action"] == "free_completed" and e["addr"] in live:
+            current -= live.pop(e["addr"])["size"]
+    by_source: Counter = Counter()
+    count: Counter = Counter()
+    for e in best_live.values():
+        key = block_source(e.get("frames", []), own)
+        by_source[key] += e["size"]
+        count[key] += 1
+    return {"events": len(events), "until": until, "peak_bytes_since_start": best, "blocks_at_peak": len(best_live),
+            "largest_at_peak": [{"source": k, "bytes": b, "blocks": count[k]} for k, b in by_source.most_common(top)]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("snapshot", type=Path)
+    ap.add_argument("--until", default=None, help="end the replay at the first event under this function")
+    ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    res = {"snapshot": args.snapshot.name, **peak(load_trace(args.snapshot), args.until, top=args.top)}
+    args.out.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"peak since start {res['peak_bytes_since_start'] / 2**30:.2f} GiB in {res['blocks_at_peak']} blocks")
+    for row in res["largest_at_peak"][:8]:
+        print(f"  {row['bytes'] / 2**20:9.1f} MiB  {row['blocks']:4d}  {row['source']}")
+
+
+if __name__ == "__main__":
+    main()
