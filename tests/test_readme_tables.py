@@ -87,7 +87,9 @@ def test_loop_folder_renders_pairs_profiles_and_probes(tmp_path):
              "step_ms": 20.5, "gpu_busy": 0.86, "peak_allocated_bytes": 8.85 * 2**30, "ratio_to_bare": 400 / 460},
             {"pair": 0, "loop": "project (sdpa) reduce-overhead", "kernel": "sdpa:auto->flash",
              "tokens_per_s": 430_000.0, "step_ms": 19.0, "gpu_busy": 1.0, "peak_allocated_bytes": None,
-             "peak_reserved_bytes": 9.5 * 2**30, "allocated_at_start_bytes": 2.25 * 2**30, "ratio_to_bare": 430 / 460}]
+             "peak_reserved_bytes": 9.5 * 2**30, "allocated_at_start_bytes": 2.25 * 2**30, "ratio_to_bare": 430 / 460},
+            {"pair": 1, "loop": "project (sdpa) reduce-overhead", "status": "failed",
+             "failure": {"kind": "error", "message": "RuntimeError: graph recording observed a deallocation"}}]
     (tmp_path / "bare_vs_project_b16.json").write_text(json.dumps({
         "device": "NVIDIA H200", "torch": "2.11.0", "batch_size": 16, "seq_len": 512, "compile_modes": ["default"],
         "pairs": 3, "pairs_done": 1, "rows": rows, "ratio_to_bare_per_pair": {"sdpa default": [400 / 460]},
@@ -108,6 +110,15 @@ def test_loop_folder_renders_pairs_profiles_and_probes(tmp_path):
     assert "| 0 | project (sdpa) default | 400k | 20.5 | 86 % | not recorded | 8.85 | not recorded | 0.870 |" in pairs, pairs
     assert "| 0 | project (sdpa) reduce-overhead | 430k | 19.0 | 100 % | 2.25 | — | 9.50 | 0.935 |" in pairs, pairs
     assert "GPU busy per mode over the pairs: default: 86 %–86 %; reduce-overhead: 100 %–100 %" in pairs, pairs
+    assert "Failed rows: pair 1 `project (sdpa) reduce-overhead` failed: RuntimeError: graph recording" in pairs, pairs
+    (tmp_path / "alloc").mkdir()
+    (tmp_path / "alloc/alloc_peak_project.json").write_text(json.dumps({
+        "snapshot": "project.pickle.gz", "events": 9, "until": "evaluate", "peak_bytes_since_start": 4.5 * 2**30,
+        "blocks_at_peak": 219, "largest_at_peak": [
+            {"source": "model.py:156:forward, allocated at cx.py:1784:call", "bytes": 786 * 2**20, "blocks": 1}]}))
+    alloc = f.alloc_peaks()
+    assert "`alloc_peak_project.json` (trace `project.pickle.gz`, replay ended at the first event under `evaluate`)" in alloc
+    assert "4.50 GiB in 219 blocks" in alloc and "| 786 | 1 | `model.py:156:forward, allocated at cx.py:1784:call` |" in alloc
     prof = f.profiles()
     assert "| `sdpa` default | `sdpa:auto->flash` | 16 | 21.0 | 18.0 | 14 % |" in prof, prof
     assert "`Optimizer.step#AdamW.step` 1.20" in prof

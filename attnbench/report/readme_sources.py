@@ -801,6 +801,9 @@ class LoopFolder:
                     by_mode.setdefault(r["loop"].split(") ", 1)[-1], []).append(r["gpu_busy"])
             busy = "; ".join(f"{k}: {pct(min(b))}–{pct(max(b))}" for k, b in by_mode.items())
             medians += f". The project's GPU busy per mode over the pairs: {busy}" if busy else ""
+            failed = [f"pair {r['pair']} `{r['loop']}` {r['status']}: {r['failure']['message'].rstrip('.')}"
+                      for r in d["rows"] if r.get("status") not in (None, "ok")]
+            medians += (". Failed rows: " + "; ".join(failed)) if failed else ""
             out.append(f"`{f.name}`: batch {d['batch_size']} × {d['seq_len']}, {d['device']}, torch {d['torch']}; "
                        f"{d.get('pairs_done', d['pairs'])} of {d['pairs']} pairs finished.\n\n"
                        + table(["pair", "loop", "tokens/s", "step ms", "GPU busy", "allocated at start GiB",
@@ -808,6 +811,18 @@ class LoopFolder:
                                 "peak reserved GiB", "project / bare"], rows)
                        + f"\n\nProject / bare, median over the pairs: {medians}.")
         return "\n\n".join(out) if out else "No bare_vs_project output in this folder."
+
+    def alloc_peaks(self) -> str:
+        """``alloc/alloc_peak_*.json`` (benchmarks/alloc_peak.py): what was live at an allocator trace's peak."""
+        out = []
+        for f in sorted(self.dir.glob("alloc/alloc_peak_*.json")):
+            d = load(f)
+            rows = [[f"{r['bytes'] / 2**20:.0f}", str(r["blocks"]), f"`{r['source']}`"] for r in d["largest_at_peak"][:6]]
+            until = f", replay ended at the first event under `{d['until']}`" if d.get("until") else ""
+            out.append(f"`{f.name}` (trace `{d['snapshot']}`{until}): peak of the blocks allocated during the trace "
+                       f"{gib(d['peak_bytes_since_start'])} GiB in {d['blocks_at_peak']} blocks; largest at the peak:\n\n"
+                       + table(["MiB", "blocks", "source (first project frame, allocating frame)"], rows))
+        return "\n\n".join(out) if out else "No allocator trace analysis in this folder."
 
     def profiles(self) -> str:
         rows = []
@@ -849,7 +864,7 @@ class Top:
         self.h100 = H100(folder / "reports" / "h100")
         self.h200 = H200(folder / "reports" / "h200" / "default")
         self.run = RunFolder(folder / "reports" / "h200" / "default-fb47336")
-        self.head = SessionFolder(folder / "reports" / "h200" / "head-5d7ee0a")  # the latest GPU suite
+        self.head = SessionFolder(folder / "reports" / "h200" / "head-f983543")  # the latest GPU suite
 
     def h200_run(self) -> str:
         r = self.run
@@ -922,6 +937,9 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
     "reports/h200/head-5d7ee0a/README.md": (SessionFolder, {
         "machine": RunFolder.machine, "table": RunFolder.table, "checks": RunFolder.checks,
         "selection": RunFolder.selection, "suite": RunFolder.suite}),
+    "reports/h200/head-fc888ed/README.md": (SessionFolder, {"suite": RunFolder.suite, "pairs": LoopFolder.pairs}),
+    "reports/h200/head-f983543/README.md": (SessionFolder, {
+        "suite": RunFolder.suite, "pairs": LoopFolder.pairs, "alloc": LoopFolder.alloc_peaks}),
     "reports/h200/partial-e1a7e10/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,
