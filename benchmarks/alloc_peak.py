@@ -47,7 +47,7 @@ def block_source(frames: list[dict], own: tuple[str, ...] = OWN) -> str:
     parts = [_frame(mine)] if mine else []
     if first is not None and first is not mine:
         parts.append(f"allocated at {_frame(first)}")
-    return " | ".join(parts) or "no stack"
+    return ", ".join(parts) or "no stack"
 
 
 def peak(events: list[dict], until: str | None = None, own: tuple[str, ...] = OWN, top: int = 15) -> dict:
