@@ -38,6 +38,9 @@ Optional (a class without them is accepted):
   measurement (``attention.selection.autotune`` sets ``module.auto_pin``).
 * ``exact`` (or ``is_exact(params, seq_len)``) says the variant computes the same function as
   ``baseline``, so that its loss curve must coincide with baseline's (the report checks it).
+* ``begin_training_step()`` prepares per-step state outside the forward (LSH's fresh
+  rotations); the training loop calls it before every training forward, so the forward only
+  reads tensors and compiles into one graph.
 """
 
 from __future__ import annotations

@@ -16,10 +16,16 @@ Hashing.  Per head h and round r a rotation ``R[h, r]`` (D x n_buckets/2);
 token in one bucket (no hashing; an identity case for tests).  Rotations: a buffer drawn at
 construction (stream element 0 of ``seed``) is used in eval mode and whenever a cache is
 given (decode must hash like the forward it continues).  In training mode with
-``resample=True`` (default, as Reformer) training forward number n draws fresh rotations from
-``torch.Generator().manual_seed((seed << 32) + n)``; (seed, n) is the buffer ``hash_state``, so
-runs are reproducible, a module loaded from another's ``state_dict`` draws the same rotations
-and a resumed run continues the stream.  Gradient checkpointing would re-draw: not supported.
+``resample=True`` (default, as Reformer) every training step hashes with fresh rotations:
+:meth:`LSHAttention.begin_training_step`, which the training loop calls before each training
+forward (``attnbench.optim.begin_step``), draws rotations number n of the stream
+``torch.Generator().manual_seed((seed << 32) + n)`` into the buffer ``train_rotations``, which
+training forwards read.  The forward itself only reads buffers, so torch.compile traces it into
+one graph with its neighbours (a Python step counter in the forward was a graph break in every
+layer: the GPU waited on the host for about half of each LSH step on an H200) and CUDA graphs
+can replay it.  (seed, n) is the buffer ``hash_state`` and ``train_rotations`` is in the
+``state_dict`` too, so runs are reproducible, a module loaded from another's ``state_dict``
+hashes with the same rotations and a resumed run continues the stream.
 ``seed=None`` draws the seed from torch's global RNG at construction (reproducible under
 ``torch.manual_seed``; differs per layer).
 
@@ -303,11 +309,12 @@ class LSHAttention(CausalSelfAttention):
         self.resample = self.params["resample"]
         seed = self.params["seed"]
         self.seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed
-        self._step = 0                     # training forwards that drew fresh rotations
+        self._step = 0                     # training steps that drew fresh rotations
         self.c_attn = nn.Linear(n_embd, 2 * n_embd, bias=bias)             # shared qk, v
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(self.dropout)
         self.register_buffer("rotations", self._draw_rotations(0))
+        self.register_buffer("train_rotations", self._draw_rotations(0))   # this training step's
         # (seed, step) travel with state_dict, so a copy or a resumed run draws the same stream
         self.register_buffer("hash_state", torch.tensor([self.seed, 0], dtype=torch.long))
 
@@ -323,14 +330,20 @@ class LSHAttention(CausalSelfAttention):
         shape = (self.n_head, self.n_hashes, self.head_dim, self.n_buckets // 2)
         return torch.randn(shape, generator=gen, device=device)
 
-    # Not traced by torch.compile: the step counter is a Python int that dynamo would guard
-    # on, recompiling every training step until its recompile limit (seen on the H100:
-    # 'hit config.recompile_limit (8)' in current_rotations), after which it runs eagerly.
-    @torch.compiler.disable
+    def begin_training_step(self) -> None:
+        """Draw this training step's rotations into ``train_rotations`` (in place: a CUDA graph
+        that reads the buffer sees them).  Called outside the compiled forward, so the Python
+        step counter never reaches dynamo (traced, it made every step recompile until the
+        recompile limit on the H100).  Nothing to do in eval mode, without resampling or with
+        one bucket."""
+        if self.training and self.resample and self.n_buckets > 1:
+            self._step += 1
+            with torch.no_grad():
+                self.train_rotations.copy_(self._draw_rotations(self._step, self.train_rotations.device))
+
     def current_rotations(self, cached: bool) -> torch.Tensor:
         if self.training and self.resample and not cached and self.n_buckets > 1:
-            self._step += 1
-            return self._draw_rotations(self._step, self.rotations.device)
+            return self.train_rotations
         return self.rotations
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -342,6 +355,9 @@ class LSHAttention(CausalSelfAttention):
         key = prefix + "hash_state"
         if key in state_dict:                           # keep the Python mirror in step
             self.seed, self._step = (int(v) for v in state_dict[key].tolist())
+        if prefix + "train_rotations" not in state_dict:  # a state saved before the buffer existed
+            state_dict = {**state_dict, prefix + "train_rotations": self._draw_rotations(
+                self._step, self.train_rotations.device)}
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _core(self, qk, v, buckets, dropout_p):

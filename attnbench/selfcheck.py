@@ -167,6 +167,7 @@ def _run(model, call, x, y, dtype, backward: bool, rows: int | None = None):
         # own forward, with the same kernels, from the same state and seed.
         with preserved_state(attention_modules(model), device), autocast_ctx(device, dtype), torch.no_grad():
             torch.manual_seed(0)
+            begin_step(model)   # the same per-step state (LSH: the same rotations) as the step call
             logits.append(model(xs)[0])
         loss += part.detach().double()
     grads = _grads(model) if backward else None

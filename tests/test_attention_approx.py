@@ -369,15 +369,22 @@ def test_lsh_batch_independence(partition, train):
     assert not torch.allclose(y2[1], y[1])
 
 
+def training_step(m, x):
+    """A training forward as the training loop runs it: the step's rotations first."""
+    m.begin_training_step()
+    return m(x)
+
+
 def test_lsh_rotations_reproducible():
     x = rand_x(T=20)
     a = build("lsh", train=True, seed=11)
     b = build("lsh", train=True, seed=11)
-    ya = [a(x) for _ in range(3)]
-    yb = [b(x) for _ in range(3)]
+    ya = [training_step(a, x) for _ in range(3)]
+    yb = [training_step(b, x) for _ in range(3)]
     for p, q in zip(ya, yb):
         torch.testing.assert_close(p, q, atol=0, rtol=0)
-    assert not torch.allclose(ya[0], ya[1])                 # fresh rotations per training forward
+    assert not torch.allclose(ya[0], ya[1])                 # fresh rotations per training step
+    torch.testing.assert_close(a(x), ya[2], atol=0, rtol=0)  # a forward alone draws nothing
     a.eval()
     torch.testing.assert_close(a(x), a(x), atol=0, rtol=0)  # eval: the fixed buffer
     torch.manual_seed(3)
@@ -399,7 +406,9 @@ def test_lsh_training_rotations_are_drawn_on_the_models_device(monkeypatch):
         return draw(self, step, device)
 
     monkeypatch.setattr(lsh.LSHAttention, "_draw_rotations", spy)
-    m(rand_x(T=20))
+    m.begin_training_step()
+    assert seen == [m.rotations.device]
+    m(rand_x(T=20))                                         # the forward only reads the buffer
     assert seen == [m.rotations.device]
 
 
@@ -412,16 +421,21 @@ def test_lsh_rotation_stream_travels_with_state_dict():
     c = attention.build("lsh", C, H).to(torch.float64).train()
     assert c.seed != a.seed
     state = a.state_dict()                                  # not cloned: must stay as taken
-    ya = a(x)
+    ya = training_step(a, x)
     b.load_state_dict(state)
     c.load_state_dict(state)
-    torch.testing.assert_close(b(x), ya, atol=1e-12, rtol=0)   # reference path, same rotations
-    torch.testing.assert_close(c(x), ya, atol=1e-12, rtol=0)
+    torch.testing.assert_close(training_step(b, x), ya, atol=1e-12, rtol=0)   # reference path, same rotations
+    torch.testing.assert_close(training_step(c, x), ya, atol=1e-12, rtol=0)
     assert a.state_dict()["hash_state"].tolist() == [a.seed, 1]
-    ya2 = a(x)
+    ya2 = training_step(a, x)
     c.load_state_dict(a.state_dict())                         # resume: same next rotations
     assert not torch.allclose(ya2, ya)
-    torch.testing.assert_close(a(x), c(x), atol=1e-12, rtol=0)
+    torch.testing.assert_close(c(x), ya2, atol=1e-12, rtol=0)  # the step's rotations travel too
+    torch.testing.assert_close(training_step(a, x), training_step(c, x), atol=1e-12, rtol=0)
+    old = {k: v for k, v in a.state_dict().items() if k != "train_rotations"}  # saved before the buffer
+    d = build("lsh", train=True)
+    d.load_state_dict(old, strict=False)
+    torch.testing.assert_close(d(x), a(x), atol=1e-12, rtol=0)
 
 
 def test_lsh_cache_sizes_and_flops():
@@ -538,17 +552,44 @@ def test_lsh_training_steps_do_not_recompile_under_torch_compile():
     m = attention.build("lsh", 32, 4, chunk_size=8).train()
     cm = torch.compile(m, backend="eager")
     x = torch.randn(2, 16, 32, requires_grad=True)
+    outs = []
     for _ in range(2):
-        cm(x).sum().backward()
+        m.begin_training_step()
+        outs.append(cm(x))
+        outs[-1].sum().backward()
     old = torch._dynamo.config.error_on_recompile
     torch._dynamo.config.error_on_recompile = True
     try:
         for _ in range(4):
+            m.begin_training_step()
             cm(x).sum().backward()
     finally:
         torch._dynamo.config.error_on_recompile = old
         torch._dynamo.reset()
     assert m._step == 6
+    assert not torch.allclose(outs[0], outs[1])      # the compiled forward sees each step's rotations
+
+
+def test_an_lsh_model_compiles_into_one_graph():
+    """The training forward of a GPT with LSH layers has no graph break: the step's rotations are
+    drawn before it (``begin_training_step``), not inside it.  A disabled function in every layer
+    left the GPU waiting on the host for about half of each LSH step on an H200 (12 layers: 13
+    graphs); one graph is also what CUDA graphs can replay."""
+    import torch._dynamo
+
+    from attnbench.model import GPT, GPTConfig
+    from attnbench.optim import begin_step
+
+    model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=32, block_size=32, attention="lsh",
+                          attention_params={"chunk_size": 8})).train()
+    idx = torch.randint(0, 50257, (2, 16))
+    begin_step(model)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(idx, idx, return_logits=False)
+    torch._dynamo.reset()
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
+    steps = [m._step for m in model.modules() if hasattr(m, "begin_training_step")]
+    assert steps == [1, 1]
 
 
 def test_linear_fla_is_opaque_to_torch_compile(monkeypatch):
