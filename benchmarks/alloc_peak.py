@@ -9,7 +9,9 @@ live at that moment are grouped by the first project frame (``--own``) and the f
 allocated them (for compiled graphs the generated file's line), largest first.
 
 ``--until NAME`` ends the replay at the first event whose stack holds a function ``NAME``
-(e.g. ``evaluate``: the timed window of a training job ends there).
+(e.g. ``evaluate``: the timed window of a training job ends there).  ``--live-at NAME`` lists
+instead what is live at that first event (e.g. ``timed_loop`` in a trace recorded from the job's
+start: what the job keeps allocated when its timed steps begin).
 
     python benchmarks/alloc_peak.py project.pickle.gz --until evaluate --out alloc_peak_project.json
 """
@@ -50,12 +52,40 @@ def block_source(frames: list[dict], own: tuple[str, ...] = OWN) -> str:
     return ", ".join(parts) or "no stack"
 
 
+def _before(events: list[dict], name: str) -> list[dict]:
+    """The events before the first one whose stack holds a function ``name`` (all if none does)."""
+    stop = next((i for i, e in enumerate(events) if any(f["name"] == name for f in e.get("frames", []))),
+                len(events))
+    return events[:stop]
+
+
+def _grouped(blocks, own: tuple[str, ...], top: int) -> list[dict]:
+    by_source: Counter = Counter()
+    count: Counter = Counter()
+    for e in blocks:
+        key = block_source(e.get("frames", []), own)
+        by_source[key] += e["size"]
+        count[key] += 1
+    return [{"source": k, "bytes": b, "blocks": count[k]} for k, b in by_source.most_common(top)]
+
+
+def live_at(events: list[dict], name: str, own: tuple[str, ...] = OWN, top: int = 15) -> dict:
+    """The blocks allocated during the trace and still live at the first event under ``name``."""
+    before = _before(events, name)
+    live: dict[int, dict] = {}
+    for e in before:
+        if e["action"] == "alloc":
+            live[e["addr"]] = e
+        elif e["action"] == "free_completed":
+            live.pop(e["addr"], None)
+    return {"events": len(before), "live_at": name, "live_bytes": sum(e["size"] for e in live.values()),
+            "blocks_live": len(live), "largest_live": _grouped(live.values(), own, top)}
+
+
 def peak(events: list[dict], until: str | None = None, own: tuple[str, ...] = OWN, top: int = 15) -> dict:
     """The peak of the blocks allocated during the trace, and what was live at it."""
     if until is not None:
-        stop = next((i for i, e in enumerate(events) if any(f["name"] == until for f in e.get("frames", []))),
-                    len(events))
-        events = events[:stop]
+        events = _before(events, until)
     live: dict[int, dict] = {}
     current = best = 0
     best_live: dict[int, dict] = {}
@@ -67,27 +97,30 @@ def peak(events: list[dict], until: str | None = None, own: tuple[str, ...] = OW
                 best, best_live = current, dict(live)
         elif e["action"] == "free_completed" and e["addr"] in live:
             current -= live.pop(e["addr"])["size"]
-    by_source: Counter = Counter()
-    count: Counter = Counter()
-    for e in best_live.values():
-        key = block_source(e.get("frames", []), own)
-        by_source[key] += e["size"]
-        count[key] += 1
     return {"events": len(events), "until": until, "peak_bytes_since_start": best, "blocks_at_peak": len(best_live),
-            "largest_at_peak": [{"source": k, "bytes": b, "blocks": count[k]} for k, b in by_source.most_common(top)]}
+            "largest_at_peak": _grouped(best_live.values(), own, top)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("snapshot", type=Path)
     ap.add_argument("--until", default=None, help="end the replay at the first event under this function")
+    ap.add_argument("--live-at", default=None, help="list what is live at the first event under this function")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    res = {"snapshot": args.snapshot.name, **peak(load_trace(args.snapshot), args.until, top=args.top)}
+    events = load_trace(args.snapshot)
+    if args.live_at:
+        res = {"snapshot": args.snapshot.name, **live_at(events, args.live_at, top=args.top)}
+        head, rows = f"live at {args.live_at}: {res['live_bytes'] / 2**30:.2f} GiB in {res['blocks_live']} blocks", \
+            res["largest_live"]
+    else:
+        res = {"snapshot": args.snapshot.name, **peak(events, args.until, top=args.top)}
+        head, rows = (f"peak since start {res['peak_bytes_since_start'] / 2**30:.2f} GiB in {res['blocks_at_peak']} "
+                      "blocks"), res["largest_at_peak"]
     args.out.write_text(json.dumps(res, indent=1) + "\n")
-    print(f"peak since start {res['peak_bytes_since_start'] / 2**30:.2f} GiB in {res['blocks_at_peak']} blocks")
-    for row in res["largest_at_peak"][:8]:
+    print(head)
+    for row in rows[:8]:
         print(f"  {row['bytes'] / 2**20:9.1f} MiB  {row['blocks']:4d}  {row['source']}")
 
 

@@ -381,6 +381,9 @@ def test_alloc_peak_replays_a_trace_and_names_what_was_live_at_its_peak(tmp_path
     top = timed["largest_at_peak"][0]
     assert top["bytes"] == 150 and top["blocks"] == 2
     assert top["source"].startswith("model.py:1:forward") and "allocated at inductor_out.py:0:call" in top["source"]
+    at_eval = bench.live_at(events, "evaluate")
+    assert at_eval["live_bytes"] == 80 and at_eval["blocks_live"] == 2 and at_eval["live_at"] == "evaluate"
+    assert sorted(r["bytes"] for r in at_eval["largest_live"]) == [30, 50]
     path = tmp_path / "trace.pickle.gz"
     with gzip.open(path, "wb") as f:
         pickle.dump({"device_traces": [events, []], "segments": []}, f)
