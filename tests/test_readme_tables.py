@@ -146,3 +146,28 @@ def test_suite_line_of_a_cuda_graph_training_without_an_allocated_peak(tmp_path)
     assert "peak allocated not recorded (CUDA graphs" in line
     assert "(default against itself: 0.200)" in line
     assert "the start check rejected SDPAAttention cudnn: SDPAAttention input-gradient rel. error 1.38" in line
+
+
+def test_suite_line_names_every_variant_under_cuda_graphs(tmp_path):
+    """tests/gpu/test_gpu_variant_graphs.py runs in its own call; its documents and log, put beside the
+    suite's, add one line: each variant's kernel, checks, loss, CUDA-graph skips, or its failure."""
+    import json
+    import shutil
+
+    from attnbench.report.readme_sources import SessionFolder
+
+    shutil.copytree(ROOT / "reports/h200/head-f983543/gpu-suite", tmp_path / "gpu-suite")
+    sub = tmp_path / "gpu-suite/gpu_suite"
+    assert "Every variant" not in SessionFolder(tmp_path).suite()
+    ok = {"status": "ok", "failure": None, "kernel": "torch:position-blocks", "cudagraph_skips": 0,
+          "kernel_check": {"start": {"pass": True}, "end": {"pass": True}}, "first_loss": 10.98, "last_loss": 0.91,
+          "tokens_per_s": 391_000.0, "gpu_busy": 0.97}
+    (sub / "variant_graphs_lsh.json").write_text(json.dumps(ok))
+    (sub / "variant_graphs_mla.json").write_text(json.dumps(
+        {"status": "failed", "failure": {"kind": "error", "message": "RuntimeError: graph replay broke"}}))
+    (tmp_path / "gpu-suite/gpu_suite_variant_graphs.log").write_text(
+        "===== 1 failed, 1 passed, 2 warnings in 250.00s (0:04:10) =====\n")
+    line = SessionFolder(tmp_path).suite()
+    assert ("Every variant under `compile_mode: reduce-overhead` (`gpu_suite_variant_graphs.log`: 1 failed, 1 passed, "
+            "2 warnings): `lsh` `torch:position-blocks` checks True/True, loss 10.98 → 0.91, CUDA-graph skips 0, "
+            "391k tokens/s, GPU busy 97 %; `mla` failed: RuntimeError: graph replay broke.") in line, line

@@ -731,7 +731,28 @@ class RunFolder:
                    + " / ".join(f"`{e[:400]}`" for e in errors) + ")" if failed else "")
                 + ". `auto` against the best pinned kernel, "
                 "compiled module fwd+bwd, best / auto as the suite's test computed it: " + "; ".join(ratios) + "."
-                + "".join(" " + line for line in (self._fallback_line(sub), self._graphs_line(sub)) if line))
+                + "".join(" " + line for line in (self._fallback_line(sub), self._graphs_line(sub),
+                                                    self._variant_graphs_line(folder, sub)) if line))
+
+    @staticmethod
+    def _variant_graphs_line(folder: Path, sub: Path) -> str:
+        """tests/gpu/test_gpu_variant_graphs.py, run in its own call (``gpu_suite_variant_graphs.log``)."""
+        runs = {f.stem.removeprefix("variant_graphs_"): load(f) for f in sorted(sub.glob("variant_graphs_*.json"))}
+        if not runs:
+            return ""
+        log = folder / "gpu_suite_variant_graphs.log"
+        summary = re.findall(r"=+ (\d+ (?:failed|passed)[^=]*?) in ", log.read_text(encoding="utf-8")) if log.exists() else []
+        parts = []
+        for v, r in runs.items():
+            if r["status"] != "ok":
+                parts.append(f"`{v}` {r['status']}: {(r.get('failure') or {}).get('message', '')[:200]}")
+                continue
+            checks = "/".join(str(dig(r, f"kernel_check.{ph}.pass")) for ph in ("start", "end"))
+            parts.append(f"`{v}` `{r['kernel']}` checks {checks}, loss {r['first_loss']:.2f} → {r['last_loss']:.2f}, "
+                         f"CUDA-graph skips {r['cudagraph_skips']}, {kilo(r['tokens_per_s'])} tokens/s, GPU busy "
+                         + (pct(r["gpu_busy"]) if r.get("gpu_busy") is not None else "not measured"))
+        return ("Every variant under `compile_mode: reduce-overhead` (`gpu_suite_variant_graphs.log`"
+                + (f": {summary[-1]}" if summary else "") + "): " + "; ".join(parts) + ".")
 
     @staticmethod
     def _fallback_line(sub: Path) -> str:
