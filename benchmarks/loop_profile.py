@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--compile-mode", default=None)
     ap.add_argument("--steps", type=int, default=30, help="profiled steps (and as many unprofiled before)")
+    ap.add_argument("--top", type=int, default=15, help="operators listed, by self CPU time")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     cfg = yaml.safe_load(open(args.config))
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
         job = train.setup(settings, args.tokens_dir, Path(tmp), device, dtype, None, result)
         first = train.warm_up(job)
         out = {"variant": args.variant, "kernel": job.model.kernel(), "batch_size": t["batch_size"],
-               "seq_len": t["seq_len"], **profile_steps(job, first, args.steps)}
+               "seq_len": t["seq_len"], **profile_steps(job, first, args.steps, args.top)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"{args.variant} ({out['kernel']}, batch {out['batch_size']}, {out['compile_mode'] or 'eager'}): "

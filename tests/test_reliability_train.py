@@ -346,7 +346,7 @@ def test_loop_profile_names_where_a_step_goes(tokens, tmp_path, load_benchmark):
     cfg.write_text(yaml.safe_dump(TINY))
     bench = load_benchmark("loop_profile")
     assert bench.main(["--config", str(cfg), "--tokens-dir", str(tokens), "--variant", "baseline",
-                       "--steps", "3", "--out", str(tmp_path / "p.json")]) == 0
+                       "--steps", "3", "--top", "500", "--out", str(tmp_path / "p.json")]) == 0
     out = json.loads((tmp_path / "p.json").read_text())
     assert out["steps"] == 3 and out["wall_ms_per_step"] > 0
     assert out["gpu_device_ms_per_step"] is None and out["gpu_idle_share"] is None
