@@ -64,14 +64,15 @@ def replays_graphs(step_model) -> bool:
     return step_model in _GRAPHED
 
 
-def begin_step(step_model) -> None:
-    """Start an iteration of the step model, before its forward: attention modules with per-step
-    state prepare it (``begin_training_step``: LSH draws the step's rotations, outside the
-    compiled graph), and a CUDA-graph step model marks the iteration -- without the mark,
-    CUDA-graph trees take a forward-only call (evaluation, the kernel check) for part of the
-    previous training step and may hand out an output buffer the next replay overwrites."""
+def begin_step(step_model, training_step: bool = True) -> None:
+    """Start an iteration of the step model, before its forward: for a training step, attention
+    modules with per-step state prepare it (``begin_training_step``: LSH draws the step's
+    rotations, outside the compiled graph); and a CUDA-graph step model marks the iteration --
+    without the mark, CUDA-graph trees take a forward-only call (evaluation, the kernel check)
+    for part of the previous training step and may hand out an output buffer the next replay
+    overwrites."""
     model = getattr(step_model, "_orig_mod", step_model)
-    for module in model.modules() if isinstance(model, torch.nn.Module) else ():
+    for module in model.modules() if training_step and isinstance(model, torch.nn.Module) else ():
         hook = getattr(module, "begin_training_step", None)
         if hook is not None:
             hook()

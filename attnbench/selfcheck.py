@@ -14,9 +14,10 @@ before its first training step and again after its last one:
 * **model**: the step model as it trains (compiled where training is compiled, autocast),
   forward and backward on one validation batch of the training shape -- the exact kernels,
   layouts and plans of the training steps -- against a float32 copy of the whole model on
-  the plain attention path: the gradient reaching the input embeddings (``wpe``'s gradient:
-  the input gradient summed over the batch) and all parameter gradients; and the logits of
-  the model's own forward with the same kernels (the training graph returns only the loss).
+  the plain attention path: the loss, the gradient reaching the input embeddings (``wpe``'s
+  gradient: the input gradient summed over the batch) and all parameter gradients; and the
+  logits of the model's own uncompiled forward (the training graph returns only the loss; where
+  that forward runs another kernel than the compiled graph, the record names it).
 
 Tolerances come from the same plain path run in the job's dtype (bf16 autocast): error <=
 max(floor, 4 x that noise) (:func:`attention.selection.tolerance`), so they follow the model,
@@ -55,8 +56,8 @@ REFERENCE_BUDGET_BYTES = 4 * 2**30   # attention scores the float32 reference ma
 
 METHOD = ("module: each attention configuration on a random (2, T, n_embd) batch, output and input "
           "gradient vs a float32 copy on impl='reference'; model: the training step model (compiled "
-          "where training is) on one validation batch of the training shape, input-embedding "
-          "gradient (wpe) and all parameter gradients, and the model's logits with the same kernels, "
+          "where training is) on one validation batch of the training shape: loss, input-embedding "
+          "gradient (wpe) and all parameter gradients, and the logits of the model's uncompiled forward, "
           "vs a float32 copy of the model on impl='reference'. "
           "Relative errors ||fast - ref|| / ||ref||; pass: error <= max(floor, 4 x the error of the "
           "reference path in the job's dtype)")
@@ -108,7 +109,7 @@ def failure_message(record: dict) -> str:
             parts.append(f"module {m['module']} ({m['kernel']}): " + _figures(m, ("out", "dx")))
     mr = record["model"]
     if mr.get("pass") is False:
-        parts.append(f"model ({mr['kernel']}): " + _figures(mr, ("out", "dx", "grad")))
+        parts.append(f"model ({mr['kernel']}): " + _figures(mr, ("out", "loss", "dx", "grad")))
     return f"kernel check at {record['phase']} of training failed: " + "; ".join(parts)
 
 
@@ -144,35 +145,44 @@ def _global_rel_err(fast: list, ref: list, mask: list[bool] | None = None) -> fl
 
 
 def _run(model, call, x, y, dtype, backward: bool, rows: int | None = None):
-    """Logits, loss and gradients of ``call`` (a model or step model) on (x, y), in chunks of
-    ``rows`` batch rows (gradients of the full-batch mean loss), each chunk from the same state.
-    With one chunk this is exactly a training step's forward and backward."""
+    """Logits, loss, gradients and kernel names of ``call`` (a model or step model) on (x, y), in
+    chunks of ``rows`` batch rows (gradients of the full-batch mean loss), each chunk from the same
+    state.  With one chunk the loss and gradients are exactly a training step's forward and
+    backward.  The training graph returns no logits (``GPT.forward`` says why): they come from the
+    model's own forward, uncompiled, in the same grad mode, state and seed; its kernels can differ
+    from the compiled graph's (linear: fla eager, the chunked form compiled), so both are named."""
     device = x.device
     B = x.shape[0]
     rows = B if rows is None else rows
     valid = (y != -100).sum()
     model.zero_grad(set_to_none=True)
     logits, loss = [], torch.zeros((), device=device, dtype=torch.float64)
+    grad_mode = torch.enable_grad if backward else torch.no_grad
+    step_kernel = logits_kernel = None
     for lo in range(0, B, rows):
         xs, ys = x[lo:lo + rows], y[lo:lo + rows]
         with preserved_state(attention_modules(model), device):
             torch.manual_seed(0)
             begin_step(call)
-            with autocast_ctx(device, dtype), (torch.enable_grad() if backward else torch.no_grad()):
+            with autocast_ctx(device, dtype), grad_mode():
                 mean_loss = call(xs, ys, return_logits=False)[1]   # exactly a training step's call
                 part = mean_loss * ((ys != -100).sum() / valid)
             if backward:
                 part.backward()
-        # The training graph returns no logits (GPT.forward says why): they come from the model's
-        # own forward, with the same kernels, from the same state and seed.
-        with preserved_state(attention_modules(model), device), autocast_ctx(device, dtype), torch.no_grad():
+        step_kernel = step_kernel or _kernel(model)
+        with preserved_state(attention_modules(model), device), autocast_ctx(device, dtype), grad_mode():
             torch.manual_seed(0)
             begin_step(model)   # the same per-step state (LSH: the same rotations) as the step call
-            logits.append(model(xs)[0])
+            logits.append(model(xs)[0].detach())
+        logits_kernel = logits_kernel or _kernel(model)
         loss += part.detach().double()
     grads = _grads(model) if backward else None
     model.zero_grad(set_to_none=True)
-    return torch.cat(logits), float(loss), grads
+    return torch.cat(logits), float(loss), grads, (step_kernel, logits_kernel)
+
+
+def _kernel(model) -> str | None:
+    return model.kernel() if hasattr(model, "kernel") else None
 
 
 def forward_backward(model, step_model, x, y, dtype) -> None:
@@ -193,25 +203,29 @@ def model_check(model, step_model, x, y, dtype, *, backward: bool = True) -> dic
     names = [n for n, _ in model.named_parameters()]
     in_attention = [".attn." in n for n in names]
     wpe = names.index("transformer.wpe.weight")
-    fast_logits, fast_loss, fast_grads = _run(model, step_model, x, y, dtype, backward)
-    kernel = model.kernel()
+    fast_logits, fast_loss, fast_grads, (kernel, logits_kernel) = _run(model, step_model, x, y, dtype, backward)
     rows = _reference_rows(model, x.shape[1], x.shape[0])
-    ref_logits, ref_loss, ref_grads = _run(ref, ref, x, y, torch.float32, backward, rows)
-    noise_logits, _, noise_grads = _run(ref, ref, x, y, dtype, backward, rows)
+    ref_logits, ref_loss, ref_grads, _ = _run(ref, ref, x, y, torch.float32, backward, rows)
+    noise_logits, noise_loss, noise_grads, _ = _run(ref, ref, x, y, dtype, backward, rows)
     del ref
     rec: dict[str, Any] = {
         "kernel": kernel, "batch": list(x.shape), "reference_rows_per_chunk": rows,
         "loss": fast_loss, "reference_loss": ref_loss, "loss_abs_diff": abs(fast_loss - ref_loss),
+        "loss_rel_err": abs(fast_loss - ref_loss) / max(abs(ref_loss), 1e-30),
         "out_rel_err": rel_err(fast_logits, ref_logits),
-        "noise": {"out": rel_err(noise_logits, ref_logits)},
+        "noise": {"out": rel_err(noise_logits, ref_logits),
+                  "loss": abs(noise_loss - ref_loss) / max(abs(ref_loss), 1e-30)},
     }
+    if logits_kernel != kernel:   # the logits came from the uncompiled forward's kernels (see _run)
+        rec["logits_kernel"] = logits_kernel
     if backward:
         rec["dx_rel_err"] = rel_err(fast_grads[wpe], ref_grads[wpe])
         rec["grad_rel_err"] = _global_rel_err(fast_grads, ref_grads)
         rec["attention_grad_rel_err"] = _global_rel_err(fast_grads, ref_grads, in_attention)
         rec["noise"].update(dx=rel_err(noise_grads[wpe], ref_grads[wpe]),
                             grad=_global_rel_err(noise_grads, ref_grads))
-    rec["tolerance"] = {"out": tolerance("out", dtype, rec["noise"]["out"])}
+    rec["tolerance"] = {"out": tolerance("out", dtype, rec["noise"]["out"]),
+                        "loss": tolerance("out", dtype, rec["noise"]["loss"])}
     if backward:
         rec["tolerance"].update(dx=tolerance("dx", dtype, rec["noise"]["dx"]),
                                 grad=tolerance("dx", dtype, rec["noise"]["grad"]))

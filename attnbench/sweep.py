@@ -51,12 +51,18 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
         except torch.OutOfMemoryError as err:
             point["kernel_selection"] = {"error": f"out of memory while tuning: {str(err).splitlines()[0][:200]}"}
     grad = torch.randn_like(x)
+    # per-step state drawn before each call, as a training step pays it (LSH's rotations)
+    step_hooks = [m.begin_training_step for m in module.modules() if hasattr(m, "begin_training_step")]
 
     def fwd():
+        for hook in step_hooks:
+            hook()
         with torch.no_grad():
             module(x)
 
     def fwd_bwd():
+        for hook in step_hooks:
+            hook()
         module(x).backward(grad)
 
     bwd_flops = None if fwd_flops is None else 3 * fwd_flops

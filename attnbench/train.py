@@ -57,7 +57,10 @@ def evaluate(model, val: TokenBatches, n_batches: int, device, dtype: torch.dtyp
 
     With dropout 0, train and eval mode compute the same function, so a compiled model is
     evaluated through its training graph (forward only, no backward): eval mode or no_grad
-    would make torch.compile build a second graph (tens of seconds per variant).
+    would make torch.compile build a second graph (tens of seconds per variant).  Not a training
+    step: per-step state is not advanced (LSH hashes every evaluation batch with the last
+    training step's rotations there, with its fixed eval rotations when evaluated eagerly; either
+    way the training stream goes on as if no evaluation had run).
     """
     reuse_graph = hasattr(model, "_orig_mod") and model._orig_mod.config.dropout == 0.0
     order = val.order(min(n_batches, max(1, val.n_items // val.batch_size)))
@@ -67,7 +70,7 @@ def evaluate(model, val: TokenBatches, n_batches: int, device, dtype: torch.dtyp
     with torch.enable_grad() if reuse_graph else torch.no_grad():
         for i in range(order.shape[0]):
             x, y = val.batch(order[i])
-            begin_step(model)
+            begin_step(model, training_step=False)
             with autocast_ctx(device, dtype):
                 # the training step's own call (one graph); no name bound to the loss: through the
                 # training graph it carries the batch's saved activations, and held into the next

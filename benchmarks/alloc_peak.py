@@ -86,17 +86,22 @@ def peak(events: list[dict], until: str | None = None, own: tuple[str, ...] = OW
     """The peak of the blocks allocated during the trace, and what was live at it."""
     if until is not None:
         events = _before(events, until)
-    live: dict[int, dict] = {}
-    current = best = 0
-    best_live: dict[int, dict] = {}
-    for e in events:
+    sizes: dict[int, int] = {}
+    current = best = best_at = 0
+    for i, e in enumerate(events):   # first pass: where the peak is (sizes only: linear in events)
         if e["action"] == "alloc":
-            live[e["addr"]] = e
+            sizes[e["addr"]] = e["size"]
             current += e["size"]
             if current > best:
-                best, best_live = current, dict(live)
-        elif e["action"] == "free_completed" and e["addr"] in live:
-            current -= live.pop(e["addr"])["size"]
+                best, best_at = current, i + 1
+        elif e["action"] == "free_completed" and e["addr"] in sizes:
+            current -= sizes.pop(e["addr"])
+    best_live: dict[int, dict] = {}
+    for e in events[:best_at]:      # second pass: the blocks live at it
+        if e["action"] == "alloc":
+            best_live[e["addr"]] = e
+        elif e["action"] == "free_completed":
+            best_live.pop(e["addr"], None)
     return {"events": len(events), "until": until, "peak_bytes_since_start": best, "blocks_at_peak": len(best_live),
             "largest_at_peak": _grouped(best_live.values(), own, top)}
 

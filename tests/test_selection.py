@@ -212,14 +212,36 @@ def test_the_model_check_calls_the_step_model_as_a_training_step_does():
 
     def step_model(x, y, **kw):
         calls.append(kw)
-        return model(x, y, **kw)
+        out = model(x, y, **kw)
+        model.transformer.h[0].attn.kernel = "compiled:path"   # as a compiled graph's kernel may differ
+        return out
 
-    logits, loss, grads = selfcheck._run(model, step_model, idx, idx, torch.float32, True)
+    logits, loss, grads, (step_kernel, logits_kernel) = selfcheck._run(model, step_model, idx, idx,
+                                                                       torch.float32, True)
     assert calls == [{"return_logits": False}]
+    assert step_kernel == "compiled:path" and logits_kernel == model.kernel() != step_kernel
     with torch.no_grad():
         assert torch.equal(logits, model(idx)[0])
         assert loss == pytest.approx(float(model(idx, idx)[1]), rel=1e-6)
     assert all(g is not None for g in grads)
+
+
+def test_the_model_check_gates_the_training_graphs_loss():
+    """The compiled training graph's only output is the loss: a step model whose loss is off fails
+    the check on the loss itself, named in the message."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=H, n_embd=C, block_size=32, attention="sdpa")).train()
+    idx = torch.randint(0, 50257, (2, 16), generator=torch.Generator().manual_seed(0))
+    good = selfcheck.model_check(model, model, idx, idx, torch.float32)
+    assert good["pass"] is True and good["loss_rel_err"] <= good["tolerance"]["loss"]
+
+    def off_by_a_tenth(x, y, **kw):
+        return None, model(x, y, **kw)[1] * 1.1
+
+    bad = selfcheck.model_check(model, off_by_a_tenth, idx, idx, torch.float32)
+    assert bad["pass"] is False and bad["loss_rel_err"] == pytest.approx(0.1, rel=1e-3)
+    msg = selfcheck.failure_message({"phase": "start", "modules": [], "model": bad})
+    assert "loss rel. error 0.1 (tolerance" in msg and "FAILED" in msg
 
 
 def test_train_job_with_a_wrong_kernel_is_a_failed_row_and_trains_nothing(tmp_path):
