@@ -1,7 +1,8 @@
 """What was allocated at the peak of a CUDA allocator trace, by the source line that allocated it.
 
-The input is a snapshot written by ``torch.cuda.memory._dump_snapshot`` after
-``torch.cuda.memory._record_memory_history(stacks="python")`` (pickle, optionally gzipped).  The
+The input is ``torch.cuda.memory._snapshot()`` taken after
+``torch.cuda.memory._record_memory_history(stacks="python")`` and written as JSON (optionally
+gzipped; ``json.dump(snapshot, f, default=str)``; no pickles in this project).  The
 trace's ``alloc`` / ``free_completed`` events are replayed from the start of the recording; the
 peak is the largest sum of blocks allocated *during the recording* and still live (blocks live
 before the recording began, such as weights and optimizer state, are not in the trace).  Blocks
@@ -13,7 +14,7 @@ allocated them (for compiled graphs the generated file's line), largest first.
 instead what is live at that first event (e.g. ``timed_loop`` in a trace recorded from the job's
 start: what the job keeps allocated when its timed steps begin).
 
-    python benchmarks/alloc_peak.py project.pickle.gz --until evaluate --out alloc_peak_project.json
+    python benchmarks/alloc_peak.py project.json.gz --until evaluate --out alloc_peak_project.json
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import pickle
 from collections import Counter
 from pathlib import Path
 
@@ -30,8 +30,8 @@ OWN = ("attnbench/", "attention/", "benchmarks/")
 
 def load_trace(path: Path) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        snapshot = pickle.load(f)  # a file this project's own benchmark wrote (trusted input)
+    with opener(path, "rt", encoding="utf-8") as f:
+        snapshot = json.load(f)
     traces = [t for t in snapshot["device_traces"] if t]
     if len(traces) != 1:
         raise ValueError(f"{path}: expected events on exactly one device, found {len(traces)}")

@@ -359,7 +359,6 @@ def test_alloc_peak_replays_a_trace_and_names_what_was_live_at_its_peak(tmp_path
     """benchmarks/alloc_peak.py (#20's memory gap): the peak of the blocks allocated during an allocator
     trace, what was live at it grouped by source, and ``until`` ending the replay (the timed window)."""
     import gzip
-    import pickle
 
     bench = load_benchmark("alloc_peak")
 
@@ -384,7 +383,7 @@ def test_alloc_peak_replays_a_trace_and_names_what_was_live_at_its_peak(tmp_path
     at_eval = bench.live_at(events, "evaluate")
     assert at_eval["live_bytes"] == 80 and at_eval["blocks_live"] == 2 and at_eval["live_at"] == "evaluate"
     assert sorted(r["bytes"] for r in at_eval["largest_live"]) == [30, 50]
-    path = tmp_path / "trace.pickle.gz"
-    with gzip.open(path, "wb") as f:
-        pickle.dump({"device_traces": [events, []], "segments": []}, f)
+    path = tmp_path / "trace.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump({"device_traces": [events, []], "segments": []}, f)
     assert bench.load_trace(path) == events
