@@ -10,7 +10,8 @@ live at that moment are grouped by the first project frame (``--own``) and the f
 allocated them (for compiled graphs the generated file's line), largest first.
 
 ``--until NAME`` ends the replay at the first event whose stack holds a function ``NAME``
-(e.g. ``evaluate``: the timed window of a training job ends there).  ``--live-at NAME`` lists
+(e.g. ``evaluate``: the timed window of a training job ends there); ``--since NAME`` starts it
+at the first such event (e.g. ``timed_loop`` in a trace recorded from the job's start).  ``--live-at NAME`` lists
 instead what is live at that first event (e.g. ``timed_loop`` in a trace recorded from the job's
 start: what the job keeps allocated when its timed steps begin).
 
@@ -82,10 +83,13 @@ def live_at(events: list[dict], name: str, own: tuple[str, ...] = OWN, top: int 
             "blocks_live": len(live), "largest_live": _grouped(live.values(), own, top)}
 
 
-def peak(events: list[dict], until: str | None = None, own: tuple[str, ...] = OWN, top: int = 15) -> dict:
-    """The peak of the blocks allocated during the trace, and what was live at it."""
+def peak(events: list[dict], until: str | None = None, own: tuple[str, ...] = OWN, top: int = 15,
+         since: str | None = None) -> dict:
+    """The peak of the blocks allocated during the trace (from ``since``), and what was live at it."""
     if until is not None:
         events = _before(events, until)
+    if since is not None:
+        events = events[len(_before(events, since)):]
     sizes: dict[int, int] = {}
     current = best = best_at = 0
     for i, e in enumerate(events):   # first pass: where the peak is (sizes only: linear in events)
@@ -102,7 +106,7 @@ def peak(events: list[dict], until: str | None = None, own: tuple[str, ...] = OW
             best_live[e["addr"]] = e
         elif e["action"] == "free_completed":
             best_live.pop(e["addr"], None)
-    return {"events": len(events), "until": until, "peak_bytes_since_start": best, "blocks_at_peak": len(best_live),
+    return {"events": len(events), "since": since, "until": until, "peak_bytes_since_start": best, "blocks_at_peak": len(best_live),
             "largest_at_peak": _grouped(best_live.values(), own, top)}
 
 
@@ -110,6 +114,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("snapshot", type=Path)
     ap.add_argument("--until", default=None, help="end the replay at the first event under this function")
+    ap.add_argument("--since", default=None, help="start the replay at the first event under this function")
     ap.add_argument("--live-at", default=None, help="list what is live at the first event under this function")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--out", type=Path, required=True)
@@ -120,7 +125,7 @@ def main() -> None:
         head, rows = f"live at {args.live_at}: {res['live_bytes'] / 2**30:.2f} GiB in {res['blocks_live']} blocks", \
             res["largest_live"]
     else:
-        res = {"snapshot": args.snapshot.name, **peak(events, args.until, top=args.top)}
+        res = {"snapshot": args.snapshot.name, **peak(events, args.until, top=args.top, since=args.since)}
         head, rows = (f"peak since start {res['peak_bytes_since_start'] / 2**30:.2f} GiB in {res['blocks_at_peak']} "
                       "blocks"), res["largest_at_peak"]
     args.out.write_text(json.dumps(res, indent=1) + "\n")

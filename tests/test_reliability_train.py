@@ -380,6 +380,8 @@ def test_alloc_peak_replays_a_trace_and_names_what_was_live_at_its_peak(tmp_path
     top = timed["largest_at_peak"][0]
     assert top["bytes"] == 150 and top["blocks"] == 2
     assert top["source"].startswith("model.py:1:forward") and "allocated at inductor_out.py:0:call" in top["source"]
+    from_backward = bench.peak(events, since="backward")
+    assert from_backward["events"] == 3 and from_backward["peak_bytes_since_start"] == 530
     at_eval = bench.live_at(events, "evaluate")
     assert at_eval["live_bytes"] == 80 and at_eval["blocks_live"] == 2 and at_eval["live_at"] == "evaluate"
     assert sorted(r["bytes"] for r in at_eval["largest_live"]) == [30, 50]

@@ -839,7 +839,8 @@ class LoopFolder:
         for f in sorted(self.dir.glob("alloc/alloc_peak_*.json")):
             d = load(f)
             rows = [[f"{r['bytes'] / 2**20:.0f}", str(r["blocks"]), f"`{r['source']}`"] for r in d["largest_at_peak"][:6]]
-            until = f", replay ended at the first event under `{d['until']}`" if d.get("until") else ""
+            until = (f", replay from the first event under `{d['since']}`" if d.get("since") else "") + \
+                (f", replay ended at the first event under `{d['until']}`" if d.get("until") else "")
             out.append(f"`{f.name}` (trace `{d['snapshot']}`{until}): peak of the blocks allocated during the trace "
                        f"{gib(d['peak_bytes_since_start'])} GiB in {d['blocks_at_peak']} blocks; largest at the peak:\n\n"
                        + table(["MiB", "blocks", "source (first project frame, allocating frame)"], rows))
