@@ -23,8 +23,8 @@ forward (``attnbench.optim.begin_step``), draws rotations number n of the stream
 training forwards read.  The forward itself only reads buffers, so torch.compile traces it into
 one graph with its neighbours (a Python step counter in the forward was a graph break in every
 layer: the GPU waited on the host for about half of each LSH step on an H200) and CUDA graphs
-can replay it.  (seed, n) is the buffer ``hash_state`` and ``train_rotations`` is in the
-``state_dict`` too, so runs are reproducible, a module loaded from another's ``state_dict``
+can replay it.  (seed, n) is the buffer ``hash_state`` (``train_rotations`` is derived from it,
+redrawn on load), so runs are reproducible, a module loaded from another's ``state_dict``
 hashes with the same rotations and a resumed run continues the stream.
 ``seed=None`` draws the seed from torch's global RNG at construction (reproducible under
 ``torch.manual_seed``; differs per layer).
@@ -314,7 +314,8 @@ class LSHAttention(CausalSelfAttention):
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(self.dropout)
         self.register_buffer("rotations", self._draw_rotations(0))
-        self.register_buffer("train_rotations", self._draw_rotations(0))   # this training step's
+        # this training step's: rotations number hash_state[1] of the stream, so not in state_dict
+        self.register_buffer("train_rotations", self._draw_rotations(0), persistent=False)
         # (seed, step) travel with state_dict, so a copy or a resumed run draws the same stream
         self.register_buffer("hash_state", torch.tensor([self.seed, 0], dtype=torch.long))
 
@@ -355,9 +356,8 @@ class LSHAttention(CausalSelfAttention):
         key = prefix + "hash_state"
         if key in state_dict:                           # keep the Python mirror in step
             self.seed, self._step = (int(v) for v in state_dict[key].tolist())
-        if prefix + "train_rotations" not in state_dict:  # a state saved before the buffer existed
-            state_dict = {**state_dict, prefix + "train_rotations": self._draw_rotations(
-                self._step, self.train_rotations.device)}
+            with torch.no_grad():                         # the loaded step's rotations
+                self.train_rotations.copy_(self._draw_rotations(self._step, self.train_rotations.device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _core(self, qk, v, buckets, dropout_p):

@@ -64,6 +64,19 @@ def replays_graphs(step_model) -> bool:
     return step_model in _GRAPHED
 
 
+_STEP_HOOKS: "weakref.WeakKeyDictionary[torch.nn.Module, list]" = weakref.WeakKeyDictionary()
+
+
+def step_hooks(model) -> list:
+    """The ``begin_training_step`` methods of ``model``'s modules (attention.base), found once per
+    model: the training step calls them every step."""
+    if not isinstance(model, torch.nn.Module):
+        return []
+    if model not in _STEP_HOOKS:
+        _STEP_HOOKS[model] = [m.begin_training_step for m in model.modules() if hasattr(m, "begin_training_step")]
+    return _STEP_HOOKS[model]
+
+
 def begin_step(step_model, training_step: bool = True) -> None:
     """Start an iteration of the step model, before its forward: for a training step, attention
     modules with per-step state prepare it (``begin_training_step``: LSH draws the step's
@@ -71,10 +84,8 @@ def begin_step(step_model, training_step: bool = True) -> None:
     without the mark, CUDA-graph trees take a forward-only call (evaluation, the kernel check)
     for part of the previous training step and may hand out an output buffer the next replay
     overwrites."""
-    model = getattr(step_model, "_orig_mod", step_model)
-    for module in model.modules() if training_step and isinstance(model, torch.nn.Module) else ():
-        hook = getattr(module, "begin_training_step", None)
-        if hook is not None:
+    if training_step:
+        for hook in step_hooks(getattr(step_model, "_orig_mod", step_model)):
             hook()
     if step_model in _GRAPHED:
         torch.compiler.cudagraph_mark_step_begin()

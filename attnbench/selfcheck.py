@@ -169,20 +169,16 @@ def _run(model, call, x, y, dtype, backward: bool, rows: int | None = None):
                 part = mean_loss * ((ys != -100).sum() / valid)
             if backward:
                 part.backward()
-        step_kernel = step_kernel or _kernel(model)
+        step_kernel = step_kernel or model.kernel()
         with preserved_state(attention_modules(model), device), autocast_ctx(device, dtype), grad_mode():
             torch.manual_seed(0)
             begin_step(model)   # the same per-step state (LSH: the same rotations) as the step call
             logits.append(model(xs)[0].detach())
-        logits_kernel = logits_kernel or _kernel(model)
+        logits_kernel = logits_kernel or model.kernel()
         loss += part.detach().double()
     grads = _grads(model) if backward else None
     model.zero_grad(set_to_none=True)
     return torch.cat(logits), float(loss), grads, (step_kernel, logits_kernel)
-
-
-def _kernel(model) -> str | None:
-    return model.kernel() if hasattr(model, "kernel") else None
 
 
 def forward_backward(model, step_model, x, y, dtype) -> None:

@@ -25,6 +25,7 @@ from attention.selection import KernelCheckError, autotune
 from . import measure
 from .measure.energy import FLAG_SHORT
 from .model import Block, GPTConfig
+from .optim import step_hooks
 from .results import atomic_write_json, jsonable, provenance, utc_now
 from .settings import resolve_device
 
@@ -52,16 +53,16 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
             point["kernel_selection"] = {"error": f"out of memory while tuning: {str(err).splitlines()[0][:200]}"}
     grad = torch.randn_like(x)
     # per-step state drawn before each call, as a training step pays it (LSH's rotations)
-    step_hooks = [m.begin_training_step for m in module.modules() if hasattr(m, "begin_training_step")]
+    hooks = step_hooks(module)
 
     def fwd():
-        for hook in step_hooks:
+        for hook in hooks:
             hook()
         with torch.no_grad():
             module(x)
 
     def fwd_bwd():
-        for hook in step_hooks:
+        for hook in hooks:
             hook()
         module(x).backward(grad)
 
