@@ -711,7 +711,7 @@ class RunFolder:
     def suite(self) -> str:
         folder = self.dir / "gpu-suite"
         log = (folder / "gpu_suite.log").read_text(encoding="utf-8")
-        summary = re.findall(r"=+ (\d+ (?:failed|passed)[^=]*?) in ", log)
+        summary = _pytest_summaries(log)
         machine = (folder / "machine.txt").read_text(encoding="utf-8")
         at = re.search(r"commit (\w+)", machine)
         sub = folder / "gpu_suite" if (folder / "gpu_suite").is_dir() else folder
@@ -741,14 +741,13 @@ class RunFolder:
         if not runs:
             return ""
         log = folder / "gpu_suite_variant_graphs.log"
-        summary = re.findall(r"=+ (\d+ (?:failed|passed)[^=]*?) in ", log.read_text(encoding="utf-8")) if log.exists() else []
+        summary = _pytest_summaries(log.read_text(encoding="utf-8")) if log.exists() else []
         parts = []
         for v, r in runs.items():
             if r["status"] != "ok":
                 parts.append(f"`{v}` {r['status']}: {(r.get('failure') or {}).get('message', '')[:200]}")
                 continue
-            checks = "/".join(str(dig(r, f"kernel_check.{ph}.pass")) for ph in ("start", "end"))
-            parts.append(f"`{v}` `{r['kernel']}` checks {checks}, loss {r['first_loss']:.2f} → {r['last_loss']:.2f}, "
+            parts.append(f"`{v}` `{r['kernel']}` checks {_start_end_checks(r)}, loss {r['first_loss']:.2f} → {r['last_loss']:.2f}, "
                          f"CUDA-graph skips {r['cudagraph_skips']}, {kilo(r['tokens_per_s'])} tokens/s, GPU busy "
                          + (pct(r["gpu_busy"]) if r.get("gpu_busy") is not None else "not measured"))
         return ("Every variant under `compile_mode: reduce-overhead` (`gpu_suite_variant_graphs.log`"
@@ -764,8 +763,7 @@ class RunFolder:
             fb = (r.get("kernel_fallback") or [{}])[0]
             parts.append(f"{mode}: {r['status']}, first choice {r['first_choice']}, rejected "
                          + (", ".join(f"{m} {i}" for m, i in (fb.get("rejected") or {}).items()) or "nothing")
-                         + f", trained on `{r.get('kernel')}`, checks start/end "
-                         + "/".join(str(dig(r, f"kernel_check.{ph}.pass")) for ph in ("start", "end"))
+                         + f", trained on `{r.get('kernel')}`, checks start/end " + _start_end_checks(r)
                          + (f", CUDA-graph skips {r['cudagraph_skips']}" if r.get("cudagraph_skips") is not None else ""))
         return "Kernel fallback (fixture whose cuDNN is right at 16 × 512 and wrong at the check's batch 2): " + "; ".join(parts) + "."
 
@@ -792,6 +790,15 @@ class RunFolder:
                 + (f" (default against itself: {d['max_step_loss_gap_default_twice']:.3f})"
                    if d.get("max_step_loss_gap_default_twice") is not None else " (no default-twice control)") + "; "
                 + "; ".join(parts) + ".")
+
+
+def _pytest_summaries(log: str) -> list[str]:
+    """pytest's closing counts ("45 passed, 4 skipped, ..."), one per run in the log."""
+    return re.findall(r"=+ (\d+ (?:failed|passed)[^=]*?) in ", log)
+
+
+def _start_end_checks(doc: dict) -> str:
+    return "/".join(str(dig(doc, f"kernel_check.{ph}.pass")) for ph in ("start", "end"))
 
 
 class LoopFolder:
