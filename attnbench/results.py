@@ -16,7 +16,8 @@ Schema ``attnbench.train/1`` (``results/train/<variant>/seed<seed>/metrics.json`
     timing: {step_ms_p50, step_ms_p90, step_ms_min, step_ms_max, tokens_per_s,
              warmup_s, timed_s, windows: [{steps, seconds}], method}
     memory: {peak_allocated_bytes, peak_reserved_bytes, nvml_used_bytes, peak_rss_bytes,
-             allocated_at_timed_start_bytes (the persistent part of the peak)}
+             allocated_at_timed_start_bytes (the persistent part of the peak),
+             peak_allocated_warmup_bytes (the warm-up steps: the figure CUDA graphs leave countable)}
     energy: {gpu_j_total, gpu_j_per_step, gpu_j_per_token, gpu_mean_w, idle_w,
              gpu_j_above_idle, sampled_vs_counter_ratio, window_seconds_min, flags: [...]}
     flops: {forward_per_step, train_per_step, convention, counted_train_per_step,

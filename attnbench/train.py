@@ -104,6 +104,7 @@ class Job:
     resumed_from: int | None = None
     cudagraph_skips_before: int | None = None  # inductor's counter when a CUDA-graph model was compiled
     allocated_at_start: int | None = None  # allocated bytes when the timed steps began (None off CUDA)
+    warmup_peak_allocated: int | None = None  # peak allocated over the warm-up steps (None off CUDA, or resumed)
     step: int | None = None   # the step running now (a failure names it)
     progress: dict = field(default_factory=lambda: {"windows": [], "step_ms_per_step": [], "val_history": [],
                                                     "checkpoints": 0, "checkpoint_s": 0.0})
@@ -206,6 +207,8 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
                 measure.reset_peak_memory(device)
                 step = warm_up(job) if ckpt is None else job.resumed_from
                 job.step = step
+                if ckpt is None:  # under CUDA graphs the only phase whose allocations the allocator counts
+                    job.warmup_peak_allocated = measure.peak_allocated(device)
                 job.allocated_at_start = measure.reset_peak_memory(device)
             with phase("timed_loop"):  # the timed windows and the evaluations between them
                 bar = _progress(job.t["steps"], name)

@@ -66,6 +66,11 @@ def assemble(job, result: dict, unavailable: dict, summary: dict, mem: dict) -> 
     result["memory"] = {k: v for k, v in mem.items() if k != "unavailable"}
     unavailable.update({f"memory.{k}": v for k, v in mem.get("unavailable", {}).items()})
     result["memory"]["allocated_at_timed_start_bytes"] = job.allocated_at_start
+    result["memory"]["peak_allocated_warmup_bytes"] = job.warmup_peak_allocated
+    if job.warmup_peak_allocated is None:
+        unavailable["memory.peak_allocated_warmup_bytes"] = (
+            "resumed from a checkpoint: this process ran no warm-up steps" if job.resumed_from is not None
+            else unavailable.get("memory.peak_allocated_bytes", "no CUDA caching allocator"))
     if job.allocated_at_start is None:
         unavailable["memory.allocated_at_timed_start_bytes"] = unavailable.get(
             "memory.peak_allocated_bytes", "no CUDA caching allocator")
@@ -79,6 +84,7 @@ def assemble(job, result: dict, unavailable: dict, summary: dict, mem: dict) -> 
                 unavailable[f"memory.{key}"] = (
                     f"compile_mode {t['compile_mode']} replays CUDA graphs, whose memory pool the allocator does "
                     "not count as allocated: the figure would leave out activations and gradients; "
+                    "memory.peak_allocated_warmup_bytes counts the warm-up steps, which record the graphs, and "
                     "memory.peak_reserved_bytes holds the pool")
     energy, emissions = dict(summary.get("energy", {})), dict(summary.get("emissions", {}))
     unavailable.update(summary.get("unavailable", {}))

@@ -680,6 +680,7 @@ def test_a_cuda_graph_training_records_no_allocated_peak_and_says_why(tmp_path, 
     fake = {"peak_allocated_bytes": 1_400_000_000, "peak_reserved_bytes": 9_000_000_000, "nvml_used_bytes": None,
             "peak_rss_bytes": 1, "unavailable": {}}
     monkeypatch.setattr(train.measure, "peak_memory", lambda *a, **k: {**fake, "unavailable": {}})
+    monkeypatch.setattr(train.measure, "peak_allocated", lambda device: 1_500_000_000)  # over the warm-up steps
     monkeypatch.setattr(train, "should_compile", lambda t, device: True)
     monkeypatch.setattr(train, "compile_model", lambda model, t, device: model)  # "compiled": the step model
     tokens = synthetic_tokens(tmp_path / "tokens")
@@ -694,6 +695,8 @@ def test_a_cuda_graph_training_records_no_allocated_peak_and_says_why(tmp_path, 
         else:
             assert m["memory"]["peak_allocated_bytes"] == fake["peak_allocated_bytes"]
         assert m["memory"]["peak_reserved_bytes"] == fake["peak_reserved_bytes"]
+        # the warm-up steps record the graphs: their peak stays, in both modes
+        assert m["memory"]["peak_allocated_warmup_bytes"] == 1_500_000_000
         assert m["memory"]["allocated_at_timed_start_bytes"] is None  # CPU: no allocator, with the reason
         assert "allocator" in m["unavailable"]["memory.allocated_at_timed_start_bytes"]
 
@@ -706,6 +709,8 @@ def test_a_cpu_training_records_the_persistent_memory_as_unavailable_with_the_re
     assert m["status"] == "ok", m["failure"]
     assert m["memory"]["allocated_at_timed_start_bytes"] is None
     assert m["unavailable"]["memory.allocated_at_timed_start_bytes"] == "device is cpu: no CUDA caching allocator"
+    assert m["memory"]["peak_allocated_warmup_bytes"] is None
+    assert m["unavailable"]["memory.peak_allocated_warmup_bytes"] == "device is cpu: no CUDA caching allocator"
 
 
 def test_reset_peak_memory_returns_what_is_allocated_then(monkeypatch):

@@ -197,6 +197,7 @@ def test_checkpoint_of_other_settings_or_corrupt_is_not_resumed(tokens, tmp_path
     undo()
     m = train.run(tiny_settings("lsh"), tokens, tmp_path / "lsh", checkpoint_every=4)
     assert m["training"]["resumed_from_step"] == 22
+    assert "resumed from a checkpoint" in m["unavailable"]["memory.peak_allocated_warmup_bytes"]
     assert m["training"]["final_train_loss"] == ref["training"]["final_train_loss"]
     assert losses(tmp_path / "lsh") == losses(tmp_path / "lsh_ref")
 

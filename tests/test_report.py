@@ -877,3 +877,23 @@ def test_length_verdict_of_a_partial_run_names_the_variants_it_compares(tmp_path
     assert "no sweep result document" in length["absent"]
     assert all(v in length["absent"] for v in VARIANTS if v != kept)
     assert f"Compared: {kept} only; no sweep for" in html
+
+
+def test_under_cuda_graphs_the_memory_column_shows_the_warm_up_peak_and_says_so(tmp_path):
+    """CUDA-graph replays allocate from a pool the allocator does not count: the timed peak is null
+    with its reason, the warm-up steps (which record the graphs) hold the figure the column shows."""
+    kw = write_fixture(tmp_path / "results", gpu=True)
+    path = next(p for p in kw["train"] if "gqa" in str(p))
+    doc = json.loads(Path(path).read_text())
+    doc["memory"]["peak_allocated_bytes"] = None
+    doc["memory"]["peak_allocated_warmup_bytes"] = 3 * 2**30
+    doc.setdefault("unavailable", {})["memory.peak_allocated_bytes"] = "compile_mode reduce-overhead replays CUDA graphs"
+    Path(path).write_text(json.dumps(doc))
+    out = tmp_path / "report"
+    build_report(out_dir=out, **kw)
+    page = Page()
+    page.feed((out / "index.html").read_text(encoding="utf-8"))
+    cell = page.rows["gqa"]["peak_allocated_bytes"]
+    assert cell["text"].startswith("3.00"), cell
+    assert "warm-up steps, which record the step's CUDA graphs" in cell["title"]
+    assert "warm-up" not in page.rows["baseline"]["peak_allocated_bytes"]["title"]

@@ -12,7 +12,7 @@ Public API (what ``attnbench.train`` and the probes call)::
     samples, rec = timed_until_stable(fn, device, warmup_min=3, repeats_min=10, max_seconds=5)
                             # rec: {p50, p90, min, n, p90_over_p50, stable, warmup_calls, method, ...}
     phase = PhaseClock(record); with phase("setup"): ...   # record["phases_s"]
-    reset_peak_memory(device); peak_memory(device, session=None)
+    reset_peak_memory(device); peak_allocated(device); peak_memory(device, session=None)
     model_flops(model, B, T); count_flops(model, B, T, device, dtype=None)
     flops_section(analytic, counted, seconds_per_step, device, peak_tflops=None, dtype=bf16)
     peak_flops(device, peak_tflops=None, dtype=bf16)
@@ -26,7 +26,7 @@ from .carbon import CarbonTracker, describe_cpu_method
 from .control import matmul_control
 from .energy import MeasurementSession, Window, WindowStats, energy_totals, session_from
 from .flops import CONVENTION, count_flops, flops_section, model_flops, peak_flops
-from .memory import peak_memory, peak_rss_bytes, reset_peak_memory
+from .memory import peak_allocated, peak_memory, peak_rss_bytes, reset_peak_memory
 from .readers import EnergyReader, NvmlReader, Sample, open_nvml_reader
 from .sampler import PowerSampler, integrate
 from .timing import (PhaseClock, call_timer, percentiles, process_age_s, synchronize, timed_calls,
@@ -36,7 +36,7 @@ __all__ = [
     "MeasurementSession", "Window", "WindowStats", "energy_totals", "session_from", "percentiles", "synchronize", "timed_calls", "timed_until_stable",
     "call_timer", "PhaseClock", "process_age_s",
     "model_flops", "count_flops", "flops_section", "peak_flops", "CONVENTION",
-    "peak_memory", "reset_peak_memory", "peak_rss_bytes",
+    "peak_allocated", "peak_memory", "reset_peak_memory", "peak_rss_bytes",
     "EnergyReader", "NvmlReader", "Sample", "open_nvml_reader", "PowerSampler", "integrate",
     "CarbonTracker", "describe_cpu_method", "matmul_control",
 ]

@@ -10,6 +10,10 @@
 * ``allocated_at_timed_start_bytes`` (train jobs) — allocated when the timed steps began: the
   persistent part of the peak (weights, optimizer state, data on the device); the peak minus it
   is what a step adds.
+* ``peak_allocated_warmup_bytes`` (train jobs) — ``peak_allocated_bytes`` over the warm-up steps.
+  Under CUDA graphs (``compile_mode: reduce-overhead``) replays allocate from the graphs' private
+  pool, which the allocator does not count, so the timed peak is unavailable; the warm-up steps
+  record the graphs and their allocations are counted: the step's footprint.
 * ``peak_rss_bytes`` — the process's peak resident set (``getrusage(RUSAGE_SELF).ru_maxrss``)
   since the process started; it cannot be reset.
 
@@ -38,6 +42,15 @@ def reset_peak_memory(device) -> int | None:
 
         torch.cuda.reset_peak_memory_stats(device)
         return int(torch.cuda.memory_allocated(device))
+    return None
+
+
+def peak_allocated(device) -> int | None:
+    """``torch.cuda.max_memory_allocated`` since the last reset; None on other devices."""
+    if _is_cuda(device):
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(device))
     return None
 
 

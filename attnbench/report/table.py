@@ -130,6 +130,19 @@ def _from(doc_attr: str, dotted: str, detail: Callable[[Variant], str | None] | 
     return get
 
 
+def _peak_memory(v: Variant, ctx: Context):
+    """The timed steps' peak allocated memory; where CUDA graphs made it unavailable (their replays
+    allocate from a private pool the allocator does not count), the warm-up steps' peak, which
+    includes the recording of the step's graphs."""
+    val, why = v.train.get("memory.peak_allocated_bytes")
+    if _num(val) is not None:
+        return _num(val), None, None
+    warm, _ = v.train.get("memory.peak_allocated_warmup_bytes")
+    if _num(warm) is None:
+        return None, why, None
+    return _num(warm), None, "over the warm-up steps, which record the step's CUDA graphs"
+
+
 def _above_idle(v: Variant, ctx: Context):
     """GPU J/token above idle; documents written before the per-token figure existed carry the
     total above idle, divided here by the same timed tokens as ``gpu_j_per_token``."""
@@ -312,8 +325,9 @@ def columns(ctx: Context) -> list[Column]:
                "tokens/s ÷ GPU busy: the throughput of the GPU's own work with the time the host left it "
                "waiting taken out; where GPU busy is well under 100 % it ranks the GPU's work, tokens/s also the host "
                "(NVML counts a running kernel as busy however little of the GPU it fills)"),
-        Column("peak_allocated_bytes", "Peak GPU mem", "bytes", _from("train", "memory.peak_allocated_bytes"),
-               "min", "ratio", "peak memory allocated by the CUDA caching allocator during the timed steps"),
+        Column("peak_allocated_bytes", "Peak GPU mem", "bytes", _peak_memory, "min", "ratio",
+               "peak memory allocated by the CUDA caching allocator during the timed steps; under CUDA graphs "
+               "during the warm-up steps, which record the graphs (replays allocate from a pool it does not count)"),
         Column("peak_rss_bytes", "Peak host RSS", "bytes", _from("train", "memory.peak_rss_bytes"),
                "min", "ratio", "peak resident set of the training process (whole process lifetime)"),
         Column("gpu_j_per_token", "GPU energy", "joule", _from("train", "energy.gpu_j_per_token"),

@@ -77,6 +77,7 @@ def test_reduce_overhead_training_matches_default_and_replays(variant, tmp_path,
                      "kernel": m["kernel"], "kernel_fallback": m.get("kernel_fallback"),
                      "val_loss": m["training"]["val_loss"],
                      "peak_allocated_bytes": m["memory"]["peak_allocated_bytes"],
+                     "peak_allocated_warmup_bytes": m["memory"]["peak_allocated_warmup_bytes"],
                      "cudagraph_skips": m["training"].get("cudagraph_skips")} for name, m in runs.items()}
     gpu_log(f"training_graphs_{variant}", {"max_step_loss_gap": gap, "max_step_loss_gap_default_twice": noise,
                                            "first_loss": losses["default"][0], "last_loss": losses["default"][-1],
@@ -90,6 +91,10 @@ def test_reduce_overhead_training_matches_default_and_replays(variant, tmp_path,
         assert graphs["kernel"] == runs["default"]["kernel"]
     for phase in ("start", "end"):
         assert graphs["kernel_check"][phase]["pass"] is True
+    # The report's memory figure under CUDA graphs is the warm-up steps' peak (they record the graphs):
+    # it must measure the same step as default's timed peak, not a compile-time spike or a fraction.
+    ratio = graphs["memory"]["peak_allocated_warmup_bytes"] / runs["default"]["memory"]["peak_allocated_bytes"]
+    assert 0.8 <= ratio <= 1.25, f"reduce-overhead warm-up peak / default timed peak = {ratio:.3f}"
 
 
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
