@@ -87,7 +87,8 @@ def test_loop_folder_renders_pairs_profiles_and_probes(tmp_path):
              "step_ms": 20.5, "gpu_busy": 0.86, "peak_allocated_bytes": 8.85 * 2**30, "ratio_to_bare": 400 / 460},
             {"pair": 0, "loop": "project (sdpa) reduce-overhead", "kernel": "sdpa:auto->flash",
              "tokens_per_s": 430_000.0, "step_ms": 19.0, "gpu_busy": 1.0, "peak_allocated_bytes": None,
-             "peak_reserved_bytes": 9.5 * 2**30, "allocated_at_start_bytes": 2.25 * 2**30, "ratio_to_bare": 430 / 460},
+             "peak_reserved_bytes": 9.5 * 2**30, "allocated_at_start_bytes": 2.25 * 2**30, "ratio_to_bare": 430 / 460,
+             "mfu": 0.4219, "gpu_mj_per_token": 1.2973},
             {"pair": 1, "loop": "project (sdpa) reduce-overhead", "status": "failed",
              "failure": {"kind": "error", "message": "RuntimeError: graph recording observed a deallocation"}}]
     (tmp_path / "bare_vs_project_b16.json").write_text(json.dumps({
@@ -107,8 +108,8 @@ def test_loop_folder_renders_pairs_profiles_and_probes(tmp_path):
     pairs = f.pairs()
     assert "1 of 3 pairs finished" in pairs and "| 0 | project (sdpa) default | 400k |" in pairs, pairs
     assert "sdpa default: 0.870 (pairs 0.870)" in pairs
-    assert "| 0 | project (sdpa) default | 400k | 20.5 | 86 % | not recorded | 8.85 | not recorded | 0.870 |" in pairs, pairs
-    assert "| 0 | project (sdpa) reduce-overhead | 430k | 19.0 | 100 % | 2.25 | — | 9.50 | 0.935 |" in pairs, pairs
+    assert "| 0 | project (sdpa) default | 400k | 20.5 | 86 % | not recorded | 8.85 | not recorded | — | — | 0.870 |" in pairs, pairs
+    assert "| 0 | project (sdpa) reduce-overhead | 430k | 19.0 | 100 % | 2.25 | — | 9.50 | 42 % | 1.30 | 0.935 |" in pairs, pairs
     assert "GPU busy per mode over the pairs: default: 86 %–86 %; reduce-overhead: 100 %–100 %" in pairs, pairs
     assert "Failed rows: pair 1 `project (sdpa) reduce-overhead` failed: RuntimeError: graph recording" in pairs, pairs
     (tmp_path / "alloc").mkdir()
@@ -116,7 +117,14 @@ def test_loop_folder_renders_pairs_profiles_and_probes(tmp_path):
         "snapshot": "project.pickle.gz", "events": 9, "until": "evaluate", "peak_bytes_since_start": 4.5 * 2**30,
         "blocks_at_peak": 219, "largest_at_peak": [
             {"source": "model.py:156:forward, allocated at cx.py:1784:call", "bytes": 786 * 2**20, "blocks": 1}]}))
+    (tmp_path / "alloc/alloc_live_at_timed_loop_project.json").write_text(json.dumps({
+        "snapshot": "project.json.gz", "events": 9, "live_at": "timed_loop", "live_bytes": 1.66 * 2**30,
+        "blocks_live": 610, "largest_live": [
+            {"source": "base.py:364:project_qkv, allocated at linear.py:134:forward", "bytes": 132 * 2**20, "blocks": 8}]}))
     alloc = f.alloc_peaks()
+    assert ("`alloc_live_at_timed_loop_project.json` (trace `project.json.gz`): live at the first event under "
+            "`timed_loop` 1.66 GiB in 610 blocks") in alloc, alloc
+    assert "| 132 | 8 | `base.py:364:project_qkv, allocated at linear.py:134:forward` |" in alloc
     assert "`alloc_peak_project.json` (trace `project.pickle.gz`, replay ended at the first event under `evaluate`)" in alloc
     assert "4.50 GiB in 219 blocks" in alloc and "| 786 | 1 | `model.py:156:forward, allocated at cx.py:1784:call` |" in alloc
     prof = f.profiles()

@@ -819,6 +819,8 @@ class LoopFolder:
                      gib(r["allocated_at_start_bytes"]) if r.get("allocated_at_start_bytes") else "not recorded",
                      gib(r["peak_allocated_bytes"]) if r.get("peak_allocated_bytes") else "—",
                      gib(r["peak_reserved_bytes"]) if r.get("peak_reserved_bytes") else "not recorded",
+                     pct(r["mfu"]) if r.get("mfu") is not None else "—",
+                     sig(r["gpu_mj_per_token"]) if r.get("gpu_mj_per_token") is not None else "—",
                      f"{r['ratio_to_bare']:.3f}" if r.get("ratio_to_bare") else "—"] for r in d["rows"]]
             medians = "; ".join(
                 f"{k}: {m:.3f} (pairs " + ", ".join(f"{x:.3f}" for x in d["ratio_to_bare_per_pair"][k]) + ")"
@@ -835,8 +837,8 @@ class LoopFolder:
             out.append(f"`{f.name}`: batch {d['batch_size']} × {d['seq_len']}, {d['device']}, torch {d['torch']}; "
                        f"{d.get('pairs_done', d['pairs'])} of {d['pairs']} pairs finished.\n\n"
                        + table(["pair", "loop", "tokens/s", "step ms", "GPU busy", "allocated at start GiB",
-                                "peak allocated GiB",
-                                "peak reserved GiB", "project / bare"], rows)
+                                "peak allocated GiB", "peak reserved GiB", "MFU", "GPU mJ/token",
+                                "project / bare"], rows)
                        + f"\n\nProject / bare, median over the pairs: {medians}.")
         return "\n\n".join(out) if out else "No bare_vs_project output in this folder."
 
@@ -850,6 +852,12 @@ class LoopFolder:
                 (f", replay ended at the first event under `{d['until']}`" if d.get("until") else "")
             out.append(f"`{f.name}` (trace `{d['snapshot']}`{until}): peak of the blocks allocated during the trace "
                        f"{gib(d['peak_bytes_since_start'])} GiB in {d['blocks_at_peak']} blocks; largest at the peak:\n\n"
+                       + table(["MiB", "blocks", "source (first project frame, allocating frame)"], rows))
+        for f in sorted(self.dir.glob("alloc/alloc_live_at_*.json")):
+            d = load(f)
+            rows = [[f"{r['bytes'] / 2**20:.0f}", str(r["blocks"]), f"`{r['source']}`"] for r in d["largest_live"][:8]]
+            out.append(f"`{f.name}` (trace `{d['snapshot']}`): live at the first event under `{d['live_at']}` "
+                       f"{gib(d['live_bytes'])} GiB in {d['blocks_live']} blocks; largest:\n\n"
                        + table(["MiB", "blocks", "source (first project frame, allocating frame)"], rows))
         return "\n\n".join(out) if out else "No allocator trace analysis in this folder."
 
@@ -893,7 +901,7 @@ class Top:
         self.h100 = H100(folder / "reports" / "h100")
         self.h200 = H200(folder / "reports" / "h200" / "default")
         self.run = RunFolder(folder / "reports" / "h200" / "default-fb47336")
-        self.head = SessionFolder(folder / "reports" / "h200" / "head-f983543")  # the latest GPU suite
+        self.head = SessionFolder(folder / "reports" / "h200" / "head-dd1e664")  # the latest GPU suite
 
     def h200_run(self) -> str:
         r = self.run
@@ -968,6 +976,8 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
         "selection": RunFolder.selection, "suite": RunFolder.suite}),
     "reports/h200/head-fc888ed/README.md": (SessionFolder, {"suite": RunFolder.suite, "pairs": LoopFolder.pairs}),
     "reports/h200/head-f983543/README.md": (SessionFolder, {
+        "suite": RunFolder.suite, "pairs": LoopFolder.pairs, "alloc": LoopFolder.alloc_peaks}),
+    "reports/h200/head-dd1e664/README.md": (SessionFolder, {
         "suite": RunFolder.suite, "pairs": LoopFolder.pairs, "alloc": LoopFolder.alloc_peaks}),
     "reports/h200/partial-e1a7e10/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
