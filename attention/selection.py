@@ -185,11 +185,33 @@ def median_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeats:
 
 @functools.cache
 def capture_stream(device: torch.device) -> "torch.cuda.Stream":
-    """The one side stream per device on which every :class:`GraphedCall` warms up and captures.
-    cuBLAS keeps a workspace per (handle, stream) for the life of the process (32 MiB on Hopper,
-    one for the forward's thread and one for autograd's backward thread): a new stream per timer
-    left 65 MiB allocated per candidate kernel timed, 0.26 GB at a training job's timed start."""
+    """The one side stream per device on which every :func:`capture_graph` (the tuner's timers,
+    the probe's graph prefill and decode) warms up and captures.  cuBLAS keeps a workspace per
+    (handle, stream) for the life of the process (32 MiB on Hopper, one for the forward's thread
+    and one for autograd's backward thread): a new stream per timer left 65 MiB allocated per
+    candidate kernel timed, 0.26 GB at a training job's timed start (reports/h200/head-dd1e664)."""
     return torch.cuda.Stream(device)
+
+
+def capture_graph(body: Callable[[], Any], device: torch.device, warmup: int = 2,
+                  after_warmup: Callable[[], Any] | None = None) -> tuple["torch.cuda.CUDAGraph", Any]:
+    """Run ``body()`` ``max(1, warmup)`` times on the side stream (backend choices, cuBLAS
+    workspaces, allocator pools settle outside the capture; ``after_warmup()`` after each, e.g.
+    to rewind a position or drop gradients), then capture one call into a ``torch.cuda.CUDAGraph``
+    on the same stream.  Returns (graph, output of the captured call: static tensors, rewritten
+    by each replay)."""
+    side = capture_stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(max(1, warmup)):
+            body()
+            if after_warmup is not None:
+                after_warmup()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=side):
+        out = body()
+    return graph, out
 
 
 class GraphedCall:
@@ -200,16 +222,8 @@ class GraphedCall:
     owns them (each replay writes the same tensors)."""
 
     def __init__(self, fn: Callable[[], Any], device: torch.device, reset: Callable[[], None], warmup: int = 3):
-        side = capture_stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(warmup):
-                fn()
-        torch.cuda.current_stream(device).wait_stream(side)
-        reset()
-        self.device, self.graph = device, torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, stream=side):
-            fn()
+        self.device = device
+        self.graph, _ = capture_graph(fn, device, warmup, after_warmup=reset)
         self.graph.replay()
         torch.cuda.synchronize(device)
         self.replays = 1

@@ -19,8 +19,8 @@ once into a ``torch.cuda.CUDAGraph`` and replayed per token:
 has no ``decode_step_static`` (or sets ``graph_unsupported``, e.g. LSH) has no graph decode:
 :func:`unsupported_reason` says why and callers record eager decoding only.
 
-:func:`capture_graph` is the shared "warm up on a side stream, then capture" step;
-:class:`GraphPrefill` uses it for one fixed-shape full forward (the probe's graph prefill).
+:func:`attention.selection.capture_graph` is the shared "warm up on a side stream, then capture"
+step; :class:`GraphPrefill` uses it for one fixed-shape full forward (the probe's graph prefill).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
+from attention.selection import capture_graph
 
 GRAPH_NEEDS_CUDA = "CUDA graphs need a CUDA device"
 
@@ -90,25 +92,6 @@ def decode_step(model, tok: torch.Tensor, static: StaticCaches) -> torch.Tensor:
     logits = model.lm_head(tr.ln_f(x))[:, -1]
     pos.add_(1)
     return logits
-
-
-def capture_graph(body, device, warmup: int = 2, after_warmup=None):
-    """Run ``body()`` ``max(1, warmup)`` times on a side stream (backend choices, cuBLAS
-    workspaces, allocator pools settle outside the capture; ``after_warmup()`` after each,
-    e.g. to rewind a position), then capture one call into a ``torch.cuda.CUDAGraph``.
-    Returns (graph, output of the captured call: static tensors, rewritten by each replay)."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(max(1, warmup)):
-            body()
-            if after_warmup is not None:
-                after_warmup()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = body()
-    return graph, out
 
 
 class GraphPrefill:
