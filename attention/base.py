@@ -45,6 +45,7 @@ Optional (a class without them is accepted):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -293,7 +294,7 @@ class StaticKVCache:
     def key_positions(self, pos: torch.Tensor) -> torch.Tensor:
         """(S,) int64: the absolute position each slot holds once token ``pos`` is written;
         negative for ring slots never written yet (and >= pos+1 for unwritten plain slots)."""
-        j = torch.arange(self.slots, device=self.k.device)
+        j = slot_positions(self.slots, self.k.device)
         if not self.ring:
             return j
         return pos - torch.remainder(pos - j, self.slots)   # the latest p <= pos with p = j mod S
@@ -312,12 +313,21 @@ class StaticKVCache:
 
 
 def static_visible(key_pos: torch.Tensor, pos: torch.Tensor, window: int | None = None) -> torch.Tensor:
-    """(S,) bool: which cached keys the query at ``pos`` sees -- written (>= 0), not in its
-    future (<= pos) and, with a window W, among the last W positions (> pos - W)."""
-    visible = (key_pos >= 0) & (key_pos <= pos)
+    """(S,) bool: which cached keys the query at ``pos`` sees -- not in its future (<= pos) and,
+    with a window W, written (>= 0: a ring's slots never written hold negative positions) and
+    among the last W positions (> pos - W).  Without a window the slots are plain (slot j holds
+    position j >= 0), so one comparison: each kernel here runs once per layer and decoded token."""
+    visible = key_pos <= pos
     if window is not None:
-        visible = visible & (key_pos > pos - window)
+        visible = visible & (key_pos >= 0) & (key_pos > pos - window)
     return visible
+
+
+@functools.cache
+def slot_positions(slots: int, device: torch.device) -> torch.Tensor:
+    """``arange(slots)`` on ``device``, made once: the positions of a plain static cache's slots
+    (no kernel per decode step; kept alive for the CUDA graphs that read it)."""
+    return torch.arange(slots, device=device)
 
 
 def static_decode_attention(module, q, k, v, visible: torch.Tensor, bias: torch.Tensor | None = None,

@@ -46,6 +46,7 @@ absorbed forms are the same function (tested in float64).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +54,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import (HALF, CausalSelfAttention, causal_mask, causal_pairs, dense_attention, dtype_bytes,
-                   static_visible)
+                   slot_positions, static_visible)
 from .ops.sdpa import BACKENDS, auto_backend, sdpa
 
 KV_NORM_EPS = 1e-6
@@ -69,6 +70,14 @@ def rope_interleaved(x: torch.Tensor, positions: torch.Tensor, theta: float) -> 
     x0, x1 = xf[..., 0], xf[..., 1]
     out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
     return out.reshape(x.shape).to(x.dtype)
+
+
+@functools.cache
+def scalar(value: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A 0-dim tensor kept per value, device and dtype: an operand (``baddbmm``'s ignored input,
+    ``where``'s fill value) without a fill kernel per call, alive as long as any CUDA graph
+    that reads it."""
+    return torch.full((), value, device=device, dtype=dtype)
 
 
 def rms_norm_fp32(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
@@ -241,15 +250,19 @@ class MultiHeadLatentAttention(CausalSelfAttention):
         # the latent cache read once for all heads (FlashMLA's layout).  Broadcasting a
         # (B, 1, Tk, d_c) cache against (B, H, Tq, d_c) made matmul copy the cache once per
         # head and run B*H tiny products: 4.4 ms per decoded token at batch 16 on an H200.
-        scores = (q_lat.reshape(B, H * Tq, dc) @ c.transpose(1, 2)).view(B, H, Tq, Tk)
+        # The products apply the softmax scale themselves (baddbmm's alpha), the mask is one
+        # select and softmax upcasts in its own kernel: in a one-token decode step every kernel
+        # costs a launch's worth of GPU time whatever its size (12 layers x these ops).
+        scores = torch.baddbmm(scalar(0.0, q_lat.device, q_lat.dtype), q_lat.reshape(B, H * Tq, dc),
+                               c.transpose(1, 2), beta=0, alpha=self.softmax_scale)
         if self.qk_rope_head_dim:
             dr = q_pe.shape[-1]
-            scores = scores + (q_pe.reshape(B, H * Tq, dr) @ k_pe.to(q_pe.dtype).transpose(1, 2)).view(B, H, Tq, Tk)
-        scores = scores * self.softmax_scale
+            scores = torch.baddbmm(scores, q_pe.reshape(B, H * Tq, dr), k_pe.to(q_pe.dtype).transpose(1, 2),
+                                   alpha=self.softmax_scale)
+        scores = scores.view(B, H, Tq, Tk)
         mask = causal_mask(Tq, Tk, scores.device) if visible is None else visible
-        scores = scores.masked_fill(~mask, float("-inf"))
-        att = torch.softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), dim=-1)
-        att = att.to(c.dtype)
+        att = torch.softmax(torch.where(mask, scores, scalar(float("-inf"), scores.device, scores.dtype)), dim=-1,
+                            dtype=torch.promote_types(scores.dtype, torch.float32)).to(c.dtype)
         if p > 0.0:
             att = F.dropout(att, p=p)
         o_lat = (att.reshape(B, H * Tq, Tk) @ c).view(B, H, Tq, dc)       # (B, H, Tq, d_c)
@@ -273,7 +286,7 @@ class MultiHeadLatentAttention(CausalSelfAttention):
         c_kv, k_pe = self._latent(x, 0, positions)
         cache.c_kv.index_copy_(1, positions, c_kv)
         cache.k_pe.index_copy_(1, positions, k_pe)
-        visible = static_visible(torch.arange(cache.c_kv.shape[1], device=x.device), pos)
+        visible = static_visible(slot_positions(cache.c_kv.shape[1], x.device), pos)
         y = self._absorbed(q_nope, q_pe, cache.c_kv, cache.k_pe, 0.0, visible)
         self.kernel = "static:absorbed:matmul"
         B, H, T, dv = y.shape

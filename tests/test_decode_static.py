@@ -120,6 +120,10 @@ def test_visible_mask():
     pos = torch.tensor(6)
     assert static_visible(key_pos, pos).tolist() == [True] * 7 + [False] * 3
     assert static_visible(key_pos, pos, window=3).tolist() == [False] * 4 + [True] * 3 + [False] * 3
+    # a ring early on: never-written slots hold negative positions, hidden though inside pos - window
+    ring = StaticKVCache.empty(1, 1, 4, 2, "cpu", torch.float32, ring=True)
+    pos = torch.tensor(1)
+    assert static_visible(ring.key_positions(pos), pos, window=4).tolist() == [True, True, False, False]
 
 
 def test_ring_key_positions():
