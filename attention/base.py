@@ -312,14 +312,16 @@ class StaticKVCache:
         self.v.copy_(torch.roll(eager.v, shifts=shift, dims=2))
 
 
-def static_visible(key_pos: torch.Tensor, pos: torch.Tensor, window: int | None = None) -> torch.Tensor:
-    """(S,) bool: which cached keys the query at ``pos`` sees -- not in its future (<= pos) and,
-    with a window W, written (>= 0: a ring's slots never written hold negative positions) and
-    among the last W positions (> pos - W).  Without a window the slots are plain (slot j holds
-    position j >= 0), so one comparison: each kernel here runs once per layer and decoded token."""
-    visible = key_pos <= pos
-    if window is not None:
-        visible = visible & (key_pos >= 0) & (key_pos > pos - window)
+def static_visible(key_pos: torch.Tensor, pos: torch.Tensor, window: int | None = None,
+                   ring: bool = False) -> torch.Tensor:
+    """(S,) bool: which cached keys the query at ``pos`` sees.  Plain slots (slot j holds
+    position j): not in its future (<= pos).  A ring (``ring=True``) holds no future position
+    but negative ones in slots never written: written (>= 0).  With a window W: among the last
+    W positions (> pos - W), which a ring of at most W slots holds anyway.  One comparison in
+    the common cases: each kernel here runs once per layer and decoded token."""
+    visible = (key_pos >= 0) if ring else (key_pos <= pos)
+    if window is not None and not (ring and window >= key_pos.shape[0]):
+        visible = visible & (key_pos > pos - window)
     return visible
 
 
@@ -406,7 +408,7 @@ class FusedQKVAttention(CausalSelfAttention):
         cache.write(k, v, pos)
         key_pos = cache.key_positions(pos)
         y, self.kernel = static_decode_attention(self, q, cache.k, cache.v,
-                                                 static_visible(key_pos, pos, self.static_window()),
+                                                 static_visible(key_pos, pos, self.static_window(), cache.ring),
                                                  self.static_bias(key_pos, pos))
         return self.project_out(y)
 

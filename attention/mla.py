@@ -74,9 +74,9 @@ def rope_interleaved(x: torch.Tensor, positions: torch.Tensor, theta: float) -> 
 
 @functools.cache
 def scalar(value: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """A 0-dim tensor kept per value, device and dtype: an operand (``baddbmm``'s ignored input,
-    ``where``'s fill value) without a fill kernel per call, alive as long as any CUDA graph
-    that reads it."""
+    """A 0-dim tensor kept per value, device and dtype: an operand that must be a tensor on the
+    device (``baddbmm``'s ignored input) without a fill kernel per call, alive as long as any
+    CUDA graph that reads it."""
     return torch.full((), value, device=device, dtype=dtype)
 
 
@@ -255,13 +255,12 @@ class MultiHeadLatentAttention(CausalSelfAttention):
         # costs a launch's worth of GPU time whatever its size (12 layers x these ops).
         scores = torch.baddbmm(scalar(0.0, q_lat.device, q_lat.dtype), q_lat.reshape(B, H * Tq, dc),
                                c.transpose(1, 2), beta=0, alpha=self.softmax_scale)
-        if self.qk_rope_head_dim:
+        if self.qk_rope_head_dim:  # in place: no copy of the scores into a new output
             dr = q_pe.shape[-1]
-            scores = torch.baddbmm(scores, q_pe.reshape(B, H * Tq, dr), k_pe.to(q_pe.dtype).transpose(1, 2),
-                                   alpha=self.softmax_scale)
+            scores.baddbmm_(q_pe.reshape(B, H * Tq, dr), k_pe.to(q_pe.dtype).transpose(1, 2), alpha=self.softmax_scale)
         scores = scores.view(B, H, Tq, Tk)
         mask = causal_mask(Tq, Tk, scores.device) if visible is None else visible
-        att = torch.softmax(torch.where(mask, scores, scalar(float("-inf"), scores.device, scores.dtype)), dim=-1,
+        att = torch.softmax(torch.where(mask, scores, float("-inf")), dim=-1,
                             dtype=torch.promote_types(scores.dtype, torch.float32)).to(c.dtype)
         if p > 0.0:
             att = F.dropout(att, p=p)

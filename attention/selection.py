@@ -183,13 +183,19 @@ def median_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeats:
     return statistics.median(times)
 
 
-@functools.cache
-def capture_stream(device: torch.device) -> "torch.cuda.Stream":
+def capture_stream(device: torch.device | str) -> "torch.cuda.Stream":
     """The one side stream per device on which every :func:`capture_graph` (the tuner's timers,
     the probe's graph prefill and decode) warms up and captures.  cuBLAS keeps a workspace per
     (handle, stream) for the life of the process (32 MiB on Hopper, one for the forward's thread
     and one for autograd's backward thread): a new stream per timer left 65 MiB allocated per
-    candidate kernel timed, 0.26 GB at a training job's timed start (reports/h200/head-dd1e664)."""
+    candidate kernel timed, 0.26 GB at a training job's timed start (reports/h200/head-dd1e664).
+    ``"cuda"``, ``torch.device("cuda")`` and ``cuda:<current>`` name one device, hence one stream."""
+    device = torch.device(device)
+    return _stream_of(torch.device(device.type, torch.cuda.current_device() if device.index is None else device.index))
+
+
+@functools.cache
+def _stream_of(device: torch.device) -> "torch.cuda.Stream":
     return torch.cuda.Stream(device)
 
 

@@ -144,6 +144,7 @@ def save(job, path: Path, expected_identity: str, at: int) -> None:
     c0 = time.perf_counter()
     job.progress["checkpoints"] += 1
     state = {**job.progress, "step": at, "identity": expected_identity, "warmup_s": job.warmup_s,
+             "warmup_peak_allocated": job.warmup_peak_allocated,
              "compiled": job.compiled, "compile_error": job.compile_error, "saved_at": time.time()}
     write(path, job.model, job.optimizer, job.losses, state, job.device)
     job.progress["checkpoint_s"] += time.perf_counter() - c0
@@ -155,5 +156,6 @@ def resume(job, ckpt: dict) -> None:
     st = ckpt["state"]
     job.resumed_from = st["step"]
     job.warmup_s = st["warmup_s"]
+    job.warmup_peak_allocated = st.get("warmup_peak_allocated")  # the first process's warm-up: the figure stands
     job.progress = {k: st[k] for k in job.progress}
     job.progress["resumes"] = st.get("resumes", []) + [{"step": job.resumed_from}]

@@ -19,7 +19,8 @@ import pandas as pd
 from .stats import bootstrap_mean, bootstrap_ratio
 
 HEADLINE = ["tokens_per_s", "tokens_per_s_normalized", "gpu_j_per_token", "gpu_j_per_token_above_idle",
-            "val_loss", "peak_allocated_bytes", "decode_ms_per_token_p50"]
+            "val_loss", "peak_allocated_timed_bytes", "peak_allocated_warmup_bytes",  # each phase by name: the
+            "decode_ms_per_token_p50"]  # timed peak is unavailable under CUDA graphs, the warm-up one in older runs
 
 
 def find_runs(path: str) -> Path:

@@ -207,7 +207,9 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
                 measure.reset_peak_memory(device)
                 step = warm_up(job) if ckpt is None else job.resumed_from
                 job.step = step
-                if ckpt is None:  # under CUDA graphs the only phase whose allocations the allocator counts
+                if ckpt is None and job.t["warmup_steps"] >= 2:
+                    # under CUDA graphs the only phase whose allocations the allocator counts: graph
+                    # trees record on a step after the first, so at least two steps
                     job.warmup_peak_allocated = measure.peak_allocated(device)
                 job.allocated_at_start = measure.reset_peak_memory(device)
             with phase("timed_loop"):  # the timed windows and the evaluations between them
@@ -302,6 +304,7 @@ def warm_up(job: Job) -> int:
         job.optimizer, job.fused = make_optimizer(job.model, job.t, job.device)
         job.step_model, job.compiled = job.model, False
         job.losses.fill_(float("nan"))
+        measure.reset_peak_memory(job.device)  # the warm-up peak is the eager steps', not the failed compile's
         for step in range(job.t["warmup_steps"]):
             job.train_step(step)
     measure.synchronize(job.device)

@@ -69,8 +69,11 @@ def assemble(job, result: dict, unavailable: dict, summary: dict, mem: dict) -> 
     result["memory"]["peak_allocated_warmup_bytes"] = job.warmup_peak_allocated
     if job.warmup_peak_allocated is None:
         unavailable["memory.peak_allocated_warmup_bytes"] = (
-            "resumed from a checkpoint: this process ran no warm-up steps" if job.resumed_from is not None
-            else unavailable.get("memory.peak_allocated_bytes", "no CUDA caching allocator"))
+            unavailable["memory.peak_allocated_bytes"] if "memory.peak_allocated_bytes" in unavailable
+            else "resumed from a checkpoint written before the warm-up peak was recorded"
+            if job.resumed_from is not None
+            else f"warmup_steps={t['warmup_steps']}: fewer than two warm-up steps (CUDA-graph trees record on a "
+                 "later step than the first)")
     if job.allocated_at_start is None:
         unavailable["memory.allocated_at_timed_start_bytes"] = unavailable.get(
             "memory.peak_allocated_bytes", "no CUDA caching allocator")

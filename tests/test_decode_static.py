@@ -123,7 +123,10 @@ def test_visible_mask():
     # a ring early on: never-written slots hold negative positions, hidden though inside pos - window
     ring = StaticKVCache.empty(1, 1, 4, 2, "cpu", torch.float32, ring=True)
     pos = torch.tensor(1)
-    assert static_visible(ring.key_positions(pos), pos, window=4).tolist() == [True, True, False, False]
+    assert static_visible(ring.key_positions(pos), pos, window=4, ring=True).tolist() == [True, True, False, False]
+    assert static_visible(ring.key_positions(pos), pos, ring=True).tolist() == [True, True, False, False]  # no window
+    pos = torch.tensor(6)  # every slot written: positions 4, 5, 6, 3; a window of 2 keeps 5 and 6
+    assert static_visible(ring.key_positions(pos), pos, window=2, ring=True).tolist() == [False, True, True, False]
 
 
 def test_ring_key_positions():

@@ -699,6 +699,11 @@ def test_a_cuda_graph_training_records_no_allocated_peak_and_says_why(tmp_path, 
         assert m["memory"]["peak_allocated_warmup_bytes"] == 1_500_000_000
         assert m["memory"]["allocated_at_timed_start_bytes"] is None  # CPU: no allocator, with the reason
         assert "allocator" in m["unavailable"]["memory.allocated_at_timed_start_bytes"]
+    # one warm-up step: graph trees have not recorded yet, so no figure, and the reason names the setting
+    m = train.run(tiny_settings(steps=4, eval_every=2, warmup_steps=1, compile_mode="reduce-overhead"), tokens,
+                  tmp_path / "one-warm-up-step")
+    assert m["memory"]["peak_allocated_warmup_bytes"] is None
+    assert m["unavailable"]["memory.peak_allocated_warmup_bytes"].startswith("warmup_steps=1: fewer than two")
 
 
 def test_a_cpu_training_records_the_persistent_memory_as_unavailable_with_the_reason(tmp_path):

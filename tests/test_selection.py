@@ -366,3 +366,28 @@ def test_the_fallback_recompiles_a_compiled_step_model(tmp_path, monkeypatch):
     assert m["status"] == "ok", m["failure"]
     assert m["training"]["compiled"] is True and len(m["kernel_fallback"]) == 1
     assert calls == {"compile": 2, "reset": 1}  # setup's compile, then the fallback's
+
+
+def test_one_capture_stream_per_device_however_it_is_named(monkeypatch):
+    """cuBLAS keeps a workspace per stream for the life of the process: every CUDA graph here is
+    captured on one side stream per device, so "cuda", cuda:<current> and torch.device("cuda")
+    must be one stream (a new stream per capture left 65 MiB allocated each on an H200)."""
+    from attention import selection
+
+    made = []
+
+    class FakeStream:
+        def __init__(self, device):
+            made.append(device)
+
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    selection._stream_of.cache_clear()
+    try:
+        first = selection.capture_stream("cuda")
+        assert selection.capture_stream(torch.device("cuda")) is first
+        assert selection.capture_stream(torch.device("cuda", 0)) is first
+        assert selection.capture_stream("cuda:1") is not first
+        assert made == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    finally:
+        selection._stream_of.cache_clear()

@@ -801,6 +801,11 @@ def _start_end_checks(doc: dict) -> str:
     return "/".join(str(dig(doc, f"kernel_check.{ph}.pass")) for ph in ("start", "end"))
 
 
+def finite(x) -> bool:
+    """A number that is neither None nor NaN/inf (benchmarks write NaN where a figure was not measured)."""
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
 class LoopFolder:
     """The loop benchmarks of one GPU session, committed as they came back: ``bare_vs_project_*.json``
     (interleaved bare/project pairs per compile mode), ``profile_*.json`` (benchmarks/loop_profile.py)
@@ -819,8 +824,8 @@ class LoopFolder:
                      gib(r["allocated_at_start_bytes"]) if r.get("allocated_at_start_bytes") else "not recorded",
                      gib(r["peak_allocated_bytes"]) if r.get("peak_allocated_bytes") else "—",
                      gib(r["peak_reserved_bytes"]) if r.get("peak_reserved_bytes") else "not recorded",
-                     pct(r["mfu"]) if r.get("mfu") is not None else "—",
-                     sig(r["gpu_mj_per_token"]) if r.get("gpu_mj_per_token") is not None else "—",
+                     pct(r["mfu"]) if finite(r.get("mfu")) else "—",
+                     sig(r["gpu_mj_per_token"]) if finite(r.get("gpu_mj_per_token")) else "not measured",
                      f"{r['ratio_to_bare']:.3f}" if r.get("ratio_to_bare") else "—"] for r in d["rows"]]
             medians = "; ".join(
                 f"{k}: {m:.3f} (pairs " + ", ".join(f"{x:.3f}" for x in d["ratio_to_bare_per_pair"][k]) + ")"
@@ -843,7 +848,8 @@ class LoopFolder:
         return "\n\n".join(out) if out else "No bare_vs_project output in this folder."
 
     def alloc_peaks(self) -> str:
-        """``alloc/alloc_peak_*.json`` (benchmarks/alloc_peak.py): what was live at an allocator trace's peak."""
+        """``alloc/alloc_peak_*.json`` (benchmarks/alloc_peak.py): what was live at an allocator trace's peak;
+        ``alloc/alloc_live_at_*.json`` (its ``--live-at``): what was live at a named point."""
         out = []
         for f in sorted(self.dir.glob("alloc/alloc_peak_*.json")):
             d = load(f)

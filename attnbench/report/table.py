@@ -87,6 +87,7 @@ class Context:
     decode_P: int | None = None
     control_median: float | None = None  # median control TFLOP/s over every train job of the report
     config: dict | None = None  # the run's config (the training length a failed job did not record)
+    memory_phase: str = "timed"  # whose peak the memory column shows for every run: "timed" or "warm-up"
 
 
 def _normalized_rate(v: Variant, ctx: Context):
@@ -131,16 +132,26 @@ def _from(doc_attr: str, dotted: str, detail: Callable[[Variant], str | None] | 
 
 
 def _peak_memory(v: Variant, ctx: Context):
-    """The timed steps' peak allocated memory; where CUDA graphs made it unavailable (their replays
-    allocate from a private pool the allocator does not count), the warm-up steps' peak, which
-    includes the recording of the step's graphs."""
-    val, why = v.train.get("memory.peak_allocated_bytes")
-    if _num(val) is not None:
-        return _num(val), None, None
-    warm, _ = v.train.get("memory.peak_allocated_warmup_bytes")
-    if _num(warm) is None:
-        return None, why, None
-    return _num(warm), None, "over the warm-up steps, which record the step's CUDA graphs"
+    """Peak allocated memory of the phase the report chose for every run (:func:`memory_phase`):
+    the timed steps', or the warm-up steps' where CUDA graphs left some run without the timed
+    figure (their replays allocate from a private pool the allocator does not count; the warm-up
+    steps record the graphs, so they hold the step's footprint)."""
+    if ctx.memory_phase == "timed":
+        val, why = v.train.get("memory.peak_allocated_bytes")
+        return _num(val), why, None
+    val, why = v.train.get("memory.peak_allocated_warmup_bytes")
+    return _num(val), why, "over the warm-up steps, which record the step's CUDA graphs"
+
+
+def memory_phase(variants: list[Variant]) -> str:
+    """"warm-up" when some finished run has no timed peak but a warm-up one (CUDA graphs), else
+    "timed": one phase for the whole column, so no ratio or ranking mixes the two."""
+    for v in variants:
+        for r in v.ok_runs:
+            timed = _num(dig(r.train.data, "memory.peak_allocated_bytes"))
+            if timed is None and _num(dig(r.train.data, "memory.peak_allocated_warmup_bytes")) is not None:
+                return "warm-up"
+    return "timed"
 
 
 def _above_idle(v: Variant, ctx: Context):
@@ -327,7 +338,8 @@ def columns(ctx: Context) -> list[Column]:
                "(NVML counts a running kernel as busy however little of the GPU it fills)"),
         Column("peak_allocated_bytes", "Peak GPU mem", "bytes", _peak_memory, "min", "ratio",
                "peak memory allocated by the CUDA caching allocator during the timed steps; under CUDA graphs "
-               "during the warm-up steps, which record the graphs (replays allocate from a pool it does not count)"),
+               "during the warm-up steps, which record the graphs (replays allocate from a pool it does not "
+               "count), for every row alike", sub="warm-up steps" if ctx.memory_phase == "warm-up" else ""),
         Column("peak_rss_bytes", "Peak host RSS", "bytes", _from("train", "memory.peak_rss_bytes"),
                "min", "ratio", "peak resident set of the training process (whole process lifetime)"),
         Column("gpu_j_per_token", "GPU energy", "joule", _from("train", "energy.gpu_j_per_token"),
@@ -364,7 +376,7 @@ def columns(ctx: Context) -> list[Column]:
 
 def probe_context(variants: list[Variant], config: dict | None = None) -> Context:
     """The representative probe settings (smallest batch, longest prompt) and the median control."""
-    ctx = Context(config=config or {})
+    ctx = Context(config=config or {}, memory_phase=memory_phase(variants))
     controls = sorted(c for v in variants for r in v.ok_runs
                       if (c := _num(dig(r.train.data, "control.tflops"))) is not None)
     if controls:

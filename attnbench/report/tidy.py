@@ -30,6 +30,10 @@ EXTRA = {  # metric -> dotted path in the train document
     "gpu_mean_w": "energy.gpu_mean_w",
     "loss_drop_per_kj": "efficiency.loss_drop_per_kj",
     "warmup_s": "timing.warmup_s",
+    # both memory phases under their own names: peak_allocated_bytes is the report column's one phase
+    # for all rows (timed, or warm-up under CUDA graphs), these compare across runs of either kind
+    "peak_allocated_timed_bytes": "memory.peak_allocated_bytes",
+    "peak_allocated_warmup_bytes": "memory.peak_allocated_warmup_bytes",
 }
 
 
