@@ -906,3 +906,20 @@ def test_under_cuda_graphs_the_memory_column_shows_the_warm_up_peak_and_says_so(
     assert page.rows["baseline"]["peak_allocated_bytes"]["text"].startswith("2.00")  # its warm-up, not its timed peak
     assert page.rows["linear"]["peak_allocated_bytes"]["text"] == "—"  # no warm-up figure: unavailable
     assert next(c for c in doc["columns"] if c["key"] == "peak_allocated_bytes")["measured_at"] == "warm-up steps"
+
+
+def test_a_tie_that_leaves_out_a_better_mean_says_why(tmp_path):
+    """Per seed, gqa is always 0.02 behind baseline (separated), linear swings around it (tied) with a
+    worse mean than gqa's: the finding names the tie and says why gqa, with the better mean, is not in it."""
+    kw = with_seeds(write_fixture(tmp_path / "seeds", gpu=True))
+    losses = {"baseline": (4.90, 4.90, 4.90), "gqa": (4.920, 4.921, 4.919), "linear": (4.80, 5.00, 5.05)}
+    for p in kw["train"]:
+        d = json.loads(p.read_text())
+        if d.get("status") == "ok":
+            per_seed = losses.get(d["variant"], (6.0, 6.0, 6.0))
+            d["training"]["val_loss"] = per_seed[d["provenance"]["seed"] - 1]
+            p.write_text(json.dumps(d))
+    doc, html, page, out = build(tmp_path, gpu=True, **kw)
+    text = next(f for f in doc["findings"] if f.startswith("Lowest validation loss"))
+    assert "tie within noise between baseline" in text and "linear" in text.split(" (the paired")[0], text
+    assert "gqa 4.92" in text and "a better mean than linear but is separated from baseline per seed" in text, text

@@ -222,9 +222,18 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
             return (f"{what}: {show(leaders[0])}, ahead of every other variant (per seed: the 95 % t-interval of "
                     f"the paired {what_paired} on the worse side; without shared seeds: intervals apart) "
                     f"(next: {show(rest[0])}{gap}; n = {n} seeds).")
+        # A variant outside the tie can have a better mean than one inside it: the one inside varies
+        # more from seed to seed, so its paired interval reaches the leader's value; say so, or the
+        # reader sees a better mean left out of a tie for no reason.
+        sign = 1 if better == "max" else -1
+        passed = [k for k in rest if sign * ests[k].mean > sign * ests[leaders[-1]].mean]
+        wider = (f" {', '.join(show(k) for k in passed)} {'has' if len(passed) == 1 else 'have'} a better mean "
+                 f"than {leaders[-1]} but {'is' if len(passed) == 1 else 'are'} separated from {leaders[0]} per seed; "
+                 f"{leaders[-1]} is not, its {what_paired} to {leaders[0]} varying more from seed to seed."
+                 if passed else "")
         return (f"{what}: tie within noise between " + ", ".join(show(k) for k in leaders)
                 + f" (the paired per-seed {what_paired}, or without shared seeds the intervals, do not separate "
-                  f"them; n = {n} seeds).")
+                  f"them; n = {n} seeds)." + wider)
 
     for key, better, what in (
             ("tokens_per_s", "max", "Fastest training (tokens/s)"),
