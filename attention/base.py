@@ -348,11 +348,11 @@ def static_decode_attention(module, q, k, v, visible: torch.Tensor, bias: torch.
         att = (q @ k.transpose(-2, -1)).to(torch.promote_types(q.dtype, torch.float32)) * scale
         if bias is not None:
             att = att + bias
-        att = torch.softmax(att.masked_fill(~visible, float("-inf")), dim=-1).to(v.dtype)
+        att = torch.softmax(torch.where(visible, att, float("-inf")), dim=-1).to(v.dtype)  # one kernel, not ~ + fill
         return att @ v, "static:" + ("eager" if module.impl != "reference" else "reference") + ":dense-mask"
     mask = visible.view(1, 1, 1, -1)
     if bias is not None:
-        mask = bias.masked_fill(~mask, float("-inf")).to(q.dtype)
+        mask = torch.where(mask, bias, float("-inf")).to(q.dtype)
     case = call_case(q, k, extra=("static-decode", bias is not None))
     name = memoised_choice(module, case, lambda: sdpa_choice(q, k, v, causal=False, attn_mask=mask))
     y = sdpa(q, k, v, causal=False, backend=None, attn_mask=mask, scale=scale)
