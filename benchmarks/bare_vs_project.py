@@ -111,11 +111,14 @@ def bare_loop(batch_size: int, seq_len: int, backend_name: str, warmup: int, ste
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()
     warm = time.perf_counter() - t0
+    warmup_peak = torch.cuda.max_memory_allocated() if warmup >= 2 else None  # as the train job (graphs record)
     torch.cuda.reset_peak_memory_stats()
     allocated_at_start = torch.cuda.memory_allocated()  # weights, optimizer state: what stays across steps
     t0 = time.perf_counter()
@@ -128,7 +131,7 @@ def bare_loop(batch_size: int, seq_len: int, backend_name: str, warmup: int, ste
            "tokens_per_s": steps * batch_size * seq_len / dt, "step_ms": 1000 * dt / steps, "warmup_s": warm,
            "peak_allocated_bytes": None if graphs else torch.cuda.max_memory_allocated(),
            "allocated_at_start_bytes": None if graphs else allocated_at_start,
-           "peak_reserved_bytes": torch.cuda.max_memory_reserved()}
+           "peak_allocated_warmup_bytes": warmup_peak, "peak_reserved_bytes": torch.cuda.max_memory_reserved()}
     if graphs:  # as the project's train job records it (attnbench.train_result)
         row["allocated_unavailable"] = (f"compile_mode {compile_mode} replays CUDA graphs, whose pool the "
                                         "allocator does not count as allocated; compare peak_reserved_bytes")
@@ -152,6 +155,7 @@ def project_loop(variant: str, config_path: Path, tokens_dir: Path, batch_size: 
     return {"loop": f"project ({variant})", "kernel": res["kernel"], "tokens_per_s": res["timing"]["tokens_per_s"],
             "step_ms": res["timing"]["step_ms_p50"], "warmup_s": res["timing"]["warmup_s"],
             "peak_allocated_bytes": res["memory"]["peak_allocated_bytes"],
+            "peak_allocated_warmup_bytes": res["memory"].get("peak_allocated_warmup_bytes"),
             "peak_reserved_bytes": res["memory"].get("peak_reserved_bytes"),
             "allocated_at_start_bytes": res["memory"].get("allocated_at_timed_start_bytes"),
             "allocated_unavailable": res.get("unavailable", {}).get("memory.peak_allocated_bytes"),

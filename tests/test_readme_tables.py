@@ -88,6 +88,7 @@ def test_loop_folder_renders_pairs_profiles_and_probes(tmp_path):
             {"pair": 0, "loop": "project (sdpa) reduce-overhead", "kernel": "sdpa:auto->flash",
              "tokens_per_s": 430_000.0, "step_ms": 19.0, "gpu_busy": 1.0, "peak_allocated_bytes": None,
              "peak_reserved_bytes": 9.5 * 2**30, "allocated_at_start_bytes": 2.25 * 2**30, "ratio_to_bare": 430 / 460,
+             "peak_allocated_warmup_bytes": 9.0 * 2**30,
              "mfu": 0.4219, "gpu_mj_per_token": 1.2973},
             {"pair": 1, "loop": "project (sdpa) default", "kernel": "sdpa:auto->flash", "tokens_per_s": 410_000.0,
              "step_ms": 20.0, "gpu_busy": 0.9, "mfu": float("nan"), "gpu_mj_per_token": float("nan"),
@@ -111,9 +112,9 @@ def test_loop_folder_renders_pairs_profiles_and_probes(tmp_path):
     pairs = f.pairs()
     assert "1 of 3 pairs finished" in pairs and "| 0 | project (sdpa) default | 400k |" in pairs, pairs
     assert "sdpa default: 0.870 (pairs 0.870)" in pairs
-    assert "| 0 | project (sdpa) default | 400k | 20.5 | 86 % | not recorded | 8.85 | not recorded | — | not measured | 0.870 |" in pairs, pairs
-    assert "| 0 | project (sdpa) reduce-overhead | 430k | 19.0 | 100 % | 2.25 | — | 9.50 | 42 % | 1.30 | 0.935 |" in pairs, pairs
-    assert "| 1 | project (sdpa) default | 410k | 20.0 | 90 % | not recorded | — | not recorded | — | not measured | 0.891 |" \
+    assert "| 0 | project (sdpa) default | 400k | 20.5 | 86 % | not recorded | 8.85 | — | not recorded | — | not measured | 0.870 |" in pairs, pairs
+    assert "| 0 | project (sdpa) reduce-overhead | 430k | 19.0 | 100 % | 2.25 | — | 9.00 | 9.50 | 42 % | 1.30 | 0.935 |" in pairs, pairs
+    assert "| 1 | project (sdpa) default | 410k | 20.0 | 90 % | not recorded | — | — | not recorded | — | not measured | 0.891 |" \
         in pairs, pairs  # NaN (not measured) never reaches the formatter
     assert "GPU busy per mode over the pairs: default: 86 %–90 %; reduce-overhead: 100 %–100 %" in pairs, pairs
     assert "Failed rows: pair 1 `project (sdpa) reduce-overhead` failed: RuntimeError: graph recording" in pairs, pairs

@@ -823,6 +823,7 @@ class LoopFolder:
                      pct(r["gpu_busy"]) if r.get("gpu_busy") is not None else "not measured",
                      gib(r["allocated_at_start_bytes"]) if r.get("allocated_at_start_bytes") else "not recorded",
                      gib(r["peak_allocated_bytes"]) if r.get("peak_allocated_bytes") else "—",
+                     gib(r["peak_allocated_warmup_bytes"]) if r.get("peak_allocated_warmup_bytes") else "—",
                      gib(r["peak_reserved_bytes"]) if r.get("peak_reserved_bytes") else "not recorded",
                      pct(r["mfu"]) if finite(r.get("mfu")) else "—",
                      sig(r["gpu_mj_per_token"]) if finite(r.get("gpu_mj_per_token")) else "not measured",
@@ -842,7 +843,8 @@ class LoopFolder:
             out.append(f"`{f.name}`: batch {d['batch_size']} × {d['seq_len']}, {d['device']}, torch {d['torch']}; "
                        f"{d.get('pairs_done', d['pairs'])} of {d['pairs']} pairs finished.\n\n"
                        + table(["pair", "loop", "tokens/s", "step ms", "GPU busy", "allocated at start GiB",
-                                "peak allocated GiB", "peak reserved GiB", "MFU", "GPU mJ/token",
+                                "peak allocated GiB", "warm-up peak allocated GiB", "peak reserved GiB",
+                                "MFU", "GPU mJ/token",
                                 "project / bare"], rows)
                        + f"\n\nProject / bare, median over the pairs: {medians}.")
         return "\n\n".join(out) if out else "No bare_vs_project output in this folder."
