@@ -81,7 +81,15 @@ def scalar(value: float, device: torch.device, dtype: torch.dtype) -> torch.Tens
 
 
 def rms_norm_fp32(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
-    """``norm(x)`` computed in float32 (float64 stays float64), returned in x's dtype."""
+    """``norm(x)`` computed in float32 (float64 stays float64), returned in x's dtype.
+
+    Half-precision ``x`` and weight with autocast off (the probe's bf16 model): ``F.rms_norm``
+    computes in float32 itself (the CPU composite upcasts; CUDA's fused kernel accumulates in
+    float32), the same result in one kernel instead of four casts around one -- four per norm,
+    layer and decoded token.  tests/test_attention_exact.py (CPU) and tests/gpu check equality."""
+    if (x.dtype in HALF and norm.weight.dtype == x.dtype
+            and not torch.is_autocast_enabled(x.device.type)):
+        return F.rms_norm(x, norm.normalized_shape, norm.weight, norm.eps)
     acc = torch.promote_types(x.dtype, torch.float32)
     return F.rms_norm(x.to(acc), norm.normalized_shape, norm.weight.to(acc), norm.eps).to(x.dtype)
 

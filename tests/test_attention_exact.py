@@ -7,6 +7,7 @@ flow, the identities between variants, parameter validation and the analytic FLO
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -597,3 +598,20 @@ def test_lsh_bucket_flips_script_runs(capsys, load_benchmark):
     lines = capsys.readouterr().out.splitlines()
     fp32 = next(line for line in lines if line.startswith("torch.float32"))
     assert "bucket flips: 0 of" in fp32        # float32: whole and stepwise projections hash alike
+
+
+def test_mla_half_rms_norm_in_one_call_equals_the_float32_path():
+    """MLA's norms run F.rms_norm on half inputs directly when autocast is off (the probe's bf16
+    model): one kernel instead of casts around it, and bit for bit the float32 computation."""
+    import torch.nn.functional as F
+
+    from attention.mla import rms_norm_fp32
+
+    norm = torch.nn.RMSNorm(256, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(256, generator=torch.Generator().manual_seed(1)) + 0.5)
+    for dtype in (torch.bfloat16, torch.float16):
+        half = copy.deepcopy(norm).to(dtype)
+        x = (3 * torch.randn(4, 7, 256, generator=torch.Generator().manual_seed(2))).to(dtype)
+        fp32 = F.rms_norm(x.float(), (256,), half.weight.float(), 1e-6).to(dtype)
+        assert torch.equal(rms_norm_fp32(half, x), fp32), dtype

@@ -14,6 +14,7 @@ fresh process, which proves the failure is the cached-plan collision the priming
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import subprocess
@@ -199,3 +200,24 @@ def test_auto_chooses_the_same_kernel_every_time_at_the_training_shape(name, gpu
     assert all(r["timing"] == "cuda-graph replays (GPU time)" for r in records), summary
     assert len({r["chosen"] for r in records}) == 1, summary
     assert max(left[1:]) <= 2**20, f"tuning again left {left[1:]} bytes allocated (first tuning: {left[0]})"
+
+
+def test_half_rms_norm_in_one_call_equals_the_float32_path_on_the_gpu(gpu_log):
+    """MLA's norms in the probe's bf16 model call F.rms_norm on bf16 directly (CUDA's fused kernel,
+    float32 inside) instead of casting around a float32 call: the two must agree bit for bit (or
+    the fast path changes what MLA computes)."""
+    import torch.nn.functional as F
+
+    from attention.mla import rms_norm_fp32
+
+    norm = torch.nn.RMSNorm(512, eps=1e-6).cuda()
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(512, generator=torch.Generator().manual_seed(1)).cuda() + 0.5)
+    rows = {}
+    for dtype in (torch.bfloat16, torch.float16):
+        half = copy.deepcopy(norm).to(dtype)
+        x = (3 * torch.randn(16, 64, 512, generator=torch.Generator().manual_seed(2))).cuda().to(dtype)
+        fast, fp32 = rms_norm_fp32(half, x), F.rms_norm(x.float(), (512,), half.weight.float(), 1e-6).to(dtype)
+        rows[str(dtype)] = {"equal": torch.equal(fast, fp32), "max_abs_diff": (fast.float() - fp32.float()).abs().max().item()}
+    gpu_log("rms_norm_half_fast_path", rows)
+    assert all(r["equal"] for r in rows.values()), rows
