@@ -1,5 +1,7 @@
 """The fixed-shape decode step (attnbench.decode) against the eager cached decode and the full
 forward, on CPU (the CUDA-graph capture of the same step is tests/gpu/test_gpu_decode_graph.py)."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -315,3 +317,24 @@ def test_prefill_flags_a_longer_prompt_timed_faster(monkeypatch):
     assert probe.prefill_flags(rows({8: 3.2, 16: 5.1})) == []
     assert probe.prefill_flags(rows({8: 3.2, 16: 3.0})) == []   # within the spread (p90 3.3 >= 3.2)
     assert probe.prefill_flags(inverted + [{"batch_size": 1, "prompt_len": 32, "status": "oom"}]) == flags
+
+
+def test_decode_benchmark_measures_every_named_variant_and_checks_it(tmp_path):
+    """benchmarks/decode_graph.py on CPU (eager only; graphs need CUDA, said per row): one row per
+    variant and batch size, each decode checked against one full forward."""
+    import json
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    import decode_graph
+
+    out = tmp_path / "decode.json"
+    assert decode_graph.main(["--config", str(root / "config/smoke.yaml"), "--variants", "sdpa", "lsh", "--batch-sizes", "1", "2",
+                              "--prompt-len", "8", "--new-tokens", "3", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert list(doc["variants"]) == ["sdpa", "lsh"]
+    for name, v in doc["variants"].items():
+        assert v["status"] == "ok" and [r["batch_size"] for r in v["rows"]] == [1, 2], (name, v)
+        assert all(r["cache_matches_full_forward"] and r["graph_unavailable"] for r in v["rows"])
+    assert "data-dependent" in doc["variants"]["lsh"]["rows"][0]["graph_unavailable"]
