@@ -15,9 +15,21 @@ import torch
 collect_ignore_glob = [] if torch.cuda.is_available() else ["test_gpu_*.py"]
 
 
+HERE = Path(__file__).resolve().parent
+NO_CUDA = pytest.mark.skip(reason="no CUDA device: the GPU suite (tests/gpu) runs on a GPU machine; see README")
+
+
 def pytest_collection_modifyitems(config, items):
+    """Mark this folder's tests ``gpu`` (the hook sees every collected item: only ours); without
+    CUDA, skip a test_gpu_*.py named on the command line (collect_ignore_glob only covers a
+    folder's collection)."""
     for item in items:
+        path = Path(str(item.fspath)).resolve()
+        if path.parent != HERE:
+            continue
         item.add_marker(pytest.mark.gpu)
+        if not torch.cuda.is_available() and path.name.startswith("test_gpu_"):
+            item.add_marker(NO_CUDA)
 
 
 @pytest.fixture(scope="session")
