@@ -784,7 +784,9 @@ class RunFolder:
                          + f", val loss {r['val_loss']:.4f}, {kilo(r['tokens_per_s'])} tokens/s, GPU busy "
                          + (pct(r["gpu_busy"]) if r.get("gpu_busy") is not None else "not measured")
                          + (f", peak allocated {gib(r['peak_allocated_bytes'])} GiB" if r.get("peak_allocated_bytes")
-                            else ", peak allocated not recorded (CUDA graphs: the allocator does not count their pool)"))
+                            else ", peak allocated not recorded (CUDA graphs: the allocator does not count their pool)")
+                         + (f", warm-up peak allocated {gib(r['peak_allocated_warmup_bytes'])} GiB"
+                            if r.get("peak_allocated_warmup_bytes") else ""))
         return (f"Training with `compile_mode: reduce-overhead` against `default` (`{f.name}`, loss "
                 f"{d['first_loss']:.2f} → {d['last_loss']:.2f}): largest step-loss gap {d['max_step_loss_gap']:.3f}"
                 + (f" (default against itself: {d['max_step_loss_gap_default_twice']:.3f})"
