@@ -36,7 +36,8 @@ def test_every_variant_trains_and_checks_under_cuda_graphs(variant, tmp_path, gp
         "val_loss": (m.get("training") or {}).get("val_loss"),
         "tokens_per_s": (m.get("timing") or {}).get("tokens_per_s"),
         "gpu_busy": (m.get("energy") or {}).get("gpu_busy"),
-        "peak_reserved_bytes": (m.get("memory") or {}).get("peak_reserved_bytes")})
+        "peak_reserved_bytes": (m.get("memory") or {}).get("peak_reserved_bytes"),
+        "peak_allocated_warmup_bytes": (m.get("memory") or {}).get("peak_allocated_warmup_bytes")})
     assert m["status"] == "ok", m["failure"]
     for phase in ("start", "end"):
         assert m["kernel_check"][phase]["pass"] is True, (phase, m["kernel_check"][phase])
