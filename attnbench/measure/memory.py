@@ -73,7 +73,7 @@ def peak_memory(device, session=None) -> dict[str, Any]:
         import torch
 
         try:
-            out["peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
+            out["peak_allocated_bytes"] = peak_allocated(device)
             out["peak_reserved_bytes"] = int(torch.cuda.max_memory_reserved(device))
         except Exception as err:
             for k in ("peak_allocated_bytes", "peak_reserved_bytes"):

@@ -854,21 +854,23 @@ class LoopFolder:
     def alloc_peaks(self) -> str:
         """``alloc/alloc_peak_*.json`` (benchmarks/alloc_peak.py): what was live at an allocator trace's peak;
         ``alloc/alloc_live_at_*.json`` (its ``--live-at``): what was live at a named point."""
+        def blocks(entries: list[dict], n: int) -> str:
+            return table(["MiB", "blocks", "source (first project frame, allocating frame)"],
+                         [[f"{r['bytes'] / 2**20:.0f}", str(r["blocks"]), f"`{r['source']}`"] for r in entries[:n]])
+
         out = []
         for f in sorted(self.dir.glob("alloc/alloc_peak_*.json")):
             d = load(f)
-            rows = [[f"{r['bytes'] / 2**20:.0f}", str(r["blocks"]), f"`{r['source']}`"] for r in d["largest_at_peak"][:6]]
             until = (f", replay from the first event under `{d['since']}`" if d.get("since") else "") + \
                 (f", replay ended at the first event under `{d['until']}`" if d.get("until") else "")
             out.append(f"`{f.name}` (trace `{d['snapshot']}`{until}): peak of the blocks allocated during the trace "
                        f"{gib(d['peak_bytes_since_start'])} GiB in {d['blocks_at_peak']} blocks; largest at the peak:\n\n"
-                       + table(["MiB", "blocks", "source (first project frame, allocating frame)"], rows))
+                       + blocks(d["largest_at_peak"], 6))
         for f in sorted(self.dir.glob("alloc/alloc_live_at_*.json")):
             d = load(f)
-            rows = [[f"{r['bytes'] / 2**20:.0f}", str(r["blocks"]), f"`{r['source']}`"] for r in d["largest_live"][:8]]
             out.append(f"`{f.name}` (trace `{d['snapshot']}`): live at the first event under `{d['live_at']}` "
                        f"{gib(d['live_bytes'])} GiB in {d['blocks_live']} blocks; largest:\n\n"
-                       + table(["MiB", "blocks", "source (first project frame, allocating frame)"], rows))
+                       + blocks(d["largest_live"], 8))
         return "\n\n".join(out) if out else "No allocator trace analysis in this folder."
 
     def profiles(self) -> str:
