@@ -319,17 +319,26 @@ class LSHAttention(CausalSelfAttention):
         # (seed, step) travel with state_dict, so a copy or a resumed run draws the same stream
         self.register_buffer("hash_state", torch.tensor([self.seed, 0], dtype=torch.long))
 
-    def _draw_rotations(self, step: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    def _draw_rotations(self, step: int, device: torch.device | str = "cpu",
+                        out: torch.Tensor | None = None) -> torch.Tensor:
         """Rotations number ``step`` of this seed's stream (0 = the fixed eval/decode ones), drawn
         on ``device``: a training step draws fresh ones on the model's device, because drawing on
         the CPU and copying them over (from pageable memory: a synchronous copy) made the host
         wait for the GPU in every layer of every step.  The stream is per device (a CUDA and a
         CPU generator give different numbers for one seed); checks and resumed runs compare on
-        one device."""
+        one device.  ``out``: drawn into it (one kernel, no temporary)."""
         device = torch.device(device)
         gen = torch.Generator(device=device).manual_seed((self.seed << 32) + step)
         shape = (self.n_head, self.n_hashes, self.head_dim, self.n_buckets // 2)
+        if out is not None:
+            return torch.randn(shape, generator=gen, out=out)
         return torch.randn(shape, generator=gen, device=device)
+
+    def _fill_train_rotations(self) -> None:
+        """``train_rotations`` := rotations number ``self._step``, in place (a CUDA graph that
+        reads the buffer sees them)."""
+        with torch.no_grad():
+            self._draw_rotations(self._step, self.train_rotations.device, out=self.train_rotations)
 
     def begin_training_step(self) -> None:
         """Draw this training step's rotations into ``train_rotations`` (in place: a CUDA graph
@@ -339,8 +348,7 @@ class LSHAttention(CausalSelfAttention):
         one bucket."""
         if self.training and self.resample and self.n_buckets > 1:
             self._step += 1
-            with torch.no_grad():
-                self.train_rotations.copy_(self._draw_rotations(self._step, self.train_rotations.device))
+            self._fill_train_rotations()
 
     def current_rotations(self, cached: bool) -> torch.Tensor:
         if self.training and self.resample and not cached and self.n_buckets > 1:
@@ -356,8 +364,7 @@ class LSHAttention(CausalSelfAttention):
         key = prefix + "hash_state"
         if key in state_dict:                           # keep the Python mirror in step
             self.seed, self._step = (int(v) for v in state_dict[key].tolist())
-            with torch.no_grad():                         # the loaded step's rotations
-                self.train_rotations.copy_(self._draw_rotations(self._step, self.train_rotations.device))
+            self._fill_train_rotations()                  # the loaded step's rotations
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _core(self, qk, v, buckets, dropout_p):

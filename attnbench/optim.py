@@ -72,9 +72,10 @@ def step_hooks(model) -> list:
     model: the training step calls them every step."""
     if not isinstance(model, torch.nn.Module):
         return []
-    if model not in _STEP_HOOKS:
-        _STEP_HOOKS[model] = [m.begin_training_step for m in model.modules() if hasattr(m, "begin_training_step")]
-    return _STEP_HOOKS[model]
+    if model not in _STEP_HOOKS:  # weak methods: a module that is its own hook must not keep itself alive
+        _STEP_HOOKS[model] = [weakref.WeakMethod(m.begin_training_step) for m in model.modules()
+                              if hasattr(m, "begin_training_step")]
+    return [ref() for ref in _STEP_HOOKS[model]]
 
 
 def begin_step(step_model, training_step: bool = True) -> None:

@@ -186,6 +186,10 @@ def forward_backward(model, step_model, x, y, dtype) -> None:
     _run(model, step_model, x, y, dtype, True)
 
 
+def _scalar_rel_err(a: float, ref: float) -> float:
+    return abs(a - ref) / max(abs(ref), 1e-30)
+
+
 def model_check(model, step_model, x, y, dtype, *, backward: bool = True) -> dict[str, Any]:
     """The step model vs a float32 copy of the model on the plain attention path (see module doc)."""
     if model.config.dropout > 0 or any(getattr(m, "dropout", 0.0) > 0 for m in attention_modules(model)):
@@ -207,10 +211,9 @@ def model_check(model, step_model, x, y, dtype, *, backward: bool = True) -> dic
     rec: dict[str, Any] = {
         "kernel": kernel, "batch": list(x.shape), "reference_rows_per_chunk": rows,
         "loss": fast_loss, "reference_loss": ref_loss, "loss_abs_diff": abs(fast_loss - ref_loss),
-        "loss_rel_err": abs(fast_loss - ref_loss) / max(abs(ref_loss), 1e-30),
+        "loss_rel_err": _scalar_rel_err(fast_loss, ref_loss),
         "out_rel_err": rel_err(fast_logits, ref_logits),
-        "noise": {"out": rel_err(noise_logits, ref_logits),
-                  "loss": abs(noise_loss - ref_loss) / max(abs(ref_loss), 1e-30)},
+        "noise": {"out": rel_err(noise_logits, ref_logits), "loss": _scalar_rel_err(noise_loss, ref_loss)},
     }
     if logits_kernel != kernel:   # the logits came from the uncompiled forward's kernels (see _run)
         rec["logits_kernel"] = logits_kernel

@@ -25,7 +25,7 @@ from attention.selection import KernelCheckError, autotune
 from . import measure
 from .measure.energy import FLAG_SHORT
 from .model import Block, GPTConfig
-from .optim import step_hooks
+from .optim import begin_step
 from .results import atomic_write_json, jsonable, provenance, utc_now
 from .settings import resolve_device
 
@@ -53,17 +53,13 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
             point["kernel_selection"] = {"error": f"out of memory while tuning: {str(err).splitlines()[0][:200]}"}
     grad = torch.randn_like(x)
     # per-step state drawn before each call, as a training step pays it (LSH's rotations)
-    hooks = step_hooks(module)
-
     def fwd():
-        for hook in hooks:
-            hook()
+        begin_step(module)
         with torch.no_grad():
             module(x)
 
     def fwd_bwd():
-        for hook in hooks:
-            hook()
+        begin_step(module)
         module(x).backward(grad)
 
     bwd_flops = None if fwd_flops is None else 3 * fwd_flops

@@ -70,15 +70,21 @@ def _grouped(blocks, own: tuple[str, ...], top: int) -> list[dict]:
     return [{"source": k, "bytes": b, "blocks": count[k]} for k, b in by_source.most_common(top)]
 
 
-def live_at(events: list[dict], name: str, own: tuple[str, ...] = OWN, top: int = 15) -> dict:
-    """The blocks allocated during the trace and still live at the first event under ``name``."""
-    before = _before(events, name)
+def _live_blocks(events: list[dict]) -> dict[int, dict]:
+    """The blocks allocated in ``events`` and not freed by their end, by address."""
     live: dict[int, dict] = {}
-    for e in before:
+    for e in events:
         if e["action"] == "alloc":
             live[e["addr"]] = e
         elif e["action"] == "free_completed":
             live.pop(e["addr"], None)
+    return live
+
+
+def live_at(events: list[dict], name: str, own: tuple[str, ...] = OWN, top: int = 15) -> dict:
+    """The blocks allocated during the trace and still live at the first event under ``name``."""
+    before = _before(events, name)
+    live = _live_blocks(before)
     return {"events": len(before), "live_at": name, "live_bytes": sum(e["size"] for e in live.values()),
             "blocks_live": len(live), "largest_live": _grouped(live.values(), own, top)}
 
@@ -100,12 +106,7 @@ def peak(events: list[dict], until: str | None = None, own: tuple[str, ...] = OW
                 best, best_at = current, i + 1
         elif e["action"] == "free_completed" and e["addr"] in sizes:
             current -= sizes.pop(e["addr"])
-    best_live: dict[int, dict] = {}
-    for e in events[:best_at]:      # second pass: the blocks live at it
-        if e["action"] == "alloc":
-            best_live[e["addr"]] = e
-        elif e["action"] == "free_completed":
-            best_live.pop(e["addr"], None)
+    best_live = _live_blocks(events[:best_at])      # second pass: the blocks live at it
     return {"events": len(events), "since": since, "until": until, "peak_bytes_since_start": best, "blocks_at_peak": len(best_live),
             "largest_at_peak": _grouped(best_live.values(), own, top)}
 

@@ -51,6 +51,7 @@ import torch  # noqa: E402
 
 import attention  # noqa: E402
 from attention.ops.flash_attn import flash_attn_available  # noqa: E402
+from attnbench.optim import begin_step  # noqa: E402
 
 OUT_TOL = 2e-2
 GRAD_TOL = 5e-2
@@ -231,6 +232,7 @@ def time_module(name, params, args, device, dtype, T) -> dict:
     leaves = [x] + [p for p in mod.parameters() if p.requires_grad]
 
     def fwd():
+        begin_step(mod)  # per-step state as a training step pays it (LSH draws its rotations)
         with autocast(device, dtype):
             return mod(x)
 

@@ -401,9 +401,9 @@ def test_lsh_training_rotations_are_drawn_on_the_models_device(monkeypatch):
     seen = []
     draw = lsh.LSHAttention._draw_rotations
 
-    def spy(self, step, device="cpu"):
+    def spy(self, step, device="cpu", out=None):
         seen.append(torch.device(device))
-        return draw(self, step, device)
+        return draw(self, step, device, out=out)
 
     monkeypatch.setattr(lsh.LSHAttention, "_draw_rotations", spy)
     m.begin_training_step()
@@ -660,3 +660,19 @@ def test_linear_auto_default_is_what_the_committed_h100_crossover_gives(load_ben
     assert attention.build("linear", C, H).fla_max_len == summary["eager"]["fla_max_len"] == 2048
     assert summary["compiled"]["fla_max_len"] is None
     assert all(p["faster"] == "chunked" for p in summary["compiled"]["per_length"].values())
+
+
+def test_a_module_that_is_its_own_step_hook_is_not_kept_alive_by_the_hook_cache():
+    """The sweep begins steps on a bare LSH module: the per-model hook cache must not hold it."""
+    import gc
+    import weakref
+
+    from attnbench.optim import begin_step, step_hooks
+
+    m = build("lsh", train=True, seed=5)
+    begin_step(m)
+    assert len(step_hooks(m)) == 1
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None
