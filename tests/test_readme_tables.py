@@ -187,3 +187,24 @@ def test_suite_line_names_every_variant_under_cuda_graphs(tmp_path):
     assert ("Every variant under `compile_mode: reduce-overhead` (`gpu_suite_variant_graphs.log`: 1 failed, 1 passed, "
             "2 warnings): `lsh` `torch:position-blocks` checks True/True, loss 10.98 → 0.91, CUDA-graph skips 0, "
             "391k tokens/s, GPU busy 97 %; `mla` failed: RuntimeError: graph replay broke.") in line, line
+
+
+def test_the_decode_benchmark_names_each_missed_target_and_each_disagreeing_decode(tmp_path):
+    from attnbench.report.readme_sources import LoopFolder
+
+    def row(b, graph_ms, rate, same=True):
+        return {"batch_size": b, "graph_ms_per_token_p50": graph_ms, "graph_ms_per_token_p90": graph_ms,
+                "graph_tokens_per_s": rate, "eager_ms_per_token_p50": 5.0, "eager_ms_per_token_p90": 6.0,
+                "eager_tokens_per_s": 200.0, "graph_kernel": "static:x", "graph_unavailable": None,
+                "graph_matches_full_forward": same, "eager_matches_full_forward": True,
+                "graph_vs_full_forward_max_abs_diff": 0.5, "logit_scale": 3.0}
+    doc = {"device": "GPU", "torch": "t", "prompt_len": 512, "new_tokens": 8, "weights": "random init",
+           "variants": {"fast": {"status": "ok", "rows": [row(1, 0.7, 2000.0), row(16, 0.8, 20_000.0)]},
+                        "slow": {"status": "ok", "rows": [row(1, 1.2, 800.0), row(16, 1.1, 14_000.0, same=False)]}}}
+    (tmp_path / "decode_graph.json").write_text(__import__("json").dumps(doc))
+    text = LoopFolder(tmp_path).decode_bench()
+    assert "missed by `slow` 1.20 ms/token at batch 1; `slow` 14.0k tokens/s at batch 16" in text
+    assert "| `slow` |" in text and "NO: 0.500 at logit scale 3.00" in text
+    doc["variants"].pop("slow")
+    (tmp_path / "decode_graph.json").write_text(__import__("json").dumps(doc))
+    assert "met by all 1 variants that have one (`fast`)" in LoopFolder(tmp_path).decode_bench()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from pathlib import Path
@@ -706,7 +707,27 @@ class RunFolder:
                          "; ".join(d.get("prefill_flags") or []) or "none"])
         return table(["variant", "seed", "decode ms/token, batch 1, prompt 512: graph / eager",
                       "decode tokens/s, batch 16: graph / eager", "prefill ms, batch 1 × 512: graph / eager",
-                      "decode = full forward", "prefill order flags"], rows)
+                      "decode = full forward", "prefill order flags"], rows) + self._graph_prefill_line()
+
+    def _graph_prefill_line(self) -> str:
+        """The graph prefill (the probe's headline mode): its largest p90/p50, and whether it grows with
+        the prompt at every batch of every probe (#20: a prefill that falls with a longer prompt is an error)."""
+        ratios, falls = [], []
+        for (v, seed), d in self.probe.items():
+            by_batch: dict[int, list] = {}
+            for r in d.get("prefill") or []:
+                if r.get("graph_ms_p50") is not None:
+                    ratios.append(r["graph_ms_p90"] / r["graph_ms_p50"])
+                    by_batch.setdefault(r["batch_size"], []).append((r["prompt_len"], r["graph_ms_p50"]))
+            for b, pts in by_batch.items():
+                ms = [m for _, m in sorted(pts)]
+                if any(later <= earlier for earlier, later in itertools.pairwise(ms)):
+                    falls.append(f"`{v}` seed {seed} batch {b}")
+        if not ratios:
+            return ""
+        return (f"\n\nGraph prefill over {len(ratios)} rows of {len(self.probe)} probes: p90/p50 at most "
+                f"{max(ratios):.3f}; " + ("it grows with the prompt in every probe and batch." if not falls else
+                                          "it does not grow with the prompt in " + ", ".join(falls) + "."))
 
     def suite(self) -> str:
         folder = self.dir / "gpu-suite"
@@ -787,11 +808,15 @@ class RunFolder:
                             else ", peak allocated not recorded (CUDA graphs: the allocator does not count their pool)")
                          + (f", warm-up peak allocated {gib(r['peak_allocated_warmup_bytes'])} GiB"
                             if r.get("peak_allocated_warmup_bytes") else ""))
+        ro, de = d["runs"].get("reduce-overhead", {}), d["runs"].get("default", {})
+        ratio = (f"; reduce-overhead warm-up peak / default timed peak allocated "
+                 f"{ro['peak_allocated_warmup_bytes'] / de['peak_allocated_bytes']:.3f}"
+                 if ro.get("peak_allocated_warmup_bytes") and de.get("peak_allocated_bytes") else "")
         return (f"Training with `compile_mode: reduce-overhead` against `default` (`{f.name}`, loss "
                 f"{d['first_loss']:.2f} → {d['last_loss']:.2f}): largest step-loss gap {d['max_step_loss_gap']:.3f}"
                 + (f" (default against itself: {d['max_step_loss_gap_default_twice']:.3f})"
                    if d.get("max_step_loss_gap_default_twice") is not None else " (no default-twice control)") + "; "
-                + "; ".join(parts) + ".")
+                + "; ".join(parts) + ratio + ".")
 
 
 def _pytest_summaries(log: str) -> list[str]:
@@ -901,6 +926,50 @@ class LoopFolder:
                       "decode tokens/s, batch 16: graph / eager", "decode = full forward"], rows)
 
 
+    # #20's decode targets for exact variants (batch 1 at prompt 512; batch 16)
+    DECODE_MS_TARGET, DECODE_RATE_TARGET = 1.0, 15_000
+
+    def decode_bench(self) -> str:
+        """``decode_graph.json`` (benchmarks/decode_graph.py): every variant's decode, graph and eager,
+        on random-init models of the preset's shape, against #20's targets."""
+        files = sorted(self.dir.glob("decode_graph*.json"))
+        return "\n\n".join(self._decode_bench(f) for f in files) if files else "No decode_graph.json in this folder."
+
+    def _decode_bench(self, f: Path) -> str:
+        d = load(f)
+        rows, misses, graphs = [], [], []
+        for v, rec in d["variants"].items():
+            if rec["status"] != "ok":
+                rows.append([f"`{v}`", rec["status"], "", "", "", "", "", (rec.get("error") or "")[:120]])
+                continue
+            dec = {r["batch_size"]: r for r in rec["rows"] if "status" not in r}
+            b1, b16 = dec.get(1), dec.get(16)
+            b1_cell, b16_cell = decode_cells({"decode": rec["rows"]})
+            why = next((r["graph_unavailable"] for r in rec["rows"] if r.get("graph_unavailable")), None)
+            if why is None and b1 and b16:
+                graphs.append(v)
+                if b1["graph_ms_per_token_p50"] > self.DECODE_MS_TARGET:
+                    misses.append(f"`{v}` {sig(b1['graph_ms_per_token_p50'])} ms/token at batch 1")
+                if b16["graph_tokens_per_s"] < self.DECODE_RATE_TARGET:
+                    misses.append(f"`{v}` {kilo(b16['graph_tokens_per_s'])} tokens/s at batch 16")
+            differ = [f"{sig(r[f'{m}_vs_full_forward_max_abs_diff'])} at logit scale {sig(r['logit_scale'])}"
+                      for r in rec["rows"] if "status" not in r for m in ("graph", "eager")
+                      if r.get(f"{m}_matches_full_forward") is False]
+            rows.append([f"`{v}`", "ok", f"`{b1.get('graph_kernel') or b1.get('eager_kernel')}`" if b1 else "—",
+                         b1_cell, f"{_ms(b1, 'graph_ms_per_token_p90')} / {_ms(b1, 'eager_ms_per_token_p90')}",
+                         b16_cell, "NO: " + ", ".join(differ) if differ else "yes",
+                         "graph: " + why.split(": ", 1)[-1] if why else ""])
+        met = (f"met by all {len(graphs)} variants that have one ({', '.join(f'`{v}`' for v in graphs)})"
+               if not misses else "missed by " + "; ".join(misses))
+        target = (f"#20's targets (≤ {self.DECODE_MS_TARGET:g} ms/token at batch 1, ≥ {kilo(self.DECODE_RATE_TARGET)} "
+                  f"tokens/s at batch 16), graph decode: {met}." if graphs else "No graph decode here.")
+        return (f"`{f.name}`: {d['device']}, torch {d['torch']}, prompt {d['prompt_len']}, "
+                f"{d['new_tokens']} new tokens, {d['weights']}. " + target + "\n\n"
+                + table(["variant", "status", "kernel", "decode ms/token, batch 1: graph / eager (p50)",
+                         "batch 1 p90: graph / eager", "decode tokens/s, batch 16: graph / eager",
+                         "graph and eager = full forward", "no graph because"], rows))
+
+
 class SessionFolder(RunFolder, LoopFolder):
     """One GPU session's checks at one commit: ``gpu-suite/``, loop benchmarks, a few trainings
     under ``runs/`` (RunFolder's layout); any subset."""
@@ -913,7 +982,7 @@ class Top:
         self.h100 = H100(folder / "reports" / "h100")
         self.h200 = H200(folder / "reports" / "h200" / "default")
         self.run = RunFolder(folder / "reports" / "h200" / "default-fb47336")
-        self.head = SessionFolder(folder / "reports" / "h200" / "head-dd1e664")  # the latest GPU suite
+        self.head = SessionFolder(folder / "reports" / "h200" / "head-1529080")  # the latest GPU suite
 
     def h200_run(self) -> str:
         r = self.run
@@ -921,6 +990,11 @@ class Top:
 
     def h200_suite(self) -> str:
         return self.head.suite()
+
+    def h200_head(self) -> str:
+        """The latest session's part of the README's command, and its decode benchmark against #20's targets."""
+        h = self.head
+        return " ".join([h.machine(), h.checks(), h._decode_bench(h.dir / "decode_graph.json").split("\n\n")[0]])
 
     def h200_busy(self) -> str:
         return self.run.busy_normalised()
@@ -962,7 +1036,7 @@ class Top:
 
 READMES: dict[str, tuple[type, dict[str, Callable]]] = {
     "README.md": (Top, {"h200-summary": Top.h200_summary, "h100-summary": Top.h100_summary,
-                        "h200-run": Top.h200_run, "h200-suite": Top.h200_suite,
+                        "h200-run": Top.h200_run, "h200-suite": Top.h200_suite, "h200-head": Top.h200_head,
                         "h200-busy": Top.h200_busy}),
     "reports/h100/README.md": (H100, {
         "machine": H100.machine, "commits": H100.commits, "training-table": H100.training_table,
@@ -991,6 +1065,10 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
         "suite": RunFolder.suite, "pairs": LoopFolder.pairs, "alloc": LoopFolder.alloc_peaks}),
     "reports/h200/head-dd1e664/README.md": (SessionFolder, {
         "suite": RunFolder.suite, "pairs": LoopFolder.pairs, "alloc": LoopFolder.alloc_peaks}),
+    "reports/h200/head-1529080/README.md": (SessionFolder, {
+        "suite": RunFolder.suite, "decode": LoopFolder.decode_bench, "machine": RunFolder.machine,
+        "checks": RunFolder.checks, "table": RunFolder.table, "agreement": RunFolder.agreement,
+        "selection": RunFolder.selection, "probes": RunFolder.probes}),
     "reports/h200/partial-e1a7e10/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,
