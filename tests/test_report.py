@@ -288,7 +288,7 @@ def test_csv_and_json_are_written(gpu_report):
     assert [v["variant"] for v in data["variants"]] == VARIANTS
     h = data["header"]
     assert h["run_name"] == "fixture" and h["device"] == "NVIDIA H100 80GB HBM3"
-    assert h["git_commit"].startswith("0123456789") and h["train_tokens"] == 41234 and "550.54.15" in h["driver"]
+    assert h["git_commit"].startswith("0123456 ") and h["train_tokens"] == 41234 and "550.54.15" in h["driver"]
     assert doc["files"]["html"].endswith("index.html")
     assert not list(out.glob(".*.tmp"))  # atomic writes leave nothing behind
 
@@ -615,6 +615,14 @@ def test_provenance_per_document_with_unknown_commit(gpu_report):
     assert "no two of the 12 timed jobs overlapped on one GPU" in doc["verdict"]["overlap"]["text"]
     assert 'id="gpu-overlap"' not in html
     assert "9.1.0" in html  # cuDNN as its release, not 90100
+
+
+def test_one_commit_named_short_or_full_is_one_commit_and_dirty_stays_dirty():
+    from attnbench.report.provenance import short_commit
+    full = "1529080d7a65e89238fe3ee857ae193123f25ad5"
+    assert short_commit("1529080") == short_commit(full) == "1529080"
+    assert short_commit(full + "-dirty") == "1529080-dirty"
+    assert short_commit(None) == short_commit("") == "unknown"
 
 
 def test_two_jobs_on_one_gpu_at_once_are_flagged(tmp_path):

@@ -45,6 +45,16 @@ def _docs(variants: list[Variant]) -> list[tuple[Variant, Any, Doc]]:
     return out
 
 
+def short_commit(commit: str | None) -> str:
+    """A commit as git abbreviates it (7 hex digits), ``-dirty`` kept: a job given its commit in
+    ``ATTNBENCH_GIT_COMMIT`` as ``1529080`` and one that read ``git rev-parse HEAD`` name one commit."""
+    if not commit:
+        return "unknown"
+    commit = str(commit)
+    dirty = commit.endswith("-dirty")
+    return commit.removesuffix("-dirty")[:7] + ("-dirty" if dirty else "")
+
+
 def rows(variants: list[Variant]) -> list[dict[str, Any]]:
     out = []
     for v, seed, doc in _docs(variants):
@@ -53,7 +63,7 @@ def rows(variants: list[Variant]) -> list[dict[str, Any]]:
         commit = p.get("git_commit")
         out.append({
             "variant": v.name, "stage": doc.kind, "seed": seed if seed is not None else "—",
-            "commit": str(commit)[:12] if commit else "unknown", "commit_full": commit,
+            "commit": short_commit(commit), "commit_full": commit,
             "started": _show_time(start), "finished": _show_time(end), "start": start, "end": end,
             "host": p.get("host") or NOT_RECORDED, "device": p.get("device") or NOT_RECORDED,
             "device_uuid": p.get("device_uuid") or NOT_RECORDED,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .format import _sig as sig  # three significant digits, as the report's tables print them
 from .format import dig
+from .provenance import short_commit
 
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN = "<!-- generated: {name} (scripts/readme_tables.py) -->"
@@ -74,7 +75,7 @@ def table(head: list[str], rows: list[list[str]]) -> str:
 
 def commit(doc: dict) -> str:
     c = dig(doc, "provenance.git_commit")
-    return f"`{c[:7]}`" if c else "unknown (null)"
+    return f"`{short_commit(c)}`" if c else "unknown (null)"
 
 
 def names(items) -> str:
