@@ -208,3 +208,35 @@ def test_the_decode_benchmark_names_each_missed_target_and_each_disagreeing_deco
     doc["variants"].pop("slow")
     (tmp_path / "decode_graph.json").write_text(__import__("json").dumps(doc))
     assert "met by all 1 variants that have one (`fast`)" in LoopFolder(tmp_path).decode_bench()
+
+
+def test_jobs_alongside_others_on_other_gpus_are_compared_with_jobs_alone(tmp_path):
+    """Two sittings: one GPU, jobs one after another; two GPUs, jobs two at a time. Each variant's
+    training alone against alongside, the GPUs of overlapping jobs, wall time per sitting."""
+    import json
+
+    from attnbench.report.readme_sources import RunFolder
+
+    def write(variant, seed, uuid, start, seconds, rate, tflops=660.0):
+        d = tmp_path / "runs" / "train" / variant / f"seed{seed}"
+        d.mkdir(parents=True)
+        end = f"2026-11-29T{start // 60:02d}:{start % 60:02d}:{seconds:02d}+00:00"
+        doc = {"status": "ok", "provenance": {"device_uuid": uuid, "git_commit": "abc1234"},
+               "job": {"started_utc": f"2026-11-29T{start // 60:02d}:{start % 60:02d}:00+00:00",
+                       "finished_utc": end, "startup_s": 0},
+               "timing": {"tokens_per_s": rate}, "control": {"tflops": tflops}, "energy": {"gpu_j_per_token": 0.0015}}
+        (d / "metrics.json").write_text(json.dumps(doc))
+    write("sdpa", 1, "GPU-a", 10 * 60 + 0, 50, 400_000)       # sitting 1: alone, one after another
+    write("mla", 1, "GPU-a", 10 * 60 + 1, 50, 300_000)
+    write("sdpa", 2, "GPU-b", 12 * 60 + 0, 50, 396_000)       # sitting 2: two at a time
+    write("mla", 2, "GPU-c", 12 * 60 + 0, 50, 297_000)
+    write("sdpa", 3, "GPU-b", 12 * 60 + 1, 50, 404_000)
+    write("mla", 3, "GPU-c", 12 * 60 + 1, 50, 303_000)
+    text = RunFolder(tmp_path).parallel()
+    assert "6 jobs with GPU and times: 2 pairs overlapped on different GPUs, none on one GPU" in text
+    assert "sitting 1: 2 jobs on 1 GPU" in text and "sitting 2: 4 jobs on 2 GPUs" in text
+    assert "wall 1.8 min for 3.3 min of jobs (1.82 at a time)" in text  # 4 × 50 s within 110 s
+    assert "| `sdpa` | 1: 400k | 2: 400k | 1.000 |" in text
+    assert "mean over 2 variants: 1.000" in text
+    write("lsh", 2, "GPU-c", 12 * 60 + 0, 10, 100_000)       # on GPU-c while mla seed 2 ran there
+    assert "1 on one GPU (their figures are not trustworthy)" in RunFolder(tmp_path).parallel()

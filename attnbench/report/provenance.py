@@ -97,6 +97,32 @@ def overlaps(prov_rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"pairs": pairs, "checked": len(timed), "unchecked": unchecked, "text": text}
 
 
+def concurrency(jobs: list[dict[str, Any]], gap_s: float = 600.0) -> list[dict[str, Any]]:
+    """Which jobs ran alongside others on other GPUs, and how much the GPUs overlapped in time.
+
+    ``jobs``: dicts with ``device_uuid``, ``start`` and ``end`` (datetimes); each gets
+    ``concurrent`` (how many jobs on other GPUs overlapped it) and ``same_gpu`` (how many on its
+    own: never, with one GPU per job).  Returns the sittings: runs of jobs without a gap of
+    ``gap_s`` between them (a session of a run resumed across sessions), each with its job count,
+    GPUs, wall time from first start to last end, and the sum of its jobs' durations."""
+    timed = sorted((j for j in jobs if j.get("device_uuid") and j.get("start") and j.get("end")),
+                   key=lambda j: j["start"])
+    for j in timed:
+        others = [o for o in timed if o is not j and o["start"] < j["end"] and j["start"] < o["end"]]
+        j["concurrent"] = sum(o["device_uuid"] != j["device_uuid"] for o in others)
+        j["same_gpu"] = sum(o["device_uuid"] == j["device_uuid"] for o in others)
+    sittings: list[list[dict]] = []
+    for j in timed:
+        if sittings and (j["start"] - max(o["end"] for o in sittings[-1])).total_seconds() <= gap_s:
+            sittings[-1].append(j)
+        else:
+            sittings.append([j])
+    return [{"jobs": len(s), "gpus": len({j["device_uuid"] for j in s}),
+             "wall_s": (max(j["end"] for j in s) - s[0]["start"]).total_seconds(),
+             "job_s": sum((j["end"] - j["start"]).total_seconds() for j in s),
+             "first": s[0]["start"], "last": max(j["end"] for j in s)} for s in sittings]
+
+
 def _job(r: dict[str, Any]) -> str:
     seed = f" seed {r['seed']}" if r["seed"] != "—" else ""
     return f"{r['variant']} {r['stage']}{seed} ({r['started']} – {r['finished']} UTC)"

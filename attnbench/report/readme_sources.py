@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import math
 import re
@@ -11,6 +12,8 @@ from typing import Callable
 
 from .readme import (H100_ORDER, commit, dig, gib, kilo, load, mib, names, pct, seq, sig, span,  # noqa: F401
                      table)
+from ..stats import bootstrap_mean, bootstrap_ratio
+from .provenance import _time, concurrency
 from .table import tokens_per_busy_s
 
 
@@ -502,6 +505,12 @@ def decode_cells(probe_doc: dict) -> tuple[str, str]:
             f"{rate('graph_tokens_per_s')} / {rate('eager_tokens_per_s')}")
 
 
+def _started(doc: dict):
+    """When a job's process started: its record's start less the process's age then (imports, GPU slot)."""
+    start = _time(dig(doc, "job.started_utc"))
+    return start - datetime.timedelta(seconds=dig(doc, "job.startup_s") or 0) if start else None
+
+
 class RunFolder:
     """A run of the README's command on a GPU, committed as it came back: ``runs/train/<variant>/
     seed<k>/metrics.json``, ``runs/probe/...``, ``snakemake.log`` and the GPU suite's ``gpu-suite/``.
@@ -728,6 +737,59 @@ class RunFolder:
         return (f"\n\nGraph prefill over {len(ratios)} rows of {len(self.probe)} probes: p90/p50 at most "
                 f"{max(ratios):.3f}; " + ("it grows with the prompt in every probe and batch." if not falls else
                                           "it does not grow with the prompt in " + ", ".join(falls) + "."))
+
+    def parallel(self) -> str:
+        """Jobs that ran at the same time on different GPUs (``--resources gpu=N``, attnbench.gpuslots)
+        against jobs that ran alone: the GPUs per overlapping pair, wall time per sitting, and each
+        variant's training throughput and energy alone and concurrent (#19: parallel equals serial)."""
+        jobs = []
+        for kind, docs in (("train", self.train), ("probe", self.probe)):
+            for (v, seed), d in docs.items():
+                jobs.append({"kind": kind, "variant": v, "seed": seed, "doc": d,
+                             "device_uuid": dig(d, "provenance.device_uuid"),
+                             "start": _started(d), "end": _time(dig(d, "job.finished_utc"))})
+        sittings = concurrency(jobs)
+        timed = [j for j in jobs if "concurrent" in j]
+        if not timed:
+            return "No job recorded its GPU and times."
+        pairs = sum(j["concurrent"] for j in timed) // 2
+        same = sum(j["same_gpu"] for j in timed) // 2
+        text = [f"{len(timed)} jobs with GPU and times: {pairs} pairs overlapped on different GPUs, "
+                + (f"{same} on one GPU (their figures are not trustworthy)" if same else "none on one GPU") + ". "
+                + "; ".join(f"sitting {i + 1}: {s['jobs']} jobs on {s['gpus']} GPU{'s' if s['gpus'] > 1 else ''}, "
+                            f"wall {s['wall_s'] / 60:.1f} min for {s['job_s'] / 60:.1f} min of jobs "
+                            f"({s['job_s'] / s['wall_s']:.2f} at a time)" for i, s in enumerate(sittings)) + "."]
+        rows, ratios, normalised = [], [], []
+        for v in self.ORDER:
+            train = [j for j in timed if j["kind"] == "train" and j["variant"] == v and j["doc"]["status"] == "ok"]
+            alone = [j["doc"] for j in train if j["concurrent"] == 0]
+            along = [j["doc"] for j in train if j["concurrent"] > 0]
+            if not alone or not along:
+                continue
+            rate = [[d["timing"]["tokens_per_s"] for d in g] for g in (alone, along)]
+            per_tflop = [[d["timing"]["tokens_per_s"] / d["control"]["tflops"] for d in g] for g in (alone, along)]
+            energy = [[d["energy"]["gpu_j_per_token"] for d in g] for g in (alone, along)]
+            r = bootstrap_ratio(rate[1], rate[0])
+            ratios.append(r.mean)
+            normalised.append(bootstrap_ratio(per_tflop[1], per_tflop[0]).mean)
+            interval = f" [{r.low:.3f}, {r.high:.3f}]" if r.has_interval else ""
+            rows.append([f"`{v}`", f"{len(alone)}: {kilo(sum(rate[0]) / len(alone))}",
+                         f"{len(along)}: {kilo(sum(rate[1]) / len(along))}", f"{r.mean:.3f}{interval}",
+                         f"{normalised[-1]:.3f}",
+                         f"{sig(1000 * sum(energy[0]) / len(alone))} / {sig(1000 * sum(energy[1]) / len(along))}"])
+        if not rows:
+            return text[0] + " No variant trained both alone and alongside another job."
+        over = bootstrap_mean(ratios)
+        over_n = bootstrap_mean(normalised)
+
+        def est(e):
+            return f"{e.mean:.3f}" + (f" [{e.low:.3f}, {e.high:.3f}]" if e.has_interval else "")
+        text.append(f"Training tokens/s alongside another job against alone, mean over {over.n} variants: {est(over)}; "
+                    f"divided by each job's control (TFLOP/s of the same-process matmul): {est(over_n)}.")
+        return " ".join(text) + "\n\n" + table(
+            ["variant", "alone: trainings, tokens/s", "concurrent: trainings, tokens/s",
+             "concurrent / alone (95 % interval where both have two)", "same, per control TFLOP/s",
+             "GPU mJ/token alone / concurrent"], rows)
 
     def suite(self) -> str:
         folder = self.dir / "gpu-suite"
