@@ -869,7 +869,8 @@ class RunFolder:
                          + (f", peak allocated {gib(r['peak_allocated_bytes'])} GiB" if r.get("peak_allocated_bytes")
                             else ", peak allocated not recorded (CUDA graphs: the allocator does not count their pool)")
                          + (f", warm-up peak allocated {gib(r['peak_allocated_warmup_bytes'])} GiB"
-                            if r.get("peak_allocated_warmup_bytes") else ""))
+                            if r.get("peak_allocated_warmup_bytes") else "")
+                         + (f", peak reserved {gib(r['peak_reserved_bytes'])} GiB" if r.get("peak_reserved_bytes") else ""))
         ro, de = d["runs"].get("reduce-overhead", {}), d["runs"].get("default", {})
         ratio = (f"; reduce-overhead warm-up peak / default timed peak allocated "
                  f"{ro['peak_allocated_warmup_bytes'] / de['peak_allocated_bytes']:.3f}"

@@ -78,6 +78,9 @@ def test_reduce_overhead_training_matches_default_and_replays(variant, tmp_path,
                      "val_loss": m["training"]["val_loss"],
                      "peak_allocated_bytes": m["memory"]["peak_allocated_bytes"],
                      "peak_allocated_warmup_bytes": m["memory"]["peak_allocated_warmup_bytes"],
+                     # what the process holds: under CUDA graphs it includes the graphs' pool, which
+                     # allocated bytes do not (the two modes' footprints compared on one figure)
+                     "peak_reserved_bytes": m["memory"]["peak_reserved_bytes"],
                      "cudagraph_skips": m["training"].get("cudagraph_skips")} for name, m in runs.items()}
     gpu_log(f"training_graphs_{variant}", {"max_step_loss_gap": gap, "max_step_loss_gap_default_twice": noise,
                                            "first_loss": losses["default"][0], "last_loss": losses["default"][-1],
