@@ -165,6 +165,8 @@ def provenance(seed: int | None = None, config: Any = None, device=None) -> dict
     """Who/what/where produced a result: versions, device, seed, config hash, git commit."""
     import torch
 
+    from .measure.readers import device_uuid
+
     info: dict[str, Any] = {
         "git_commit": git_commit(),
         "python": platform.python_version(),
@@ -187,8 +189,7 @@ def provenance(seed: int | None = None, config: Any = None, device=None) -> dict
         info["device"] = props.name
         info["device_memory_bytes"] = props.total_memory
         info["device_capability"] = f"{props.major}.{props.minor}"
-        uuid = str(getattr(props, "uuid", "") or "")
-        info["device_uuid"] = (uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}") if uuid else None
+        info["device_uuid"] = device_uuid(idx)
         info["gpu_slot"] = os.environ.get("ATTNBENCH_GPU_SLOT")  # the slot this job held (attnbench.gpuslots)
         try:
             import pynvml

@@ -723,3 +723,21 @@ def test_reset_peak_memory_returns_what_is_allocated_then(monkeypatch):
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None: 1234)
     assert measure.reset_peak_memory(torch.device("cuda")) == 1234
     assert measure.reset_peak_memory(torch.device("cpu")) is None
+
+
+def test_codecarbon_and_nvml_name_the_jobs_own_gpu_not_nvml_index_of_its_cuda_device(tmp_path, monkeypatch):
+    """A job given GPU 3 by the slot pool sees it as cuda:0; NVML (and CodeCarbon, which reads it)
+    numbers it 3. The GPU is named by UUID where torch gives one, else by CUDA_VISIBLE_DEVICES."""
+    from attnbench.measure import energy, readers
+    from attnbench.measure.energy import MeasurementSession
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert readers.nvml_index(0) == 3 and readers.nvml_index(1) == 1 and readers.nvml_index(2) == 2
+    monkeypatch.setattr(energy, "device_uuid", lambda index: None)
+    ms = MeasurementSession("cuda:0", tmp_path, nvml=False, codecarbon=True, idle_seconds=0)
+    assert ms.carbon.gpu_ids == ["3"]
+    monkeypatch.setattr(energy, "device_uuid", lambda index: f"GPU-uuid-of-{index}")
+    ms = MeasurementSession("cuda:1", tmp_path, nvml=False, codecarbon=True, idle_seconds=0)
+    assert ms.carbon.gpu_ids == ["GPU-uuid-of-1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5a,GPU-6b")  # UUIDs listed: no index to map
+    assert readers.nvml_index(1) == 1

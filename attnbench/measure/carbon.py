@@ -48,7 +48,7 @@ class CarbonTracker:
     """``start()`` / ``stop() -> (emissions, unavailable)``; both swallow failures."""
 
     def __init__(self, out_dir: str | Path, label: str = "train", *, country_iso_code: str = "USA",
-                 measure_power_secs: float = 10.0, gpu_ids: list[int] | None = None,
+                 measure_power_secs: float = 10.0, gpu_ids: list[str] | None = None,
                  enabled: bool = True, factory: Callable[..., Any] | None = None):
         self.out_dir = Path(out_dir)
         self.output_file = f"emissions_{label}.csv"

@@ -16,11 +16,32 @@ Any exception from a reader is a *measurement fault*: callers catch it, record w
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 SAMPLE_FIELDS = ("t_s", "power_w", "energy_mj", "sm_clock_mhz", "util_pct", "mem_used_bytes", "temp_c")
+
+
+def device_uuid(device_index: int) -> str | None:
+    """NVML's name ("GPU-…") of this process's CUDA device ``device_index``, None where torch cannot
+    say.  NVML numbers GPUs physically and ignores ``CUDA_VISIBLE_DEVICES``: a job given one GPU of
+    several (attnbench.gpuslots) sees it as its device 0, which need not be NVML's index 0."""
+    try:
+        import torch
+
+        uuid = str(torch.cuda.get_device_properties(device_index).uuid or "")
+    except Exception:
+        return None
+    return (uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}") if uuid else None
+
+
+def nvml_index(device_index: int) -> int:
+    """NVML's index of this process's CUDA device ``device_index`` where ``CUDA_VISIBLE_DEVICES``
+    lists indices (the slot pool sets one), else ``device_index`` itself."""
+    ids = [x.strip() for x in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip()]
+    return int(ids[device_index]) if device_index < len(ids) and ids[device_index].isdigit() else device_index
 
 
 @dataclass
@@ -88,15 +109,13 @@ class NvmlReader:
 
     def _find_handle(self, device_index: int):
         pynvml = self._nvml
-        try:
-            import torch
-
-            uuid = str(torch.cuda.get_device_properties(device_index).uuid)
-            if uuid:
-                return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
-        except Exception:
-            pass
-        return pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        uuid = device_uuid(device_index)
+        if uuid:
+            try:
+                return pynvml.nvmlDeviceGetHandleByUUID(uuid)
+            except Exception:
+                pass
+        return pynvml.nvmlDeviceGetHandleByIndex(nvml_index(device_index))
 
     def _instant_power_mw(self) -> int:
         pynvml = self._nvml
