@@ -766,23 +766,29 @@ class RunFolder:
             along = [j["doc"] for j in train if j["concurrent"] > 0]
             if not alone or not along:
                 continue
-            rate = [[d["timing"]["tokens_per_s"] for d in g] for g in (alone, along)]
-            per_tflop = [[d["timing"]["tokens_per_s"] / d["control"]["tflops"] for d in g] for g in (alone, along)]
-            energy = [[d["energy"]["gpu_j_per_token"] for d in g] for g in (alone, along)]
-            r = bootstrap_ratio(rate[1], rate[0])
+            def figure(d, key):  # None where a job could not measure it (no energy counter, no control)
+                x = dig(d, key)
+                return x if finite(x) else None
+            rate = [[figure(d, "timing.tokens_per_s") for d in g] for g in (alone, along)]
+            per_tflop = [[r / c if r and c else None for r, c in zip(rs, (figure(d, "control.tflops") for d in g))]
+                         for rs, g in zip(rate, (alone, along))]
+            mj = [[1000 * e if e else None for e in (figure(d, "energy.gpu_j_per_token") for d in g)]
+                  for g in (alone, along)]
+            r, n = bootstrap_ratio(rate[1], rate[0]), bootstrap_ratio(per_tflop[1], per_tflop[0])
             ratios.append(r.mean)
-            normalised.append(bootstrap_ratio(per_tflop[1], per_tflop[0]).mean)
-            interval = f" [{r.low:.3f}, {r.high:.3f}]" if r.has_interval else ""
-            rows.append([f"`{v}`", f"{len(alone)}: {kilo(sum(rate[0]) / len(alone))}",
-                         f"{len(along)}: {kilo(sum(rate[1]) / len(along))}", f"{r.mean:.3f}{interval}",
-                         f"{normalised[-1]:.3f}",
-                         f"{sig(1000 * sum(energy[0]) / len(alone))} / {sig(1000 * sum(energy[1]) / len(along))}"])
+            normalised.append(n.mean)
+            mean_of = [bootstrap_mean(x).mean for x in (*rate, *mj)]
+            rows.append([f"`{v}`", f"{len(alone)}: {kilo(mean_of[0])}", f"{len(along)}: {kilo(mean_of[1])}",
+                         f"{r.mean:.3f}" + (f" [{r.low:.3f}, {r.high:.3f}]" if r.has_interval else ""),
+                         f"{n.mean:.3f}" if n.mean is not None else "—",
+                         " / ".join(sig(m) if m is not None else "—" for m in mean_of[2:])])
         if not rows:
             return text[0] + " No variant trained both alone and alongside another job."
-        over = bootstrap_mean(ratios)
-        over_n = bootstrap_mean(normalised)
+        over, over_n = bootstrap_mean(ratios), bootstrap_mean(normalised)
 
         def est(e):
+            if e.mean is None:
+                return "not measured"
             return f"{e.mean:.3f}" + (f" [{e.low:.3f}, {e.high:.3f}]" if e.has_interval else "")
         text.append(f"Training tokens/s alongside another job against alone, mean over {over.n} variants: {est(over)}; "
                     f"divided by each job's control (TFLOP/s of the same-process matmul): {est(over_n)}.")
