@@ -355,31 +355,37 @@ def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
         return result
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     session = None
+    phase = measure.PhaseClock(result["job"])  # where a probe's wall time goes (summed over batch sizes)
     try:
-        model = build_model(settings, device)
-        load_weights(model, Path(train_dir) / "model.safetensors")
-        model = model.to(dtype).eval()
+        with phase("load"):
+            model = build_model(settings, device)
+            load_weights(model, Path(train_dir) / "model.safetensors")
+            model = model.to(dtype).eval()
         block = model.config.block_size
-        session = measure.session_from(settings["measure"], device, Path(out_path).parent, "probe", idle=False)
-        session.start()
+        with phase("measure_start"):
+            session = measure.session_from(settings["measure"], device, Path(out_path).parent, "probe", idle=False)
+            session.start()
         prefill, decode = [], []
         for B in p["batch_sizes"]:
             for L in p["prompt_lens"]:
                 tokens = prompt_tokens(tokens_dir, B, min(L, block), device)
                 try:
-                    prefill.append(prefill_probe(model, tokens, device, p["repeats"], p["warmup"],
-                                                 settings["measure"]["kernel_check"]))
+                    with phase("prefill"):  # eager and graph, the logits check, the repeats
+                        prefill.append(prefill_probe(model, tokens, device, p["repeats"], p["warmup"],
+                                                     settings["measure"]["kernel_check"]))
                 except torch.OutOfMemoryError as err:
                     prefill.append({"batch_size": B, "prompt_len": L, "status": "oom", "error": str(err)[:300]})
                     torch.cuda.empty_cache()
             P = min(max(p["prompt_lens"]), block - p["decode_tokens"])
             try:
-                decode.append(decode_probe(model, prompt_tokens(tokens_dir, B, P, device),
-                                           p["decode_tokens"], device, dtype, session, p["warmup"]))
+                with phase("decode"):  # eager and graph, each over energy windows, the full-forward check
+                    decode.append(decode_probe(model, prompt_tokens(tokens_dir, B, P, device),
+                                               p["decode_tokens"], device, dtype, session, p["warmup"]))
             except torch.OutOfMemoryError as err:
                 decode.append({"batch_size": B, "prompt_len": P, "status": "oom", "error": str(err)[:300]})
                 torch.cuda.empty_cache()
-        summary = session.finish()
+        with phase("measure_finish"):
+            summary = session.finish()
         session = None
         result["kernel"] = model.kernel()
         result["dtype"] = str(dtype).replace("torch.", "")

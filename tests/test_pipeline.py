@@ -47,6 +47,8 @@ def test_smoke_dag_produces_every_result(smoke_run):
         probe = json.loads((work / f"results/probe/{variant}/seed1337/probe.json").read_text())
         assert probe["status"] == "ok", probe.get("failure")
         assert probe["decode_matches_full_forward"], probe["decode"]
+        # where the probe's wall time went, phase by phase, each phase once
+        assert list(probe["job"]["phases_s"]) == ["load", "measure_start", "prefill", "decode", "measure_finish"]
         sweep = json.loads((work / f"results/sweep/{variant}/sweep.json").read_text())
         assert sweep["points"]
         assert (work / f"logs/train/{variant}-seed1337.log").exists()
