@@ -238,5 +238,10 @@ def test_jobs_alongside_others_on_other_gpus_are_compared_with_jobs_alone(tmp_pa
     assert "wall 1.8 min for 3.3 min of jobs (1.82 at a time)" in text  # 4 × 50 s within 110 s
     assert "| `sdpa` | 1: 400k | 2: 400k | 1.000 |" in text
     assert "mean over 2 variants: 1.000" in text
+    # a serial reference from another run, in serial/: its jobs count as alone
+    sdpa = tmp_path / "runs" / "train" / "sdpa" / "seed1"
+    (tmp_path / "serial" / "train" / "sdpa").mkdir(parents=True)
+    sdpa.rename(tmp_path / "serial" / "train" / "sdpa" / "seed1")
+    assert "| `sdpa` | 1: 400k | 2: 400k | 1.000 |" in RunFolder(tmp_path).parallel()
     write("lsh", 2, "GPU-c", 12 * 60 + 0, 10, 100_000)       # on GPU-c while mla seed 2 ran there
     assert "1 on one GPU (their figures are not trustworthy)" in RunFolder(tmp_path).parallel()

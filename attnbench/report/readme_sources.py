@@ -523,9 +523,9 @@ class RunFolder:
         self.train = self._docs("train", "metrics.json")
         self.probe = self._docs("probe", "probe.json")
 
-    def _docs(self, kind: str, name: str) -> dict[tuple[str, int], dict]:
+    def _docs(self, kind: str, name: str, under: str = "runs") -> dict[tuple[str, int], dict]:
         found = {}
-        for path in (self.dir / "runs" / kind).glob(f"*/seed*/{name}"):
+        for path in (self.dir / under / kind).glob(f"*/seed*/{name}"):
             found[(path.parent.parent.name, int(path.parent.name[4:]))] = load(path)
         return dict(sorted(found.items(), key=lambda kv: (self.ORDER.index(kv[0][0]), kv[0][1])))
 
@@ -740,10 +740,14 @@ class RunFolder:
 
     def parallel(self) -> str:
         """Jobs that ran at the same time on different GPUs (``--resources gpu=N``, attnbench.gpuslots)
-        against jobs that ran alone: the GPUs per overlapping pair, wall time per sitting, and each
-        variant's training throughput and energy alone and concurrent (#19: parallel equals serial)."""
+        against jobs that ran alone (in ``runs/`` or in ``serial/``): the GPUs per overlapping pair,
+        wall time per sitting, and each variant's training throughput and energy alone and concurrent
+        (#19: parallel equals serial)."""
         jobs = []
-        for kind, docs in (("train", self.train), ("probe", self.probe)):
+        # ``serial/``: another run's jobs in the runs/ layout, one after another on one GPU (a reference
+        # from another session, say; its commit is in each document)
+        serial = [("train", self._docs("train", "metrics.json", "serial")), ("probe", self._docs("probe", "probe.json", "serial"))]
+        for kind, docs in (("train", self.train), ("probe", self.probe), *serial):
             for (v, seed), d in docs.items():
                 jobs.append({"kind": kind, "variant": v, "seed": seed, "doc": d,
                              "device_uuid": dig(d, "provenance.device_uuid"),
