@@ -28,6 +28,7 @@ ENV = "ATTNBENCH_GPU_SLOTS"
 LOCK_DIR = Path(".snakemake") / "gpu-slots"
 
 _held: dict[str, int] = {}  # slot -> open lock fd (kept open for the life of the process)
+CLAIM_SECONDS: float | None = None  # how long claim_from_env took (listing the GPUs, waiting for a free one)
 
 
 def visible_gpus() -> list[str]:
@@ -92,13 +93,16 @@ def claim_from_env(environ=os.environ) -> str | None:
     """The scripts' first step: claim a slot per ``ATTNBENCH_GPU_SLOTS`` and make it the job's
     only visible GPU.  Returns the slot, or None when there is no pool (unset, empty, under
     SLURM, ``none`` for CPU jobs)."""
+    global CLAIM_SECONDS
     spec = environ.get(ENV, "").strip()
     if not spec or spec == "none" or environ.get("SLURM_JOB_ID"):
         return None
+    t0 = time.monotonic()
     slots = parse_slots(spec)
     if not slots and spec == "auto":
         return None  # no GPU here (device: auto on a CPU machine): nothing to share
     slot = claim(slots)
     environ["CUDA_VISIBLE_DEVICES"] = slot
     environ["ATTNBENCH_GPU_SLOT"] = slot  # recorded in the job's provenance
+    CLAIM_SECONDS = round(time.monotonic() - t0, 3)
     return slot

@@ -36,7 +36,7 @@ from attention.selection import prepare
 from . import measure, selfcheck
 from .decode import GRAPH_NEEDS_CUDA, GraphDecoder, GraphPrefill, unsupported_reason
 from .model import build_model, load_weights
-from .results import PROBE_SCHEMA, atomic_write_json, jsonable, provenance, tokens_identity, utc_now
+from .results import PROBE_SCHEMA, atomic_write_json, jsonable, provenance_and_job, tokens_identity, utc_now
 from .settings import resolve_device
 
 
@@ -342,9 +342,9 @@ def decode_probe(model, prompt, n_new: int, device, dtype, session, warmup: int)
 def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
     name, p = settings["name"], settings["probe"]
     device = resolve_device(settings["device"])
+    prov, job_start = provenance_and_job(settings["seed"], settings, device)
     result: dict[str, Any] = {"schema": PROBE_SCHEMA, "variant": name, "status": "ok",
-                              "provenance": provenance(settings["seed"], settings, device),
-                              "job": {"started_utc": utc_now(), "startup_s": measure.process_age_s()},
+                              "provenance": prov, "job": job_start,
                               "data": {"tokens_sha256": tokens_identity(tokens_dir)}, "settings": settings}
     unavailable: dict[str, str] = {}
     metrics = json.loads((Path(train_dir) / "metrics.json").read_text())

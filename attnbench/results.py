@@ -35,6 +35,7 @@ Schema ``attnbench.train/1`` (``results/train/<variant>/seed<seed>/metrics.json`
     efficiency: {loss_drop_per_kj, loss_start, loss_end, energy_j, ...}   over the same timed steps
     energy.gpu_j_per_token_above_idle, flops.mfu_standard, job: {started_utc, finished_utc}
     job.startup_s                the process's age when the record began (interpreter, imports, slot claim)
+    job.startup_parts_s          parts of it timed apart: gpu_slot_claim (None without a pool), provenance
     job.phases_s                 wall seconds per phase after that (measure.PhaseClock)
     training: {..., checkpoints, resumed_from_step, resumes, compile_error,
                cudagraph_skips (compile modes that replay CUDA graphs: graphs that ran without)}
@@ -159,6 +160,21 @@ def git_commit(repo_dir: str | os.PathLike | None = None) -> str | None:
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                            cwd=repo_dir or Path(__file__).parent, capture_output=True, text=True)
     return commit + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def provenance_and_job(seed: int | None, config: Any, device) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A job document's ``provenance`` and the start of its ``job`` record: when it began, the
+    process's age then (``startup_s``: interpreter, imports, GPU slot, provenance) and the parts
+    of that age measured apart (``startup_parts_s``), so that a slow start-up can be placed."""
+    import time
+
+    from . import gpuslots
+    from .measure.timing import process_age_s
+
+    t0 = time.perf_counter()
+    info = provenance(seed, config, device)
+    parts = {"gpu_slot_claim": gpuslots.CLAIM_SECONDS, "provenance": round(time.perf_counter() - t0, 3)}
+    return info, {"started_utc": utc_now(), "startup_s": process_age_s(), "startup_parts_s": parts}
 
 
 def provenance(seed: int | None = None, config: Any = None, device=None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import torch
 from attention.base import flops_forward_of
 from attention.selection import KernelCheckError, autotune
 
-from . import measure
+from . import gpuslots, measure
 from .measure.energy import FLAG_SHORT
 from .model import Block, GPTConfig
 from .optim import begin_step
@@ -137,6 +137,7 @@ def run(settings: dict, out_path) -> dict[str, Any]:
               "tokens_per_call": s["tokens"], "flop_convention": "causal pairs only; forward+backward = 3x forward",
               "points": points, "unavailable": unavailable,
               "provenance": provenance(settings["seed"], settings, device),
-              "job": {"started_utc": started, "startup_s": startup_s, "finished_utc": utc_now()}}
+              "job": {"started_utc": started, "startup_s": startup_s,
+                      "startup_parts_s": {"gpu_slot_claim": gpuslots.CLAIM_SECONDS}, "finished_utc": utc_now()}}
     atomic_write_json(out_path, jsonable(result))
     return result

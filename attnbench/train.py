@@ -44,7 +44,8 @@ from .interrupt import Interrupted, interruptible
 from .model import GPT, build_model, weights_bytes
 from .optim import (autocast_ctx, begin_step, compile_model, cudagraph_skips, lr_at, make_optimizer,
                     replays_graphs, resolve_dtype, should_compile)
-from .results import TRAIN_SCHEMA, atomic_write_bytes, atomic_write_json, jsonable, provenance, tokens_identity, utc_now
+from .results import (TRAIN_SCHEMA, atomic_write_bytes, atomic_write_json, jsonable, provenance_and_job,
+                      tokens_identity, utc_now)
 from .settings import ConfigError, check_stage_settings, resolve_device
 from .train_result import FAULT_ENV, TrainingFault, assemble, injected_fault, record_failure, write_steps_csv
 
@@ -175,12 +176,13 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
     if not resume:
         with contextlib.suppress(FileNotFoundError):
             ckpt_path.unlink()
+    prov, job_start = provenance_and_job(settings["seed"], settings, device)
     result: dict[str, Any] = {
         "schema": TRAIN_SCHEMA, "variant": name, "status": "ok", "failure": None,
         "attention": {"name": settings["entry"]["class"] or settings["entry"]["variant"],
                       "params": settings["entry"]["params"],
                       "exact": computes_baseline(settings["entry"], settings["train"]["seq_len"])},
-        "provenance": provenance(settings["seed"], settings, device), "job": {"started_utc": utc_now(), "startup_s": measure.process_age_s()},
+        "provenance": prov, "job": job_start,
         # what the job ran on and with: a report checks both against its own data and config
         "data": {"tokens_sha256": tokens_identity(tokens_dir)}, "settings": settings,
         "kernel_check": {"method": selfcheck.METHOD}}

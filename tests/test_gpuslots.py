@@ -25,7 +25,7 @@ slot = gpuslots.claim_from_env()
 t1 = time.time()
 time.sleep({hold})
 print(json.dumps({{"slot": slot, "visible": os.environ["CUDA_VISIBLE_DEVICES"], "asked": t0, "start": t1,
-                  "end": time.time()}}), flush=True)
+                  "end": time.time(), "claim_s": gpuslots.CLAIM_SECONDS}}), flush=True)
 """
 
 
@@ -46,6 +46,8 @@ def test_concurrent_jobs_never_share_a_slot_and_extra_jobs_wait(tmp_path):
                 assert r["end"] <= s["start"] or s["end"] <= r["start"], (r, s)
     waited = sorted(r["start"] - r["asked"] for r in runs)
     assert waited[-1] >= 0.5, "five jobs on two slots: some must have waited"
+    # each job records how long its claim took, waiting included (its start-up's share)
+    assert all(abs(r["claim_s"] - (r["start"] - r["asked"])) < 0.1 for r in runs)
     assert (tmp_path / ".snakemake" / "gpu-slots" / "a.lock").exists()
 
 

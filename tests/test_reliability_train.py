@@ -292,6 +292,8 @@ def test_windows_lengthen_to_window_seconds_and_phases_are_recorded(reference):
     assert sum(w["steps"] for w in windows) == t["steps"] - t["warmup_steps"]
     phases = m["job"]["phases_s"]
     assert m["job"]["startup_s"] > 0          # the process's age when the record began
+    parts = m["job"]["startup_parts_s"]       # parts of it measured apart: no slot pool in this process
+    assert parts["gpu_slot_claim"] is None and 0 <= parts["provenance"] < m["job"]["startup_s"]
     assert list(phases) == ["setup", "kernel_check_start", "measure_start", "warm_up", "timed_loop",
                             "final_eval", "kernel_check_end", "assemble", "save"]
     assert all(v >= 0 for v in phases.values()) and phases["timed_loop"] >= sum(w["seconds"] for w in windows)
