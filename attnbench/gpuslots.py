@@ -102,6 +102,8 @@ def claim_from_env(environ=os.environ) -> str | None:
     if not slots and spec == "auto":
         return None  # no GPU here (device: auto on a CPU machine): nothing to share
     slot = claim(slots)
+    if slot.isdigit():  # nvidia-smi's (NVML's, PCI-bus) numbering; CUDA's default is fastest first
+        environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     environ["CUDA_VISIBLE_DEVICES"] = slot
     environ["ATTNBENCH_GPU_SLOT"] = slot  # recorded in the job's provenance
     CLAIM_SECONDS = round(time.monotonic() - t0, 3)

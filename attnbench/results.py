@@ -36,6 +36,7 @@ Schema ``attnbench.train/1`` (``results/train/<variant>/seed<seed>/metrics.json`
     energy.gpu_j_per_token_above_idle, flops.mfu_standard, job: {started_utc, finished_utc}
     job.startup_s                the process's age when the record began (interpreter, imports, slot claim)
     job.startup_parts_s          parts of it timed apart: gpu_slot_claim (None without a pool), provenance
+                                 (train and probe; a sweep records its provenance at its end)
     job.phases_s                 wall seconds per phase after that (measure.PhaseClock)
     training: {..., checkpoints, resumed_from_step, resumes, compile_error,
                cudagraph_skips (compile modes that replay CUDA graphs: graphs that ran without)}

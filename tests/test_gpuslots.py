@@ -77,7 +77,11 @@ def test_no_pool_under_slurm_or_when_unset(tmp_path, monkeypatch):
     assert gpuslots.claim_from_env({gpuslots.ENV: "auto", "CUDA_VISIBLE_DEVICES": ""}) is None  # no GPU here
     env = {gpuslots.ENV: "x"}
     assert gpuslots.claim_from_env(env) == "x" and env["CUDA_VISIBLE_DEVICES"] == "x"
+    assert "CUDA_DEVICE_ORDER" not in env  # a UUID or name: no numbering to agree on
     gpuslots.release("x")
+    env = {gpuslots.ENV: "7"}  # nvidia-smi's index: CUDA must number GPUs as NVML does
+    assert gpuslots.claim_from_env(env) == "7" and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    gpuslots.release("7")
 
 
 def test_auto_lists_the_visible_gpus(monkeypatch):

@@ -727,17 +727,37 @@ def test_reset_peak_memory_returns_what_is_allocated_then(monkeypatch):
 
 def test_codecarbon_and_nvml_name_the_jobs_own_gpu_not_nvml_index_of_its_cuda_device(tmp_path, monkeypatch):
     """A job given GPU 3 by the slot pool sees it as cuda:0; NVML (and CodeCarbon, which reads it)
-    numbers it 3. The GPU is named by UUID where torch gives one, else by CUDA_VISIBLE_DEVICES."""
-    from attnbench.measure import energy, readers
+    numbers it 3. CodeCarbon is given NVML's index: its UUID matching strips "GPU-" with
+    ``lstrip("MIG-")`` and never matches."""
+    from attnbench.measure import readers
     from attnbench.measure.energy import MeasurementSession
 
+    monkeypatch.setattr(readers, "device_uuid", lambda index: None)  # no torch/NVML answer: the env decides
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
     assert readers.nvml_index(0) == 3 and readers.nvml_index(1) == 1 and readers.nvml_index(2) == 2
-    monkeypatch.setattr(energy, "device_uuid", lambda index: None)
     ms = MeasurementSession("cuda:0", tmp_path, nvml=False, codecarbon=True, idle_seconds=0)
     assert ms.carbon.gpu_ids == ["3"]
-    monkeypatch.setattr(energy, "device_uuid", lambda index: f"GPU-uuid-of-{index}")
-    ms = MeasurementSession("cuda:1", tmp_path, nvml=False, codecarbon=True, idle_seconds=0)
-    assert ms.carbon.gpu_ids == ["GPU-uuid-of-1"]
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5a,GPU-6b")  # UUIDs listed: no index to map
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5a,GPU-6b")  # UUIDs listed: no index to read
     assert readers.nvml_index(1) == 1
+
+
+def test_codecarbon_selects_a_gpu_by_nvml_index_and_not_by_uuid():
+    """Why CodeCarbon gets an index: its GPU-id matching strips a UUID's "GPU-" with lstrip("MIG-"),
+    which removes the "G" too, so a UUID matches no GPU and CodeCarbon tracks none. Checked on the
+    installed CodeCarbon's own selection code with two fake GPUs."""
+    from codecarbon.external.hardware import GPU
+
+    class TwoGPUs:
+        devices = []
+
+        @staticmethod
+        def get_gpu_static_info():
+            return [{"uuid": "GPU-aaaa-0000", "gpu_index": 0}, {"uuid": "GPU-bbbb-1111", "gpu_index": 1}]
+
+    def selected(ids):
+        gpu = object.__new__(GPU)  # without __post_init__, which asks NVML for the machine's GPUs
+        gpu.gpu_ids, gpu.devices, gpu.num_gpus, gpu._gpu_ids_resolved = ids, TwoGPUs(), 2, False
+        return gpu._get_gpu_ids()
+
+    assert selected(["1"]) == [1]
+    assert selected(["GPU-bbbb-1111"]) == []  # if this starts to pass as [1], UUIDs would do too

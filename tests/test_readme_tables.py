@@ -205,6 +205,10 @@ def test_the_decode_benchmark_names_each_missed_target_and_each_disagreeing_deco
     text = LoopFolder(tmp_path).decode_bench()
     assert "missed by `slow` 1.20 ms/token at batch 1; `slow` 14.0k tokens/s at batch 16" in text
     assert "| `slow` |" in text and "NO: 0.500 at logit scale 3.00" in text
+    doc["variants"]["no16"] = {"status": "ok", "rows": [row(1, 0.7, 2000.0), {"batch_size": 16, "status": "oom"}]}
+    (tmp_path / "decode_graph.json").write_text(__import__("json").dumps(doc))
+    assert "`no16` no figure at batch 16" in LoopFolder(tmp_path).decode_bench()
+    doc["variants"].pop("no16")
     doc["variants"].pop("slow")
     (tmp_path / "decode_graph.json").write_text(__import__("json").dumps(doc))
     assert "met by all 1 variants that have one (`fast`)" in LoopFolder(tmp_path).decode_bench()
@@ -243,5 +247,12 @@ def test_jobs_alongside_others_on_other_gpus_are_compared_with_jobs_alone(tmp_pa
     (tmp_path / "serial" / "train" / "sdpa").mkdir(parents=True)
     sdpa.rename(tmp_path / "serial" / "train" / "sdpa" / "seed1")
     assert "| `sdpa` | 1: 400k | 2: 400k | 1.000 |" in RunFolder(tmp_path).parallel()
+    # a job that waited 55 s for GPU-b's slot and held it from 12:01:55, after sdpa seed 3 had ended
+    write("gqa", 2, "GPU-b", 12 * 60 + 2, 40, 500_000)
+    doc = tmp_path / "runs" / "train" / "gqa" / "seed2" / "metrics.json"
+    d = json.loads(doc.read_text())
+    d["job"].update(startup_s=60, startup_parts_s={"gpu_slot_claim": 55, "provenance": 1})
+    doc.write_text(json.dumps(d))
+    assert "none on one GPU" in RunFolder(tmp_path).parallel()
     write("lsh", 2, "GPU-c", 12 * 60 + 0, 10, 100_000)       # on GPU-c while mla seed 2 ran there
     assert "1 on one GPU (their figures are not trustworthy)" in RunFolder(tmp_path).parallel()

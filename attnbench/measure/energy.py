@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .carbon import CarbonTracker
-from .readers import SAMPLE_FIELDS, EnergyReader, device_uuid, now, nvml_index, open_nvml_reader
+from .readers import SAMPLE_FIELDS, EnergyReader, now, nvml_index, open_nvml_reader
 from .sampler import PowerSampler
 from .timing import synchronize
 
@@ -128,9 +128,11 @@ class MeasurementSession:
         self.sampler: PowerSampler | None = None
         self.sampler_reason: str | None = None
         gpu_ids = None
-        if self.device.type == "cuda":  # CodeCarbon reads NVML: name the GPU as NVML knows it
+        if self.device.type == "cuda":  # CodeCarbon reads NVML: name the GPU by NVML's index
+            # (not its UUID: codecarbon 3.3 strips "GPU-" with str.lstrip("MIG-"), which eats the G,
+            # so no UUID ever matches and it tracks no GPU at all)
             index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-            gpu_ids = [device_uuid(index) or str(nvml_index(index))]
+            gpu_ids = [str(nvml_index(index))]
         self.carbon = CarbonTracker(self.out_dir, label, country_iso_code=country_iso_code,
                                     measure_power_secs=codecarbon_measure_power_secs, gpu_ids=gpu_ids,
                                     enabled=codecarbon, factory=carbon_factory)

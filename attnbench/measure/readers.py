@@ -38,8 +38,19 @@ def device_uuid(device_index: int) -> str | None:
 
 
 def nvml_index(device_index: int) -> int:
-    """NVML's index of this process's CUDA device ``device_index`` where ``CUDA_VISIBLE_DEVICES``
-    lists indices (the slot pool sets one), else ``device_index`` itself."""
+    """NVML's index of this process's CUDA device ``device_index``: looked up by its UUID where NVML
+    and torch can say, else read from ``CUDA_VISIBLE_DEVICES`` where it lists indices (the slot
+    pool sets one, with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so that CUDA numbers as NVML does), else
+    ``device_index`` itself."""
+    uuid = device_uuid(device_index)
+    if uuid:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            return int(pynvml.nvmlDeviceGetIndex(pynvml.nvmlDeviceGetHandleByUUID(uuid)))
+        except Exception:
+            pass
     ids = [x.strip() for x in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip()]
     return int(ids[device_index]) if device_index < len(ids) and ids[device_index].isdigit() else device_index
 
