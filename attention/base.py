@@ -299,6 +299,17 @@ class StaticKVCache:
             return j
         return pos - torch.remainder(pos - j, self.slots)   # the latest p <= pos with p = j mod S
 
+    def visible(self, pos: torch.Tensor, window: int | None = None) -> torch.Tensor:
+        """(S,) bool: which slots the query at ``pos`` sees once token ``pos`` is written.  Slot j
+        is first written at position j, so ``j <= pos`` is both "not in the future" (plain) and
+        "written" (ring).  A window W also needs the held positions (> pos - W), except in a ring
+        of at most W slots, which holds only those.  One comparison in the common cases: each
+        kernel here runs once per layer and decoded token."""
+        visible = slot_positions(self.slots, self.k.device) <= pos
+        if window is not None and not (self.ring and window >= self.slots):
+            visible = visible & (self.key_positions(pos) > pos - window)
+        return visible
+
     def load(self, eager) -> None:
         """Copy a prefilled eager cache (:class:`KVCache`, or ``RollingKVCache`` for a ring)."""
         if not self.ring:
@@ -312,15 +323,12 @@ class StaticKVCache:
         self.v.copy_(torch.roll(eager.v, shifts=shift, dims=2))
 
 
-def static_visible(key_pos: torch.Tensor, pos: torch.Tensor, window: int | None = None,
-                   ring: bool = False) -> torch.Tensor:
-    """(S,) bool: which cached keys the query at ``pos`` sees.  Plain slots (slot j holds
-    position j): not in its future (<= pos).  A ring (``ring=True``) holds no future position
-    but negative ones in slots never written: written (>= 0).  With a window W: among the last
-    W positions (> pos - W), which a ring of at most W slots holds anyway.  One comparison in
-    the common cases: each kernel here runs once per layer and decoded token."""
-    visible = (key_pos >= 0) if ring else (key_pos <= pos)
-    if window is not None and not (ring and window >= key_pos.shape[0]):
+def static_visible(key_pos: torch.Tensor, pos: torch.Tensor, window: int | None = None) -> torch.Tensor:
+    """(S,) bool: which keys at positions ``key_pos`` the query at ``pos`` sees: not in its future
+    (<= pos) and, with a window W, among the last W positions (> pos - W).  For a cache whose slot
+    j holds position j (MLA's latent cache); :meth:`StaticKVCache.visible` for K/V caches."""
+    visible = key_pos <= pos
+    if window is not None:
         visible = visible & (key_pos > pos - window)
     return visible
 
@@ -397,7 +405,7 @@ class FusedQKVAttention(CausalSelfAttention):
         """Keys visible per query in the static step (None: all earlier ones)."""
         return None
 
-    def static_bias(self, key_pos: torch.Tensor, pos: torch.Tensor) -> torch.Tensor | None:
+    def static_bias(self, cache: StaticKVCache, pos: torch.Tensor) -> torch.Tensor | None:
         """Additive fp32 score bias over the cache slots (H, 1, S), or None."""
         return None
 
@@ -406,10 +414,8 @@ class FusedQKVAttention(CausalSelfAttention):
         into the fixed-size cache, attend over all slots masked to the visible ones."""
         q, k, v = self.project_qkv(x)                     # (B, H, 1, D) each
         cache.write(k, v, pos)
-        key_pos = cache.key_positions(pos)
-        y, self.kernel = static_decode_attention(self, q, cache.k, cache.v,
-                                                 static_visible(key_pos, pos, self.static_window(), cache.ring),
-                                                 self.static_bias(key_pos, pos))
+        y, self.kernel = static_decode_attention(self, q, cache.k, cache.v, cache.visible(pos, self.static_window()),
+                                                 self.static_bias(cache, pos))
         return self.project_out(y)
 
     def cache_bytes_per_token(self, dtype=torch.bfloat16):

@@ -112,10 +112,11 @@ class FlexAttention(MaskModAttention):
             return alibi_bias(self.n_head, q_len, k_len, device)
         return None
 
-    def static_bias(self, key_pos, pos):
+    def static_bias(self, cache, pos):
         """m_h * (j - i) over the cache slots, as :func:`alibi_bias` for the query at ``pos``."""
         if self.score_mod != "alibi":
             return None
+        key_pos = cache.key_positions(pos)
         slopes = alibi_slopes_tensor(self.n_head, str(key_pos.device))
         return slopes[:, None, None] * (key_pos - pos).float()[None, None, :]   # (H, 1, S)
 

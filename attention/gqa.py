@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from .base import (HALF, CausalSelfAttention, KVCache, StaticKVCache, causal_mask, causal_pairs,
                    core_attention_flops, dense_attention, dtype_bytes, merge_heads, split_heads,
-                   static_decode_attention, static_visible)
+                   static_decode_attention)
 from .ops.sdpa import auto_backend, causal_sdpa
 
 GQA_BACKENDS = ("cudnn", "flash", "math")
@@ -110,7 +110,7 @@ class GroupedQueryAttention(CausalSelfAttention):
         k, v = self.kv_proj(x).split(self.n_kv_head * self.head_dim, dim=2)
         cache.write(split_heads(k, self.n_kv_head), split_heads(v, self.n_kv_head), pos)
         q = q.reshape(B, self.n_kv_head, self.n_rep, self.head_dim)
-        visible = static_visible(cache.key_positions(pos), pos, ring=cache.ring)
+        visible = cache.visible(pos)
         y, self.kernel = static_decode_attention(self, q, cache.k, cache.v, visible)
         y = y.reshape(B, self.n_head, 1, self.head_dim)
         return self.resid_dropout(self.c_proj(merge_heads(y)))

@@ -125,10 +125,13 @@ def test_visible_mask():
     # a ring early on: never-written slots hold negative positions, hidden though inside pos - window
     ring = StaticKVCache.empty(1, 1, 4, 2, "cpu", torch.float32, ring=True)
     pos = torch.tensor(1)
-    assert static_visible(ring.key_positions(pos), pos, window=4, ring=True).tolist() == [True, True, False, False]
-    assert static_visible(ring.key_positions(pos), pos, ring=True).tolist() == [True, True, False, False]  # no window
+    assert ring.visible(pos, window=4).tolist() == [True, True, False, False]
+    assert ring.visible(pos).tolist() == [True, True, False, False]  # no window
     pos = torch.tensor(6)  # every slot written: positions 4, 5, 6, 3; a window of 2 keeps 5 and 6
-    assert static_visible(ring.key_positions(pos), pos, window=2, ring=True).tolist() == [False, True, True, False]
+    assert ring.visible(pos, window=2).tolist() == [False, True, True, False]
+    # a plain cache's slots are its positions: the same masks as from the positions
+    plain = StaticKVCache.empty(1, 1, 10, 2, "cpu", torch.float32)
+    assert plain.visible(pos, window=3).tolist() == static_visible(torch.arange(10), pos, window=3).tolist()
 
 
 def test_ring_key_positions():
