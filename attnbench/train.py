@@ -209,9 +209,8 @@ def run(settings: dict, tokens_dir: str | Path, out_dir: str | Path, *, checkpoi
                 measure.reset_peak_memory(device)
                 step = warm_up(job) if ckpt is None else job.resumed_from
                 job.step = step
-                if ckpt is None and job.t["warmup_steps"] >= 2:
-                    # under CUDA graphs the only phase whose allocations the allocator counts: graph
-                    # trees record on a step after the first, so at least two steps
+                if ckpt is None and job.t["warmup_steps"] >= measure.MIN_WARMUP_STEPS_FOR_PEAK:
+                    # under CUDA graphs the only phase whose allocations the allocator counts
                     job.warmup_peak_allocated = measure.peak_allocated(device)
                 job.allocated_at_start = measure.reset_peak_memory(device)
             with phase("timed_loop"):  # the timed windows and the evaluations between them

@@ -68,12 +68,14 @@ def assemble(job, result: dict, unavailable: dict, summary: dict, mem: dict) -> 
     result["memory"]["allocated_at_timed_start_bytes"] = job.allocated_at_start
     result["memory"]["peak_allocated_warmup_bytes"] = job.warmup_peak_allocated
     if job.warmup_peak_allocated is None:
-        unavailable["memory.peak_allocated_warmup_bytes"] = (
-            unavailable["memory.peak_allocated_bytes"] if "memory.peak_allocated_bytes" in unavailable
-            else "resumed from a checkpoint written before the warm-up peak was recorded"
-            if job.resumed_from is not None
-            else f"warmup_steps={t['warmup_steps']}: fewer than two warm-up steps (CUDA-graph trees record on a "
-                 "later step than the first)")
+        if "memory.peak_allocated_bytes" in unavailable:  # no CUDA allocator: neither phase
+            why = unavailable["memory.peak_allocated_bytes"]
+        elif t["warmup_steps"] < measure.MIN_WARMUP_STEPS_FOR_PEAK:  # resumed or not: never recorded
+            why = (f"warmup_steps={t['warmup_steps']}: fewer than two warm-up steps "  # MIN_WARMUP_STEPS_FOR_PEAK
+                   "(CUDA-graph trees record on a later step than the first)")
+        else:
+            why = "resumed from a checkpoint written before the warm-up peak was recorded"
+        unavailable["memory.peak_allocated_warmup_bytes"] = why
     if job.allocated_at_start is None:
         unavailable["memory.allocated_at_timed_start_bytes"] = unavailable.get(
             "memory.peak_allocated_bytes", "no CUDA caching allocator")

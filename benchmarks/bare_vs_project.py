@@ -118,7 +118,8 @@ def bare_loop(batch_size: int, seq_len: int, backend_name: str, warmup: int, ste
         step()
     torch.cuda.synchronize()
     warm = time.perf_counter() - t0
-    warmup_peak = torch.cuda.max_memory_allocated() if warmup >= 2 else None  # as the train job (graphs record)
+    from attnbench.measure.memory import MIN_WARMUP_STEPS_FOR_PEAK  # as the train job (graphs record)
+    warmup_peak = torch.cuda.max_memory_allocated() if warmup >= MIN_WARMUP_STEPS_FOR_PEAK else None
     torch.cuda.reset_peak_memory_stats()
     allocated_at_start = torch.cuda.memory_allocated()  # weights, optimizer state: what stays across steps
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from .carbon import CarbonTracker, describe_cpu_method
 from .control import matmul_control
 from .energy import MeasurementSession, Window, WindowStats, energy_totals, session_from
 from .flops import CONVENTION, count_flops, flops_section, model_flops, peak_flops
-from .memory import peak_allocated, peak_memory, peak_rss_bytes, reset_peak_memory
+from .memory import MIN_WARMUP_STEPS_FOR_PEAK, peak_allocated, peak_memory, peak_rss_bytes, reset_peak_memory
 from .readers import EnergyReader, NvmlReader, Sample, open_nvml_reader
 from .sampler import PowerSampler, integrate
 from .timing import (PhaseClock, call_timer, percentiles, process_age_s, synchronize, timed_calls,
@@ -36,7 +36,7 @@ __all__ = [
     "MeasurementSession", "Window", "WindowStats", "energy_totals", "session_from", "percentiles", "synchronize", "timed_calls", "timed_until_stable",
     "call_timer", "PhaseClock", "process_age_s",
     "model_flops", "count_flops", "flops_section", "peak_flops", "CONVENTION",
-    "peak_allocated", "peak_memory", "reset_peak_memory", "peak_rss_bytes",
+    "MIN_WARMUP_STEPS_FOR_PEAK", "peak_allocated", "peak_memory", "reset_peak_memory", "peak_rss_bytes",
     "EnergyReader", "NvmlReader", "Sample", "open_nvml_reader", "PowerSampler", "integrate",
     "CarbonTracker", "describe_cpu_method", "matmul_control",
 ]

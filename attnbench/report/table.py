@@ -135,7 +135,8 @@ def _peak_memory(v: Variant, ctx: Context):
     """Peak allocated memory of the phase the report chose for every run (:func:`memory_phase`):
     the timed steps', or the warm-up steps' where CUDA graphs left some run without the timed
     figure (their replays allocate from a private pool the allocator does not count; the warm-up
-    steps record the graphs, so they hold the step's footprint)."""
+    steps record the graphs and are counted -- a lower figure than a timed peak without graphs,
+    hence one phase for every row)."""
     if ctx.memory_phase == "timed":
         val, why = v.train.get("memory.peak_allocated_bytes")
         return _num(val), why, None
