@@ -339,6 +339,17 @@ def decode_probe(model, prompt, n_new: int, device, dtype, session, warmup: int)
     return row
 
 
+def decode_prompt_len(prompt_len: int, block_size: int, new_tokens: int) -> int:
+    """The decode prompt: the longest asked for that leaves room for the new tokens in the block."""
+    return min(prompt_len, block_size - new_tokens)
+
+
+def oom_row(batch_size: int, prompt_len: int, err: BaseException) -> dict[str, Any]:
+    """A probe row that ran out of GPU memory (the other rows go on, on a pool emptied first)."""
+    torch.cuda.empty_cache()
+    return {"batch_size": batch_size, "prompt_len": prompt_len, "status": "oom", "error": str(err)[:300]}
+
+
 def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
     name, p = settings["name"], settings["probe"]
     device = resolve_device(settings["device"])
@@ -374,16 +385,14 @@ def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
                         prefill.append(prefill_probe(model, tokens, device, p["repeats"], p["warmup"],
                                                      settings["measure"]["kernel_check"]))
                 except torch.OutOfMemoryError as err:
-                    prefill.append({"batch_size": B, "prompt_len": L, "status": "oom", "error": str(err)[:300]})
-                    torch.cuda.empty_cache()
-            P = min(max(p["prompt_lens"]), block - p["decode_tokens"])
+                    prefill.append(oom_row(B, L, err))
+            P = decode_prompt_len(max(p["prompt_lens"]), block, p["decode_tokens"])
             try:
                 with phase("decode"):  # eager and graph, each over energy windows, the full-forward check
                     decode.append(decode_probe(model, prompt_tokens(tokens_dir, B, P, device),
                                                p["decode_tokens"], device, dtype, session, p["warmup"]))
             except torch.OutOfMemoryError as err:
-                decode.append({"batch_size": B, "prompt_len": P, "status": "oom", "error": str(err)[:300]})
-                torch.cuda.empty_cache()
+                decode.append(oom_row(B, P, err))
         with phase("measure_finish"):
             summary = session.finish()
         session = None

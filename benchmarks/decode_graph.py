@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from attnbench import measure  # noqa: E402
 from attnbench import settings as S  # noqa: E402
 from attnbench.model import build_model  # noqa: E402
-from attnbench.probe import decode_probe  # noqa: E402
+from attnbench.probe import decode_probe, decode_prompt_len, oom_row  # noqa: E402
 
 FIGURES = ("graph_ms_per_token_p50", "graph_ms_per_token_p90", "graph_tokens_per_s", "graph_kernel",
            "eager_ms_per_token_p50", "eager_tokens_per_s", "graph_unavailable", "cache_matches_full_forward")
@@ -40,7 +40,7 @@ def decode_rows(job: dict, batch_sizes: list[int], prompt_len: int, new_tokens: 
     """decode_probe rows of one variant's model (random init, bf16 on CUDA), one per batch size."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = build_model(job, device).to(dtype).eval()
-    P = min(prompt_len, model.config.block_size - new_tokens)
+    P = decode_prompt_len(prompt_len, model.config.block_size, new_tokens)
     session = measure.session_from(job["measure"], device, out_dir, "decode", idle=False, codecarbon=False)
     session.start()
     rows = []
@@ -51,7 +51,7 @@ def decode_rows(job: dict, batch_sizes: list[int], prompt_len: int, new_tokens: 
             try:
                 rows.append(decode_probe(model, prompt, new_tokens, device, dtype, session, warmup))
             except torch.OutOfMemoryError as err:
-                rows.append({"batch_size": B, "prompt_len": P, "status": "oom", "error": str(err)[:300]})
+                rows.append(oom_row(B, P, err))
     finally:
         session.finish()
     return rows
