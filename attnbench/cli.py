@@ -69,6 +69,21 @@ def existing_dir(value: str) -> Path:
     return path
 
 
+def positive_int(option: str):
+    """An argparse ``type`` for ``option``: an integer of at least 1 (a count of threads, say)."""
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            fail(f"{option}={value!r}: allowed: an integer of at least 1")
+        return n
+
+    return parse
+
+
 def json_arg(option: str):
     """An argparse ``type`` for ``option``: JSON text, or ``@file`` holding it; must be an object."""
 

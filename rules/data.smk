@@ -36,6 +36,11 @@ rule tokenize:
         data=json.dumps(config["data"], sort_keys=True),
         seed=config["seed"],
     priority: 100
+    # The tokenizer's batch encoding would otherwise take every core of the host, under a GPU job
+    # that Snakemake started beside it on the cores it thought free (the sweep of session 12's H200
+    # run, timed while tokenization ran, spread many times wider than alone). Snakemake lowers this
+    # to --cores; the script passes it to the tokenizer.
+    threads: 8
     resources:
         attnbench_python=PYTHON,  # the interpreter: not a param (see rules/common.smk)
     log:
@@ -44,4 +49,4 @@ rule tokenize:
         "../envs/data.yaml"
     shell:
         "{resources.attnbench_python:q} scripts/tokenize_dataset.py --raw {input.raw:q} --data {params.data:q} "
-        "--seed {params.seed} --out-dir results/tokens > {log:q} 2>&1"
+        "--seed {params.seed} --threads {threads} --out-dir results/tokens > {log:q} 2>&1"

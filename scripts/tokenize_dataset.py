@@ -1,6 +1,7 @@
 """Chat-format and tokenize a Tulu-schema JSONL into train/val token arrays."""
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,12 @@ def main():
     ap.add_argument("--data", required=True, type=cli.json_arg("--data"), help="the config's data section (JSON)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--threads", type=cli.positive_int("--threads"), default=None,
+                    help="threads of the tokenizer's batch encoding (default: its own, every core)")
     args = ap.parse_args()
+    if args.threads is not None:
+        # read by the tokenizer's thread pool (Rayon) when it starts, at the first batch: before it
+        os.environ["RAYON_NUM_THREADS"] = str(args.threads)
     d = cli.require_keys("--data", args.data, ("max_len", "val_fraction", "mode", "tokenizer", "on_bad_rows"))
     stats = data.tokenize(args.raw, args.out_dir, max_len=d["max_len"], val_fraction=d["val_fraction"],
                           seed=args.seed, mode=d["mode"], tokenizer=d["tokenizer"],

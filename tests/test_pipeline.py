@@ -32,6 +32,18 @@ def dry(work, configfile="config/smoke.yaml"):
     return sorted(set(planned_jobs(proc.stdout + proc.stderr)))
 
 
+def test_tokenize_holds_the_cores_its_tokenizer_uses(tmp_path):
+    """The tokenize job asks for threads and passes what Snakemake grants (at most --cores) to the
+    tokenizer, so Snakemake starts no GPU job on cores the tokenizer fills."""
+    work = copy_repo(tmp_path)
+    for cores, granted in (("1", 1), ("3", 3), ("64", 8)):
+        proc = snakemake(work, "results/tokens/stats.json", "-n", "-p", "--cores", cores,
+                         "--configfile", "config/smoke.yaml", timeout=180)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        assert re.search(rf"scripts/tokenize_dataset\.py .*--threads {granted} ", out), (cores, out[-3000:])
+
+
 def per_variant(variant):
     return [("all", None), ("probe", variant), ("report", None), ("sweep", variant), ("train", variant)]
 

@@ -152,3 +152,36 @@ def test_bad_dataset_files_through_the_tokenize_cli(tmp_path):
     assert stats["skipped_rows"] == len(BAD_ROWS) and stats["conversations"] == 40
     assert {b["line"] for b in stats["bad_rows"]} == set(range(41, 41 + len(BAD_ROWS)))
     print(f"\ndataset inputs tried: {len(BAD_FILES) + 2}, clear errors: {len(BAD_FILES) + 1}, skipped and counted: 1")
+
+
+POOL_THREADS = """
+import os, runpy, sys
+sys.argv = ["tokenize_dataset.py", *sys.argv[1:]]
+try:
+    runpy.run_path("scripts/tokenize_dataset.py", run_name="__main__")
+except SystemExit as end:
+    assert not end.code, end.code
+print("threads", len(os.listdir("/proc/self/task")))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
+def test_tokenize_threads_bound_the_tokenizers_pool(tmp_path):
+    """``--threads N`` (the tokenize rule passes its Snakemake threads) is the size of the tokenizer's
+    pool: one more thread in the process per thread asked for, so the encoding cannot take the cores
+    Snakemake gave a GPU job beside it."""
+    raw = write_conversations(tmp_path / "raw.jsonl", 300)
+    counts = {}
+    for n in (1, 2):
+        proc = subprocess.run([sys.executable, "-c", POOL_THREADS, "--raw", str(raw), "--data", json.dumps(DATA),
+                               "--threads", str(n), "--out-dir", str(tmp_path / f"out{n}")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300,
+                              env={k: v for k, v in script_env().items() if k != "RAYON_NUM_THREADS"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        counts[n] = int(proc.stdout.strip().splitlines()[-1].split()[1])
+    assert counts[2] - counts[1] == 1, counts
+    bad = subprocess.run([sys.executable, "scripts/tokenize_dataset.py", "--raw", str(raw), "--data", json.dumps(DATA),
+                          "--threads", "0", "--out-dir", str(tmp_path / "out0")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=script_env())
+    check_one_line_error("threads 0", bad, "--threads='0'", "at least 1")
+    assert not (tmp_path / "out0").exists()
