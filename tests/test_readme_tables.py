@@ -211,7 +211,21 @@ def test_the_decode_benchmark_names_each_missed_target_and_each_disagreeing_deco
     doc["variants"].pop("no16")
     doc["variants"].pop("slow")
     (tmp_path / "decode_graph.json").write_text(__import__("json").dumps(doc))
-    assert "met by all 1 variants that have one (`fast`)" in LoopFolder(tmp_path).decode_bench()
+    assert "met by all 1 that have one (`fast`)" in LoopFolder(tmp_path).decode_bench()
+
+    # a run's probes (trained models), same rows: one entry per variant and seed where seeds differ; a
+    # variant without a graph decode is named with its reason, not counted as a miss
+    from attnbench.report.readme_sources import RunFolder
+    eager_only = {**row(1, None, None), "graph_unavailable": "LSHAttention: decode is data-dependent"}
+    for v, seed, rows in (("sdpa", 1337, [row(1, 0.7, 2000.0), row(16, 0.8, 20_000.0)]),
+                          ("sdpa", 1338, [row(1, 1.3, 800.0), row(16, 0.8, 20_000.0)]),
+                          ("lsh", 1337, [eager_only, {**eager_only, "batch_size": 16}])):
+        out = tmp_path / "run/runs/probe" / v / f"seed{seed}"
+        out.mkdir(parents=True)
+        (out / "probe.json").write_text(__import__("json").dumps({"status": "ok", "variant": v, "decode": rows}))
+    text = RunFolder(tmp_path / "run").decode_targets()
+    assert "missed by `sdpa` seed 1338 1.30 ms/token at batch 1." in text, text
+    assert "No graph decode: `lsh` seed 1337 (decode is data-dependent)." in text, text
 
 
 def test_jobs_alongside_others_on_other_gpus_are_compared_with_jobs_alone(tmp_path):

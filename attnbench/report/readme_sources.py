@@ -505,6 +505,53 @@ def decode_cells(probe_doc: dict) -> tuple[str, str]:
             f"{rate('graph_tokens_per_s')} / {rate('eager_tokens_per_s')}")
 
 
+# #20's decode targets (named for exact variants; held here to every variant with a graph decode)
+DECODE_MS_TARGET, DECODE_RATE_TARGET = 1.0, 15_000
+
+
+def _graph_unavailable(rows: list[dict]) -> str | None:
+    """Why a variant's decode rows have no graph figure (None: they have one)."""
+    return next((r["graph_unavailable"] for r in rows if r.get("graph_unavailable")), None)
+
+
+def decode_targets(rows_by_name: dict[str, list[dict]]) -> str:
+    """#20's targets over decode rows (a probe's ``decode`` or decode_graph.json's ``rows``: one format),
+    one entry per named model: the graph decodes that meet both targets, every miss with its figure
+    (a missing figure is a miss), and the models without a graph decode with their reason."""
+    graphs, misses, eager_only = [], [], []
+    for name, rows in rows_by_name.items():
+        why = _graph_unavailable(rows)
+        if why is not None:
+            eager_only.append(f"{name} ({why.split(': ', 1)[-1]})")
+            continue
+        graphs.append(name)
+        by_batch = {r["batch_size"]: r for r in rows if "status" not in r}
+        ms = (by_batch.get(1) or {}).get("graph_ms_per_token_p50")
+        rate = (by_batch.get(16) or {}).get("graph_tokens_per_s")
+        if not finite(ms) or ms > DECODE_MS_TARGET:
+            misses.append(f"{name} " + (f"{sig(ms)} ms/token" if finite(ms) else "no figure") + " at batch 1")
+        if not finite(rate) or rate < DECODE_RATE_TARGET:
+            misses.append(f"{name} " + (f"{kilo(rate)} tokens/s" if finite(rate) else "no figure") + " at batch 16")
+    if not graphs:
+        return "No graph decode here."
+    met = (f"met by all {len(graphs)} that have one ({', '.join(graphs)})" if not misses
+           else "missed by " + "; ".join(misses))
+    return (f"#20's targets (≤ {DECODE_MS_TARGET:g} ms/token at batch 1, ≥ {kilo(DECODE_RATE_TARGET)} tokens/s at "
+            f"batch 16), graph decode: {met}." + (" No graph decode: " + "; ".join(eager_only) + "." if eager_only else ""))
+
+
+def _widest_spread(sweep_doc: dict) -> str:
+    """A sweep's largest p90/p50 over its timed points, and where ("—" without one)."""
+    spreads = [(m["ms_p90"] / m["ms_p50"], f"{p['scope']} {mode.replace('_', '+')} at {seq(p['seq_len'])}")
+               for p in sweep_doc.get("points") or [] for mode in ("forward", "forward_backward")
+               for m in [p.get(mode)] if isinstance(m, dict) and finite(m.get("ms_p50")) and finite(m.get("ms_p90"))
+               and m["ms_p50"] > 0]
+    if not spreads:
+        return "—"
+    ratio, where = max(spreads)
+    return f"{ratio:.2f} ({where})"
+
+
 def _started(doc: dict):
     """When a job began to hold its GPU: its process's start (the record's start less the process's
     age then) plus the time it took to claim a GPU slot, waiting for a free one included."""
@@ -635,7 +682,9 @@ class RunFolder:
         first = next(iter(docs.values()))
         return (line + f" Attention module forward+backward, ms per call (p50), {first['dtype']}, "
                 f"{first['tokens_per_call']:,} tokens per call (batch x length), kernel as each point ran it:\n\n"
-                + sweep_table({v: sweep_points(d) for v, d in docs.items()}, kernels=True))
+                + sweep_table({v: sweep_points(d) for v, d in docs.items()}, kernels=True)
+                + "\n\nLargest p90/p50 of a sweep's points (every scope and mode): "
+                + "; ".join(f"`{v}` {_widest_spread(d)}" for v, d in docs.items()) + ".")
 
     def busy_normalised(self) -> str:
         """tokens/s over GPU busy, per configuration: the throughput the GPU's own work allows, where the
@@ -721,6 +770,12 @@ class RunFolder:
         return table(["variant", "seed", "decode ms/token, batch 1, prompt 512: graph / eager",
                       "decode tokens/s, batch 16: graph / eager", "prefill ms, batch 1 × 512: graph / eager",
                       "decode = full forward", "prefill order flags"], rows) + self._graph_prefill_line()
+
+    def decode_targets(self) -> str:
+        """#20's decode targets over this run's probes (trained models), one entry per probe."""
+        many = len({seed for _, seed in self.probe}) > 1
+        return "Probes: " + decode_targets({f"`{v}`" + (f" seed {seed}" if many else ""): d.get("decode") or []
+                                            for (v, seed), d in self.probe.items() if d["status"] == "ok"})
 
     def _graph_prefill_line(self) -> str:
         """The graph prefill (the probe's headline mode): its largest p90/p50, and whether a longer
@@ -1010,9 +1065,6 @@ class LoopFolder:
                       "decode tokens/s, batch 16: graph / eager", "decode = full forward"], rows)
 
 
-    # #20's decode targets (named for exact variants; held here to every variant with a graph decode)
-    DECODE_MS_TARGET, DECODE_RATE_TARGET = 1.0, 15_000
-
     def decode_bench(self) -> str:
         """``decode_graph.json`` (benchmarks/decode_graph.py): every variant's decode, graph and eager,
         on random-init models of the preset's shape, against #20's targets."""
@@ -1021,7 +1073,7 @@ class LoopFolder:
 
     def _decode_bench(self, f: Path) -> str:
         d = load(f)
-        rows, misses, graphs = [], [], []
+        rows = []
         for v, rec in d["variants"].items():
             if rec["status"] != "ok":
                 rows.append([f"`{v}`", rec["status"], "", "", "", "", "", (rec.get("error") or "")[:120]])
@@ -1029,16 +1081,7 @@ class LoopFolder:
             dec = {r["batch_size"]: r for r in rec["rows"] if "status" not in r}
             b1, b16 = dec.get(1), dec.get(16)
             b1_cell, b16_cell = decode_cells({"decode": rec["rows"]})
-            why = next((r["graph_unavailable"] for r in rec["rows"] if r.get("graph_unavailable")), None)
-            if why is None:  # a graph decode: against the targets, a missing figure a miss
-                graphs.append(v)
-                ms = (b1 or {}).get("graph_ms_per_token_p50")
-                rate = (b16 or {}).get("graph_tokens_per_s")
-                if not finite(ms) or ms > self.DECODE_MS_TARGET:
-                    misses.append(f"`{v}` " + (f"{sig(ms)} ms/token" if finite(ms) else "no figure") + " at batch 1")
-                if not finite(rate) or rate < self.DECODE_RATE_TARGET:
-                    misses.append(f"`{v}` " + (f"{kilo(rate)} tokens/s" if finite(rate) else "no figure")
-                                  + " at batch 16")
+            why = _graph_unavailable(rec["rows"])
             differ = [f"{sig(r[f'{m}_vs_full_forward_max_abs_diff'])} at logit scale {sig(r['logit_scale'])}"
                       for r in rec["rows"] if "status" not in r for m in ("graph", "eager")
                       if r.get(f"{m}_matches_full_forward") is False]
@@ -1046,10 +1089,7 @@ class LoopFolder:
                          b1_cell, f"{_ms(b1, 'graph_ms_per_token_p90')} / {_ms(b1, 'eager_ms_per_token_p90')}",
                          b16_cell, "NO: " + ", ".join(differ) if differ else "yes",
                          "graph: " + why.split(": ", 1)[-1] if why else ""])
-        met = (f"met by all {len(graphs)} variants that have one ({', '.join(f'`{v}`' for v in graphs)})"
-               if not misses else "missed by " + "; ".join(misses))
-        target = (f"#20's targets (≤ {self.DECODE_MS_TARGET:g} ms/token at batch 1, ≥ {kilo(self.DECODE_RATE_TARGET)} "
-                  f"tokens/s at batch 16), graph decode: {met}." if graphs else "No graph decode here.")
+        target = decode_targets({f"`{v}`": rec["rows"] for v, rec in d["variants"].items() if rec["status"] == "ok"})
         return (f"`{f.name}`: {d['device']}, torch {d['torch']}, prompt {d['prompt_len']}, "
                 f"{d['new_tokens']} new tokens, {d['weights']}. " + target + "\n\n"
                 + table(["variant", "status", "kernel", "decode ms/token, batch 1: graph / eager (p50)",
@@ -1070,6 +1110,7 @@ class Top:
         self.h200 = H200(folder / "reports" / "h200" / "default")
         self.run = RunFolder(folder / "reports" / "h200" / "default-fb47336")
         self.head = SessionFolder(folder / "reports" / "h200" / "head-1529080")  # the latest GPU suite
+        self.latest = RunFolder(folder / "reports" / "h200" / "default-3877728")  # the latest README run
 
     def h200_run(self) -> str:
         r = self.run
@@ -1082,6 +1123,11 @@ class Top:
         """The latest session's part of the README's command, and its decode benchmark against #20's targets."""
         h = self.head
         return " ".join([h.machine(), h.checks(), h._decode_bench(h.dir / "decode_graph.json").split("\n\n")[0]])
+
+    def h200_latest(self) -> str:
+        """The latest run of the README's command: what finished, its checks, its probes against #20's targets."""
+        r = self.latest
+        return " ".join([r.machine(), r.checks(), r.decode_targets()])
 
     def h200_busy(self) -> str:
         return self.run.busy_normalised()
@@ -1124,7 +1170,7 @@ class Top:
 READMES: dict[str, tuple[type, dict[str, Callable]]] = {
     "README.md": (Top, {"h200-summary": Top.h200_summary, "h100-summary": Top.h100_summary,
                         "h200-run": Top.h200_run, "h200-suite": Top.h200_suite, "h200-head": Top.h200_head,
-                        "h200-busy": Top.h200_busy}),
+                        "h200-busy": Top.h200_busy, "h200-latest": Top.h200_latest}),
     "reports/h100/README.md": (H100, {
         "machine": H100.machine, "commits": H100.commits, "training-table": H100.training_table,
         "training-notes": H100.training_notes, "repeated-gqa": H100.repeated_gqa, "bare-loop": H100.bare_loop,
@@ -1156,6 +1202,11 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
         "suite": RunFolder.suite, "decode": LoopFolder.decode_bench, "machine": RunFolder.machine,
         "checks": RunFolder.checks, "table": RunFolder.table, "agreement": RunFolder.agreement,
         "selection": RunFolder.selection, "probes": RunFolder.probes}),
+    "reports/h200/default-3877728/README.md": (RunFolder, {
+        "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
+        "agreement": RunFolder.agreement, "selection": RunFolder.selection,
+        "decode-targets": RunFolder.decode_targets, "probes": RunFolder.probes, "sweeps": RunFolder.sweeps,
+        "parallel": RunFolder.parallel}),
     "reports/h200/partial-e1a7e10/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,
