@@ -49,4 +49,4 @@ rule tokenize:
         "../envs/data.yaml"
     shell:
         "{resources.attnbench_python:q} scripts/tokenize_dataset.py --raw {input.raw:q} --data {params.data:q} "
-        "--seed {params.seed} --threads {threads} --out-dir results/tokens > {log:q} 2>&1"
+        "--seed {params.seed} --threads {threads:q} --out-dir results/tokens > {log:q} 2>&1"
