@@ -4,7 +4,8 @@ Eval mode under ``torch.inference_mode``; on CUDA the model is cast to bf16.  Pr
 forward over a prompt, eager and (on CUDA) captured once as a CUDA graph and replayed, its
 logits checked against eager's; each timed by ``measure.timed_until_stable`` (CUDA events:
 warm-up until two batches agree, repeats until p90/p50 < 1.2 or a budget runs out; an
-unstable series is recorded with its ratio).  A longer prompt measured faster than a shorter
+unstable series is recorded with its ratio), the eager forwards of one batch size's prompt
+lengths in turn (``measure.timed_interleaved``: launch-bound, they share the host's drift).  A longer prompt measured faster than a shorter
 one is flagged in ``prefill_flags`` (a timing error, never silently reported).  Decode:
 prefill the prompt into the variant's own cache (full KV, GQA's KV, a rolling window, the
 linear-attention state, MLA's latent...), then generate ``decode_tokens`` greedily, one
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attention.selection import prepare
+from attention.selection import attention_modules, prepare
 
 from . import measure, selfcheck
 from .decode import GRAPH_NEEDS_CUDA, GraphDecoder, GraphPrefill, unsupported_reason
@@ -89,76 +90,113 @@ def graph_vs_eager(graph_logits, eager_logits) -> dict:
     return {"graph_vs_eager_max_abs_diff": diff, "graph_logit_scale": scale, "graph_matches_eager": bool(diff <= tol)}
 
 
+def pinned_call(model, call):
+    """``call`` under the kernels ``auto`` chose for the shape just tuned: every attention
+    module's ``auto_pin`` now, set again before each call (shapes timed in turn would otherwise
+    all run the pins of the last shape tuned)."""
+    pins = [(m, m.auto_pin) for m in attention_modules(model) if hasattr(m, "auto_pin")]
+
+    def run():
+        for m, pin in pins:
+            m.auto_pin = pin
+        return call()
+    return run
+
+
 @torch.inference_mode()
 def prefill_probe(model, tokens, device, repeats, warmup, kernel_check: bool = True,
                   max_seconds: float | None = None) -> dict:
-    """Resolve ``auto`` for this shape, check the logits, then time the forward: eager and, on
-    CUDA, captured once as a CUDA graph and replayed (its logits checked against eager's).
-    Each mode is timed by ``measure.timed_until_stable`` (``warmup``/``repeats`` are minima,
-    ``max_seconds`` the budget per mode).  The unprefixed figures (``ms_p50``, ``kernel``, ...)
-    are those of the fastest mode that passed its check (``prefill_mode``); ``eager_*`` and
-    ``graph_*`` keep both, ``eager_timing``/``graph_timing`` the stability records, and
+    """One prompt shape's row of :func:`prefill_rows`."""
+    return prefill_rows(model, [tokens], device, repeats, warmup, kernel_check, max_seconds)[0]
+
+
+@torch.inference_mode()
+def prefill_rows(model, prompts: list, device, repeats, warmup, kernel_check: bool = True,
+                 max_seconds: float | None = None) -> list[dict]:
+    """One row per prompt (the prompt lengths of one batch size): resolve ``auto`` for its
+    shape, check the logits, then time the forward: eager and, on CUDA, captured once as a CUDA
+    graph and replayed (its logits checked against eager's).  Each mode is timed by
+    ``measure.timed_until_stable`` (``warmup``/``repeats`` are minima, ``max_seconds`` the budget
+    per mode and shape).  The eager forwards of all prompts are timed in turn
+    (``measure.timed_interleaved``): at batch 1 they are bound by the host's kernel launches,
+    and timed one shape after another a drift of the host put a longer prompt below a shorter
+    one on the H200.  Graph replays (GPU time, the headline figure) are timed one shape at a
+    time, so each graph's memory is its own.  The unprefixed figures (``ms_p50``, ``kernel``,
+    ...) are those of the fastest mode that passed its check (``prefill_mode``); ``eager_*``
+    and ``graph_*`` keep both, ``eager_timing``/``graph_timing`` the stability records, and
     ``graph_unavailable`` says why a graph figure is missing (never a fake figure)."""
     dtype = next(model.parameters()).dtype
-    x = torch.randn(*tokens.shape, model.config.n_embd, device=device, dtype=dtype)
-    selection = prepare(model, tokens, x, dtype, backward=False)
-    check = selfcheck.logits_check(model, tokens) if kernel_check else {"pass": None,
-                                                                        "unavailable": "measure.kernel_check is off"}
-    if check.get("pass") is False:
-        raise selfcheck.KernelCheckFailed(
-            f"kernel check of the prefill at batch {tokens.shape[0]} x {tokens.shape[1]} failed: logits rel. "
-            f"error {check['out_rel_err']:.3g} (tolerance {check['tolerance']['out']:.2g}, kernel "
-            f"{check['kernel']})", check)
     if max_seconds is None:
         max_seconds = PREFILL_BUDGET_S.get(device.type, PREFILL_BUDGET_CPU_S)
-    B, L = tokens.shape
 
-    def timed(fn):
-        return measure.timed_until_stable(fn, device, warmup_min=warmup, repeats_min=repeats,
-                                          max_seconds=max_seconds, target_p90_over_p50=PREFILL_TARGET)[1]
+    def timed(fns: dict) -> dict:
+        return {k: rec for k, (_, rec) in measure.timed_interleaved(
+            fns, device, warmup_min=warmup, repeats_min=repeats, max_seconds=max_seconds * len(fns),
+            target_p90_over_p50=PREFILL_TARGET).items()}
 
-    modes: dict[str, dict] = {}
-    measure.reset_peak_memory(device)
-    rec = timed(lambda: model(tokens))
-    modes["eager"] = _prefill_figures(rec, B, L, measure.peak_memory(device), model.kernel())
+    shapes = []
+    for tokens in prompts:
+        x = torch.randn(*tokens.shape, model.config.n_embd, device=device, dtype=dtype)
+        selection = prepare(model, tokens, x, dtype, backward=False)
+        check = selfcheck.logits_check(model, tokens) if kernel_check else {
+            "pass": None, "unavailable": "measure.kernel_check is off"}
+        if check.get("pass") is False:
+            raise selfcheck.KernelCheckFailed(
+                f"kernel check of the prefill at batch {tokens.shape[0]} x {tokens.shape[1]} failed: logits rel. "
+                f"error {check['out_rel_err']:.3g} (tolerance {check['tolerance']['out']:.2g}, kernel "
+                f"{check['kernel']})", check)
+        shapes.append({"tokens": tokens, "selection": selection, "check": check,
+                       "forward": pinned_call(model, lambda t=tokens: model(t)), "kernel": model.kernel(), "modes": {}})
 
-    graph_reason, graph_check = prefill_graph_reason(model, device), {}
-    if graph_reason is None:
-        graph = None
-        try:
-            eager_logits = model(tokens)[0]
-            graph = GraphPrefill(model, tokens)
-            graph_check = graph_vs_eager(graph.replay(), eager_logits)
-            del eager_logits
-        except Exception as err:  # a forward that cannot be captured: recorded, the eager figures stand
-            graph_reason = f"CUDA graph capture failed: {type(err).__name__}: {str(err)[:300]}"
-            graph = eager_logits = None
-            torch.cuda.empty_cache()
-        if graph is not None:
-            measure.reset_peak_memory(device)
-            rec = timed(graph.graph.replay)
-            modes["graph"] = _prefill_figures(rec, B, L, measure.peak_memory(device), graph.kernel)
-            del graph
-            torch.cuda.empty_cache()
+    for i, rec in timed({i: sh["forward"] for i, sh in enumerate(shapes)}).items():
+        sh = shapes[i]
+        measure.reset_peak_memory(device)
+        sh["forward"]()
+        B, L = sh["tokens"].shape
+        sh["modes"]["eager"] = _prefill_figures(rec, B, L, measure.peak_memory(device), sh["kernel"])
 
-    row: dict[str, Any] = {"batch_size": B, "prompt_len": L}
-    for mode in ("eager", "graph"):
-        for key in PREFILL_FIGURES:
-            row[f"{mode}_{key}"] = modes.get(mode, {}).get(key)
-        row[f"{mode}_timing"] = modes.get(mode, {}).get("timing")
-    row["graph_unavailable"] = graph_reason
-    for key in ("graph_vs_eager_max_abs_diff", "graph_logit_scale", "graph_matches_eager"):
-        row[key] = graph_check.get(key)
-    passed = [m for m in modes if (m == "eager" or graph_check.get("graph_matches_eager"))
-              and modes[m]["ms_p50"] is not None]
-    head = min(passed, key=lambda m: modes[m]["ms_p50"]) if passed else "eager"
-    fig = modes[head]
-    row.update({"prefill_mode": "cuda-graph" if head == "graph" else "eager",
-                "ms_p50": fig["ms_p50"], "ms_p90": fig["ms_p90"], "ms_min": fig["ms_min"], "repeats": repeats,
-                "n": fig["n"], "p90_over_p50": fig["p90_over_p50"], "timing_stable": fig["timing_stable"],
-                "tokens_per_s": fig["tokens_per_s"], "peak_allocated_bytes": fig["peak_allocated_bytes"],
-                "kernel": fig["kernel"], "kernel_selection": selection, "kernel_check": check})
-    return row
+    rows = []
+    for sh in shapes:
+        tokens, modes = sh["tokens"], sh["modes"]
+        B, L = tokens.shape
+        graph_reason, graph_check = prefill_graph_reason(model, device), {}
+        if graph_reason is None:
+            graph = None
+            try:
+                eager_logits = sh["forward"]()[0]  # the graph is captured under this shape's pins
+                graph = GraphPrefill(model, tokens)
+                graph_check = graph_vs_eager(graph.replay(), eager_logits)
+                del eager_logits
+            except Exception as err:  # a forward that cannot be captured: recorded, the eager figures stand
+                graph_reason = f"CUDA graph capture failed: {type(err).__name__}: {str(err)[:300]}"
+                graph = eager_logits = None
+                torch.cuda.empty_cache()
+            if graph is not None:
+                measure.reset_peak_memory(device)
+                rec = timed({0: graph.graph.replay})[0]
+                modes["graph"] = _prefill_figures(rec, B, L, measure.peak_memory(device), graph.kernel)
+                del graph
+                torch.cuda.empty_cache()
+
+        row: dict[str, Any] = {"batch_size": B, "prompt_len": L}
+        for mode in ("eager", "graph"):
+            for key in PREFILL_FIGURES:
+                row[f"{mode}_{key}"] = modes.get(mode, {}).get(key)
+            row[f"{mode}_timing"] = modes.get(mode, {}).get("timing")
+        row["graph_unavailable"] = graph_reason
+        for key in ("graph_vs_eager_max_abs_diff", "graph_logit_scale", "graph_matches_eager"):
+            row[key] = graph_check.get(key)
+        passed = [m for m in modes if (m == "eager" or graph_check.get("graph_matches_eager"))
+                  and modes[m]["ms_p50"] is not None]
+        head = min(passed, key=lambda m: modes[m]["ms_p50"]) if passed else "eager"
+        fig = modes[head]
+        row.update({"prefill_mode": "cuda-graph" if head == "graph" else "eager",
+                    "ms_p50": fig["ms_p50"], "ms_p90": fig["ms_p90"], "ms_min": fig["ms_min"], "repeats": repeats,
+                    "n": fig["n"], "p90_over_p50": fig["p90_over_p50"], "timing_stable": fig["timing_stable"],
+                    "tokens_per_s": fig["tokens_per_s"], "peak_allocated_bytes": fig["peak_allocated_bytes"],
+                    "kernel": fig["kernel"], "kernel_selection": sh["selection"], "kernel_check": sh["check"]})
+        rows.append(row)
+    return rows
 
 
 def prefill_flags(rows: list[dict]) -> list[str]:
@@ -350,6 +388,30 @@ def oom_row(batch_size: int, prompt_len: int, err: BaseException) -> dict[str, A
     return {"batch_size": batch_size, "prompt_len": prompt_len, "status": "oom", "error": str(err)[:300]}
 
 
+def prefill_of_batch(model, tokens_dir, B: int, lengths: list[int], device, probe_settings: dict,
+                     kernel_check: bool, phase) -> list[dict]:
+    """The prefill rows of one batch size, its prompt lengths timed together
+    (:func:`prefill_rows`); out of memory: the lengths that fit, each alone, and an
+    out-of-memory row for each one that does not."""
+    p = probe_settings
+    try:
+        with phase("prefill"):  # eager and graph, the logits checks, the repeats
+            return prefill_rows(model, [prompt_tokens(tokens_dir, B, L, device) for L in lengths], device,
+                                p["repeats"], p["warmup"], kernel_check)
+    except torch.OutOfMemoryError:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    rows = []
+    for L in lengths:
+        try:
+            with phase("prefill"):
+                rows.append(prefill_probe(model, prompt_tokens(tokens_dir, B, L, device), device, p["repeats"],
+                                          p["warmup"], kernel_check))
+        except torch.OutOfMemoryError as err:
+            rows.append(oom_row(B, L, err))
+    return rows
+
+
 def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
     name, p = settings["name"], settings["probe"]
     device = resolve_device(settings["device"])
@@ -378,14 +440,8 @@ def run(settings: dict, train_dir, tokens_dir, out_path) -> dict[str, Any]:
             session.start()
         prefill, decode = [], []
         for B in p["batch_sizes"]:
-            for L in p["prompt_lens"]:
-                tokens = prompt_tokens(tokens_dir, B, min(L, block), device)
-                try:
-                    with phase("prefill"):  # eager and graph, the logits check, the repeats
-                        prefill.append(prefill_probe(model, tokens, device, p["repeats"], p["warmup"],
-                                                     settings["measure"]["kernel_check"]))
-                except torch.OutOfMemoryError as err:
-                    prefill.append(oom_row(B, L, err))
+            prefill.extend(prefill_of_batch(model, tokens_dir, B, [min(L, block) for L in p["prompt_lens"]],
+                                            device, p, settings["measure"]["kernel_check"], phase))
             P = decode_prompt_len(max(p["prompt_lens"]), block, p["decode_tokens"])
             try:
                 with phase("decode"):  # eager and graph, each over energy windows, the full-forward check

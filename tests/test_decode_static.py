@@ -284,26 +284,57 @@ def test_prefill_probe_graph_path_check_and_failure(monkeypatch, case):
         assert row["prefill_mode"] == "eager" and row["ms_p50"] == row["eager_ms_p50"]
 
 
+def test_prefill_rows_time_one_batch_sizes_prompts_in_turn_each_under_its_own_kernels(monkeypatch):
+    """The eager forwards of a batch size's prompt lengths are timed together, one call of each
+    per round (drift between them falls on all alike), and each call runs the kernels ``auto``
+    chose for its own shape, though the shapes were tuned one after another."""
+    from attnbench import probe
+
+    model = make_model("sdpa", {}, dtype=torch.float32)
+    mods = [m for m in model.modules() if hasattr(m, "auto_pin")]
+    pins_by_len = {8: "math", 16: "flash"}  # two SDPA backends that run on the CPU
+
+    def fake_prepare(model, tokens, x, dtype, backward=True):  # "tunes" a pin per shape
+        for m in mods:
+            m.auto_pin = pins_by_len[tokens.shape[1]]
+        return [{"auto": "fake", "chosen": pins_by_len[tokens.shape[1]]}]
+    monkeypatch.setattr(probe, "prepare", fake_prepare)
+    seen = []
+    hook = mods[0].register_forward_pre_hook(lambda m, args: seen.append((args[0].shape[1], m.auto_pin)))
+    prompts = [torch.randint(0, 97, (1, L), generator=torch.Generator().manual_seed(L)) for L in (8, 16)]
+    rows = probe.prefill_rows(model, prompts, torch.device("cpu"), 3, 1, kernel_check=False, max_seconds=0.2)
+    hook.remove()
+    assert [(r["batch_size"], r["prompt_len"]) for r in rows] == [(1, 8), (1, 16)]
+    assert all(pin == pins_by_len[L] for L, pin in seen), set(seen)   # every call under its own shape's pin
+    timed_calls = [L for L, _ in seen]
+    assert any(a != b for a, b in zip(timed_calls, timed_calls[1:]))  # taken in turn, not one series then the other
+    for r in rows:
+        assert r["eager_timing"]["interleaved_with"] == 2 and r["eager_timing"]["n"] >= 3
+        assert r["kernel_selection"] == [{"auto": "fake", "chosen": pins_by_len[r["prompt_len"]]}]
+        assert r["ms_p50"] == r["eager_ms_p50"] > 0
+
+
 def test_prefill_flags_a_longer_prompt_timed_faster(monkeypatch):
     """Fake timings where 16 tokens "take" less than 8 (as batch 1 x 512 vs 128 on the H200):
     the probe's flags name it; the right order, or overlapping spreads, give no flag."""
     from attnbench import measure, probe
 
     def fake_timing(p50_by_len):
-        def timed(fn, device, **kw):
-            fn()
+        def timed(fns, device, **kw):
+            for fn in fns.values():
+                fn()
             p50 = p50_by_len[current["L"]]
             rec = {"p50": p50, "p90": p50 * 1.1, "min": p50 * 0.9, "max": p50 * 1.2, "n": 10,
                    "p90_over_p50": 1.1, "stable": True, "target_p90_over_p50": 1.2, "warmup_calls": 3,
                    "warmup_converged": True, "method": "fake", "seconds": 0.0, "stop": "stable"}
-            return [p50] * 10, rec
+            return {k: ([p50] * 10, rec) for k in fns}
         return timed
 
     model = make_model("sdpa", {}, dtype=torch.float32)
     current = {}
 
     def rows(p50_by_len):
-        monkeypatch.setattr(measure, "timed_until_stable", fake_timing(p50_by_len))
+        monkeypatch.setattr(measure, "timed_interleaved", fake_timing(p50_by_len))
         out = []
         for B in (1, 2):
             for L in (8, 16):

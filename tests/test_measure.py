@@ -387,6 +387,28 @@ def test_timed_until_stable_respects_the_budget_before_repeats_min():
     assert not rec["warmup_converged"] or rec["warmup_calls"] <= 11
 
 
+def test_timed_interleaved_spreads_a_drift_over_every_series():
+    """Two functions of equal cost while the machine slows down over time (clocks, host load):
+    timed one after the other the first looks faster; taken in turn they agree, and a truly
+    dearer function stays dearer."""
+    clk = FakeClock([0.0])
+
+    def cost(ms):
+        def fn():
+            clk.now += ms / 1000 * (1.0 if clk.now < 0.1 else 1.5)   # a drift a tenth of a second in
+        return fn
+
+    kw = dict(warmup_min=1, repeats_min=20, max_seconds=1.0, clock=clk, target_p90_over_p50=10.0)
+    _, first = measure.timed_until_stable(cost(2.0), CPU_DEV, **kw)
+    _, second = measure.timed_until_stable(cost(2.0), CPU_DEV, **kw)
+    assert second["p50"] > 1.3 * first["p50"]                       # the same work, timed apart: 50 % apart
+    both = measure.timed_interleaved({"a": cost(2.0), "b": cost(2.0), "dear": cost(3.0)}, CPU_DEV,
+                                     **{**kw, "max_seconds": 3.0})
+    a, b, dear = (both[k][1] for k in ("a", "b", "dear"))
+    assert a["p50"] == pytest.approx(b["p50"]) and dear["p50"] == pytest.approx(1.5 * a["p50"])
+    assert a["n"] == b["n"] == dear["n"] >= 20 and a["interleaved_with"] == 3 and a["warmup_calls"] >= 1
+
+
 def test_timed_until_stable_real_clock_sleep():
     """The default timer (perf_counter on CPU) over a sleeping function, within its budget."""
     t0 = time.perf_counter()

@@ -106,10 +106,33 @@ def timed_until_stable(fn, device, *, warmup_min: int = 3, repeats_min: int = 10
     warmup_calls, warmup_converged, method, seconds, stop}`` -- ``stable`` is whether the
     target ratio was reached (``stop``: "stable", "budget" or "max_repeats"); an unstable
     series keeps its ratio, never hidden.  ``time_call(fn) -> ms`` replaces the timer
-    (:func:`call_timer`: CUDA events on CUDA, ``clock`` elsewhere), e.g. in tests."""
+    (:func:`call_timer`: CUDA events on CUDA, ``clock`` elsewhere), e.g. in tests.
+    (The one-series case of :func:`timed_interleaved`.)"""
+    return timed_interleaved({None: fn}, device, warmup_min=warmup_min, repeats_min=repeats_min,
+                             max_seconds=max_seconds, target_p90_over_p50=target_p90_over_p50,
+                             warmup_batch=warmup_batch, warmup_tolerance=warmup_tolerance,
+                             max_warmup_batches=max_warmup_batches, max_repeats=max_repeats, clock=clock,
+                             time_call=time_call)[None]
+
+
+def timed_interleaved(fns: dict, device, *, warmup_min: int = 3, repeats_min: int = 10, max_seconds: float = 5.0,
+                      target_p90_over_p50: float = 1.2, warmup_batch: int = 5, warmup_tolerance: float = 0.05,
+                      max_warmup_batches: int = 20, max_repeats: int = 100_000, clock=time.perf_counter,
+                      time_call=None) -> dict:
+    """:func:`timed_until_stable` for several functions at once, their calls taken in turn
+    (one of each per round), so every series is timed under the same conditions: a drift of
+    the host or the GPU clocks between series (which made a longer prompt's eager prefill time
+    faster than a shorter one's on the H200) falls on all of them alike.  Returns
+    ``{key: (samples, record)}``.
+
+    The rules are :func:`timed_until_stable`'s, over rounds: warm-up ends when every series'
+    batch medians agree; timing ends when every series is stable, or the budget
+    ``max_seconds`` (for all series together) or ``max_repeats`` rounds are spent.  A record's
+    ``interleaved_with`` is the number of series timed together (1: alone)."""
     method = "custom"
     if time_call is None:
         time_call, method = call_timer(device, clock)
+    keys = list(fns)
     start = clock()
 
     def elapsed() -> float:
@@ -117,31 +140,36 @@ def timed_until_stable(fn, device, *, warmup_min: int = 3, repeats_min: int = 10
 
     warmup_calls = 0
     for _ in range(warmup_min):
-        fn()
+        for k in keys:
+            fns[k]()
         warmup_calls += 1
     synchronize(device)
-    converged, prev = False, None
+    converged, prev = False, {}
     for _ in range(max_warmup_batches):
         if elapsed() >= max_seconds / 2:
             break
-        batch = [time_call(fn) for _ in range(max(1, warmup_batch))]
-        warmup_calls += len(batch)
-        med = _median(batch)
-        if prev is not None and abs(med - prev) <= warmup_tolerance * max(abs(prev), 1e-12):
+        batches: dict = {k: [] for k in keys}
+        for _ in range(max(1, warmup_batch)):
+            for k in keys:
+                batches[k].append(time_call(fns[k]))
+        warmup_calls += max(1, warmup_batch)
+        med = {k: _median(b) for k, b in batches.items()}
+        if prev and all(abs(med[k] - prev[k]) <= warmup_tolerance * max(abs(prev[k]), 1e-12) for k in keys):
             converged = True
             break
         prev = med
 
-    samples: list[float] = []
+    samples: dict = {k: [] for k in keys}
     stop, next_check = "budget", max(1, repeats_min)
     while True:
-        samples.append(time_call(fn))
-        n = len(samples)
+        for k in keys:
+            samples[k].append(time_call(fns[k]))
+        n = len(samples[keys[0]])
         if n >= next_check:
             # sorting every sample would be quadratic for fast calls: check at growing steps
             next_check = n + max(1, n // 20)
-            pct = percentiles(samples)
-            if pct["p50"] and pct["p90"] / pct["p50"] < target_p90_over_p50:
+            pcts = [percentiles(samples[k]) for k in keys]
+            if all(p["p50"] and p["p90"] / p["p50"] < target_p90_over_p50 for p in pcts):
                 stop = "stable"
                 break
         if n >= max_repeats:
@@ -150,13 +178,16 @@ def timed_until_stable(fn, device, *, warmup_min: int = 3, repeats_min: int = 10
         if elapsed() >= max_seconds:
             stop = "budget"
             break
-    pct = percentiles(samples)
-    ratio = pct["p90"] / pct["p50"] if pct["p50"] else None
-    stable = ratio is not None and ratio < target_p90_over_p50 and pct["n"] >= min(repeats_min, max_repeats)
-    record = {**pct, "p90_over_p50": ratio, "stable": bool(stable), "target_p90_over_p50": target_p90_over_p50,
-              "warmup_calls": warmup_calls, "warmup_converged": converged, "method": method,
-              "seconds": elapsed(), "stop": stop}
-    return samples, record
+    out = {}
+    for k in keys:
+        pct = percentiles(samples[k])
+        ratio = pct["p90"] / pct["p50"] if pct["p50"] else None
+        stable = ratio is not None and ratio < target_p90_over_p50 and pct["n"] >= min(repeats_min, max_repeats)
+        out[k] = (samples[k], {**pct, "p90_over_p50": ratio, "stable": bool(stable),
+                               "target_p90_over_p50": target_p90_over_p50, "warmup_calls": warmup_calls,
+                               "warmup_converged": converged, "method": method, "seconds": elapsed(), "stop": stop,
+                               "interleaved_with": len(keys)})
+    return out
 
 
 def process_age_s() -> float | None:

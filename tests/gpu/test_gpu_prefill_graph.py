@@ -65,3 +65,24 @@ def test_prefill_probe_on_cuda_records_both_modes(name, gpu_log):
     assert row["eager_ms_p50"] > 0 and row["graph_ms_p50"] > 0
     head = "graph" if row["prefill_mode"] == "cuda-graph" else "eager"
     assert row["ms_p50"] == row[f"{head}_ms_p50"] == min(row["eager_ms_p50"], row["graph_ms_p50"])
+
+
+@pytest.mark.parametrize("name", ["baseline", "sdpa", "linear"])
+def test_prefill_rows_on_cuda_time_a_batch_sizes_prompts_together(name, gpu_log):
+    """The probe's prefill of one batch size (1 x 128 and 1 x 512, the eager forwards launch-bound):
+    both prompts' eager series timed in turn, each row with its own graph; the rows and the probe's
+    order flags are logged (the H200 run at 3877728 flagged 512 tokens faster than 128 in eager
+    for three variants, timed one after the other)."""
+    from attnbench.probe import prefill_flags, prefill_rows
+
+    dev = torch.device("cuda")
+    model = make(name, {}, dev)
+    gen = torch.Generator(dev)
+    prompts = [torch.randint(0, 512, (1, L), device=dev, generator=gen.manual_seed(L)) for L in (128, 512)]
+    rows = prefill_rows(model, prompts, dev, repeats=10, warmup=3, max_seconds=1.0)
+    flags = prefill_flags(rows)
+    gpu_log(f"prefill_rows_{name}", {"rows": rows, "flags": flags})
+    assert [r["prompt_len"] for r in rows] == [128, 512]
+    for r in rows:
+        assert r["eager_timing"]["interleaved_with"] == 2 and r["graph_timing"]["interleaved_with"] == 1
+        assert r["graph_matches_eager"], r["graph_vs_eager_max_abs_diff"]
