@@ -1078,8 +1078,7 @@ class LoopFolder:
             if rec["status"] != "ok":
                 rows.append([f"`{v}`", rec["status"], "", "", "", "", "", (rec.get("error") or "")[:120]])
                 continue
-            dec = {r["batch_size"]: r for r in rec["rows"] if "status" not in r}
-            b1, b16 = dec.get(1), dec.get(16)
+            b1 = next((r for r in rec["rows"] if r.get("batch_size") == 1 and "status" not in r), None)
             b1_cell, b16_cell = decode_cells({"decode": rec["rows"]})
             why = _graph_unavailable(rec["rows"])
             differ = [f"{sig(r[f'{m}_vs_full_forward_max_abs_diff'])} at logit scale {sig(r['logit_scale'])}"
