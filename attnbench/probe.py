@@ -138,6 +138,7 @@ def prefill_rows(model, prompts: list, device, repeats, warmup, kernel_check: bo
     for tokens in prompts:
         x = torch.randn(*tokens.shape, model.config.n_embd, device=device, dtype=dtype)
         selection = prepare(model, tokens, x, dtype, backward=False)
+        del x  # not counted in the next shapes' peaks
         check = selfcheck.logits_check(model, tokens) if kernel_check else {
             "pass": None, "unavailable": "measure.kernel_check is off"}
         if check.get("pass") is False:
@@ -146,14 +147,15 @@ def prefill_rows(model, prompts: list, device, repeats, warmup, kernel_check: bo
                 f"error {check['out_rel_err']:.3g} (tolerance {check['tolerance']['out']:.2g}, kernel "
                 f"{check['kernel']})", check)
         shapes.append({"tokens": tokens, "selection": selection, "check": check,
-                       "forward": pinned_call(model, lambda t=tokens: model(t)), "kernel": model.kernel(), "modes": {}})
+                       "forward": pinned_call(model, lambda t=tokens: model(t)), "modes": {}})
 
     for i, rec in timed({i: sh["forward"] for i, sh in enumerate(shapes)}).items():
         sh = shapes[i]
         measure.reset_peak_memory(device)
         sh["forward"]()
         B, L = sh["tokens"].shape
-        sh["modes"]["eager"] = _prefill_figures(rec, B, L, measure.peak_memory(device), sh["kernel"])
+        # the kernel this shape's calls ran (its pins, set by the call), read after one of them
+        sh["modes"]["eager"] = _prefill_figures(rec, B, L, measure.peak_memory(device), model.kernel())
 
     rows = []
     for sh in shapes:
@@ -399,8 +401,9 @@ def prefill_of_batch(model, tokens_dir, B: int, lengths: list[int], device, prob
             return prefill_rows(model, [prompt_tokens(tokens_dir, B, L, device) for L in lengths], device,
                                 p["repeats"], p["warmup"], kernel_check)
     except torch.OutOfMemoryError:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        pass
+    if device.type == "cuda":  # outside the handler: its traceback no longer holds the failed call's tensors
+        torch.cuda.empty_cache()
     rows = []
     for L in lengths:
         try:

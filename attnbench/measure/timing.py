@@ -128,7 +128,11 @@ def timed_interleaved(fns: dict, device, *, warmup_min: int = 3, repeats_min: in
     The rules are :func:`timed_until_stable`'s, over rounds: warm-up ends when every series'
     batch medians agree; timing ends when every series is stable, or the budget
     ``max_seconds`` (for all series together) or ``max_repeats`` rounds are spent.  A record's
-    ``interleaved_with`` is the number of series timed together (1: alone)."""
+    ``interleaved_with`` is the number of series timed together (1: alone); its ``stop``,
+    ``seconds``, ``warmup_calls`` and ``warmup_converged`` are the group's (a series can be
+    ``stable`` where ``stop`` is "budget": another series was not)."""
+    if not fns:
+        return {}
     method = "custom"
     if time_call is None:
         time_call, method = call_timer(device, clock)

@@ -86,3 +86,4 @@ def test_prefill_rows_on_cuda_time_a_batch_sizes_prompts_together(name, gpu_log)
     for r in rows:
         assert r["eager_timing"]["interleaved_with"] == 2 and r["graph_timing"]["interleaved_with"] == 1
         assert r["graph_matches_eager"], r["graph_vs_eager_max_abs_diff"]
+        assert r["eager_kernel"] == r["graph_kernel"], r   # both under this shape's kernels
