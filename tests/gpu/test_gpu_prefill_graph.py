@@ -76,9 +76,13 @@ def test_prefill_rows_on_cuda_time_a_batch_sizes_prompts_together(name, gpu_log)
     from attnbench.probe import prefill_flags, prefill_rows
 
     dev = torch.device("cuda")
-    model = make(name, {}, dev)
+    # GPT-2 124M, the default preset's shape: its eager forward at batch 1 is the launch-bound one
+    cfg = GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304, dropout=0.0,
+                    attention=name, attention_params={})
+    torch.manual_seed(0)
+    model = GPT(cfg, seed=0).to(dev).to(torch.bfloat16).eval()
     gen = torch.Generator(dev)
-    prompts = [torch.randint(0, 512, (1, L), device=dev, generator=gen.manual_seed(L)) for L in (128, 512)]
+    prompts = [torch.randint(0, 50257, (1, L), device=dev, generator=gen.manual_seed(L)) for L in (128, 512)]
     rows = prefill_rows(model, prompts, dev, repeats=10, warmup=3, max_seconds=1.0)
     flags = prefill_flags(rows)
     gpu_log(f"prefill_rows_{name}", {"rows": rows, "flags": flags})
