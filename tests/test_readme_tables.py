@@ -207,11 +207,22 @@ def test_the_decode_benchmark_names_each_missed_target_and_each_disagreeing_deco
     assert "| `slow` |" in text and "NO: 0.500 at logit scale 3.00" in text
     doc["variants"]["no16"] = {"status": "ok", "rows": [row(1, 0.7, 2000.0), {"batch_size": 16, "status": "oom"}]}
     (tmp_path / "decode_graph.json").write_text(__import__("json").dumps(doc))
-    assert "`no16` no figure at batch 16" in LoopFolder(tmp_path).decode_bench()
+    assert "`no16` out of memory at batch 16" in LoopFolder(tmp_path).decode_bench()
+    # a capture that failed is a miss with its reason, not a variant without a graph decode by design
+    failed = {**row(16, None, None), "graph_unavailable": "CUDA graph capture failed: RuntimeError: boom"}
+    doc["variants"]["no16"] = {"status": "ok", "rows": [row(1, 0.7, 2000.0), failed]}
+    (tmp_path / "decode_graph.json").write_text(__import__("json").dumps(doc))
+    text = LoopFolder(tmp_path).decode_bench()
+    assert "`no16` CUDA graph capture failed: RuntimeError: boom at batch 16" in text
+    assert "No graph decode:" not in text and "| graph: CUDA graph capture failed: RuntimeError: boom |" in text
     doc["variants"].pop("no16")
     doc["variants"].pop("slow")
     (tmp_path / "decode_graph.json").write_text(__import__("json").dumps(doc))
-    assert "met by all 1 that have one (`fast`)" in LoopFolder(tmp_path).decode_bench()
+    assert "met by all 1 variant that has one (`fast`)" in LoopFolder(tmp_path).decode_bench()
+    doc["variants"]["fast"]["rows"][0]["graph_matches_full_forward"] = False
+    (tmp_path / "decode_graph.json").write_text(__import__("json").dumps(doc))
+    assert ("missed by `fast` a graph decode that differs from the full forward at batch 1"
+            in LoopFolder(tmp_path).decode_bench())
 
     # a run's probes (trained models), same rows: one entry per variant and seed where seeds differ; a
     # variant without a graph decode is named with its reason, not counted as a miss
@@ -226,6 +237,13 @@ def test_the_decode_benchmark_names_each_missed_target_and_each_disagreeing_deco
     text = RunFolder(tmp_path / "run").decode_targets()
     assert "missed by `sdpa` seed 1338 1.30 ms/token at batch 1." in text, text
     assert "No graph decode: `lsh` seed 1337 (decode is data-dependent)." in text, text
+    (tmp_path / "run/runs/probe/sdpa/seed1338/probe.json").unlink()
+    broken = tmp_path / "run/runs/probe/mla/seed1337"
+    broken.mkdir(parents=True)
+    (broken / "probe.json").write_text(__import__("json").dumps({"status": "failed", "variant": "mla"}))
+    text = RunFolder(tmp_path / "run").decode_targets()
+    assert "met by all 1 probe that has one (1 variant) (`sdpa`). No graph decode: `lsh` (" in text, text
+    assert text.endswith("Not ok: `mla` seed 1337 (failed)."), text
 
 
 def test_jobs_alongside_others_on_other_gpus_are_compared_with_jobs_alone(tmp_path):
