@@ -1,7 +1,9 @@
 """Sequence-length scaling sweep: one attention module (and one full block) alone.
 
 For each T in ``sweep.seq_lens`` at fixed ``B*T = sweep.tokens``: forward and
-forward+backward time (synchronised wall clock, p50/p90 over repeats after warm-up),
+forward+backward time (``measure.timed_until_stable``: CUDA events on a GPU; after
+``sweep.warmup`` calls, repeats until p90/p50 < 1.2 or the point's budget is spent, at least
+``sweep.repeats``; an unstable point is recorded as such, with its ratio),
 TFLOP/s from the module's analytic ``flops_forward`` (causal pairs only; fwd+bwd counted as
 3x forward; unavailable, with the reason, for a class without one), peak memory, and GPU
 energy per call from the NVML counter over the repeats.  A length that runs out of memory or
@@ -30,6 +32,12 @@ from .results import atomic_write_json, jsonable, provenance, utc_now
 from .settings import resolve_device
 
 SWEEP_SCHEMA = "attnbench.sweep/1"
+# Timing of a point (one scope, length and mode): repeats until p90/p50 < SWEEP_TARGET or the budget
+# is spent.  Fixed repeats gave points whose p90 sat 1.7-2.2x their p50 (sliding_window on the H200)
+# with nothing to say so.
+SWEEP_TARGET = 1.2
+SWEEP_BUDGET_S = {"cuda": 1.0}   # seconds per point and mode; other devices: SWEEP_BUDGET_CPU_S
+SWEEP_BUDGET_CPU_S = 0.3
 # A point's calls last milliseconds, under an energy counter that advances every 20-100 ms: the
 # H200 sweeps of e1a7e10 recorded up to 8 J for a 0.4 ms call (20 kW).  A window the session
 # flags as short gives no energy per call; the point says why.
@@ -66,21 +74,28 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
     for mode, fn, flops in (("forward", fwd, fwd_flops), ("forward_backward", fwd_bwd, bwd_flops)):
         try:
             measure.reset_peak_memory(device)
+            for _ in range(warmup):  # compilation, tuning, the allocator: before the energy window
+                fn()
+            measure.synchronize(device)
             w = session.begin_window()
-            ms = measure.timed_calls(fn, device, repeats, warmup)
-            ws = session.end_window(w, steps=repeats + warmup, tokens=(repeats + warmup) * B * T)
+            _, rec = measure.timed_until_stable(fn, device, warmup_min=0, repeats_min=max(1, repeats),
+                                                max_seconds=SWEEP_BUDGET_S.get(device.type, SWEEP_BUDGET_CPU_S),
+                                                target_p90_over_p50=SWEEP_TARGET)
+            calls = rec["warmup_calls"] + rec["n"]  # every call in the window, its warm-up batches too
+            ws = session.end_window(w, steps=calls, tokens=calls * B * T)
             mem = measure.peak_memory(device)
-            pct = measure.percentiles(ms)
             e = ws.get("energy_j")
             short = e is not None and FLAG_SHORT in ws.flags
             if short:
                 e = None
             point[mode] = {
-                "status": "ok", "ms_p50": pct["p50"], "ms_p90": pct["p90"], "ms_min": pct["min"],
-                "tflops": flops / (pct["p50"] / 1000) / 1e12 if kind == "attention" and flops is not None else None,
+                "status": "ok", "ms_p50": rec["p50"], "ms_p90": rec["p90"], "ms_min": rec["min"], "n": rec["n"],
+                "p90_over_p50": rec["p90_over_p50"], "timing_stable": rec["stable"], "timing_method": rec["method"],
+                "tflops": flops / (rec["p50"] / 1000) / 1e12 if kind == "attention" and flops is not None else None,
                 "peak_allocated_bytes": mem.get("peak_allocated_bytes"),
                 "peak_rss_bytes": mem.get("peak_rss_bytes"),
-                "gpu_j_per_call": e / (repeats + warmup) if e is not None else None,
+                "calls_in_energy_window": calls,
+                "gpu_j_per_call": e / calls if e is not None else None,
                 "kernel": getattr(attn, "kernel", "?"),
             }
             if short:

@@ -288,3 +288,25 @@ def test_jobs_alongside_others_on_other_gpus_are_compared_with_jobs_alone(tmp_pa
     assert "none on one GPU" in RunFolder(tmp_path).parallel()
     write("lsh", 2, "GPU-c", 12 * 60 + 0, 10, 100_000)       # on GPU-c while mla seed 2 ran there
     assert "1 on one GPU (their figures are not trustworthy)" in RunFolder(tmp_path).parallel()
+
+
+def test_a_sweep_point_that_never_settled_is_marked(tmp_path):
+    """A sweep point timed until its budget ran out with p90/p50 still above the target carries "*",
+    and the fragment says what it means; points of older sweeps (no stability record) carry none."""
+    import json
+
+    from attnbench.report.readme_sources import RunFolder
+
+    def point(T, p50, stable):
+        mode = {"status": "ok", "ms_p50": p50, "ms_p90": p50 * (1.5 if stable is False else 1.05),
+                "kernel": "torch:chunked", **({} if stable is None else {"timing_stable": stable})}
+        return {"scope": "attention", "seq_len": T, "batch_size": 4096 // T, "forward_backward": mode}
+
+    out = tmp_path / "runs/sweep/linear"
+    out.mkdir(parents=True)
+    doc = {"status": "ok", "dtype": "bfloat16", "tokens_per_call": 4096,
+           "points": [point(512, 6.79, True), point(2048, 7.91, False), point(4096, 6.84, None)]}
+    (out / "sweep.json").write_text(json.dumps(doc))
+    text = RunFolder(tmp_path).sweeps()
+    assert "| `linear` | 6.79 | 7.91* | 6.84 |" in text, text
+    assert text.endswith("\\* the point's p90/p50 stayed at or above the timing's target within its budget."), text

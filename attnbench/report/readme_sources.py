@@ -28,7 +28,9 @@ def sweep_table(points: dict[str, dict[int, dict]], kernels: bool = False) -> st
     lengths = sorted({T for pts in points.values() for T in pts})
     rows = []
     for v, pts in points.items():
-        row = [f"`{v}`"] + [sig(pts[T]["ms_p50"]) if pts.get(T, {}).get("status") == "ok"
+        # "*": the point's p90/p50 stayed >= the target within its budget (sweeps since 5162b0f say so)
+        row = [f"`{v}`"] + [sig(pts[T]["ms_p50"]) + ("*" if pts[T].get("timing_stable") is False else "")
+                            if pts.get(T, {}).get("status") == "ok"
                             else str(pts.get(T, {}).get("status", "—")).upper() for T in lengths]
         if kernels:
             ran = list(dict.fromkeys(p.get("kernel") for p in pts.values() if p.get("kernel")))
@@ -710,7 +712,11 @@ class RunFolder:
                 f"{first['tokens_per_call']:,} tokens per call (batch x length), kernel as each point ran it:\n\n"
                 + sweep_table({v: sweep_points(d) for v, d in docs.items()}, kernels=True)
                 + "\n\nLargest p90/p50 of a sweep's points (every scope and mode): "
-                + "; ".join(f"`{v}` {_widest_spread(d)}" for v, d in docs.items()) + ".")
+                + "; ".join(f"`{v}` {_widest_spread(d)}" for v, d in docs.items()) + "."
+                + (" \\* the point's p90/p50 stayed at or above the timing's target within its budget."
+                   if any(isinstance(p.get(m), dict) and p[m].get("timing_stable") is False
+                          for d in docs.values() for p in d["points"] for m in ("forward", "forward_backward"))
+                   else ""))
 
     def busy_normalised(self) -> str:
         """tokens/s over GPU busy, per configuration: the throughput the GPU's own work allows, where the
