@@ -16,6 +16,7 @@ at that length.  This is where the sub-quadratic variants should overtake exact 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ SWEEP_SCHEMA = "attnbench.sweep/1"
 SWEEP_TARGET = 1.2
 SWEEP_BUDGET_S = {"cuda": 1.0}   # seconds per point and mode; other devices: SWEEP_BUDGET_CPU_S
 SWEEP_BUDGET_CPU_S = 0.3
+WARMUP_CALLS = 10  # timed_until_stable's warm-up: at least two batches of five calls
 # A point's calls last milliseconds, under an energy counter that advances every 20-100 ms: the
 # H200 sweeps of e1a7e10 recorded up to 8 J for a 0.4 ms call (20 kW).  A window the session
 # flags as short gives no energy per call; the point says why.
@@ -74,13 +76,16 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
     for mode, fn, flops in (("forward", fwd, fwd_flops), ("forward_backward", fwd_bwd, bwd_flops)):
         try:
             measure.reset_peak_memory(device)
-            for _ in range(warmup):  # compilation, tuning, the allocator: before the energy window
+            t0 = time.perf_counter()
+            for _ in range(max(1, warmup)):  # compilation, tuning, the allocator: before the energy window
                 fn()
             measure.synchronize(device)
+            per_call = (time.perf_counter() - t0) / max(1, warmup)  # an upper bound: the first call compiles
+            # the budget holds sweep.repeats samples and the warm-up batches even for slow calls
+            budget = max(SWEEP_BUDGET_S.get(device.type, SWEEP_BUDGET_CPU_S), 3 * (repeats + WARMUP_CALLS) * per_call)
             w = session.begin_window()
             _, rec = measure.timed_until_stable(fn, device, warmup_min=0, repeats_min=max(1, repeats),
-                                                max_seconds=SWEEP_BUDGET_S.get(device.type, SWEEP_BUDGET_CPU_S),
-                                                target_p90_over_p50=SWEEP_TARGET)
+                                                max_seconds=budget, target_p90_over_p50=SWEEP_TARGET)
             calls = rec["warmup_calls"] + rec["n"]  # every call in the window, its warm-up batches too
             ws = session.end_window(w, steps=calls, tokens=calls * B * T)
             mem = measure.peak_memory(device)
