@@ -50,7 +50,8 @@ memory, energy, provenance, unavailable.
 Schema ``attnbench.sweep/1`` (``results/sweep/<variant>/sweep.json``): schema, variant,
 status, dtype, tokens_per_call, flop_convention, points: [{scope ("attention" | "block"),
 seq_len, batch_size, forward: {...}, forward_backward: {status ("ok" | "oom" | "error"),
-ms_p50, ms_p90, ms_min, tflops, peak_allocated_bytes, peak_rss_bytes, gpu_j_per_call (null with
+ms_p50, ms_p90, ms_min, n, p90_over_p50, timing_stable, timing_target, timing_method, tflops,
+peak_allocated_bytes, peak_rss_bytes, calls_in_energy_window, gpu_j_per_call (null with
 energy_unavailable when the point's window was shorter than 1 s), kernel, error}}], provenance, unavailable.
 """
 

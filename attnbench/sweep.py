@@ -40,6 +40,7 @@ SWEEP_TARGET = 1.2
 SWEEP_BUDGET_S = {"cuda": 1.0}   # seconds per point and mode; other devices: SWEEP_BUDGET_CPU_S
 SWEEP_BUDGET_CPU_S = 0.3
 WARMUP_CALLS = 10  # timed_until_stable's warm-up: at least two batches of five calls
+SWEEP_BUDGET_MAX_S = 30.0  # however slow the call
 # A point's calls last milliseconds, under an energy counter that advances every 20-100 ms: the
 # H200 sweeps of e1a7e10 recorded up to 8 J for a 0.4 ms call (20 kW).  A window the session
 # flags as short gives no energy per call; the point says why.
@@ -76,16 +77,20 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
     for mode, fn, flops in (("forward", fwd, fwd_flops), ("forward_backward", fwd_bwd, bwd_flops)):
         try:
             measure.reset_peak_memory(device)
-            t0 = time.perf_counter()
-            for _ in range(max(1, warmup)):  # compilation, tuning, the allocator: before the energy window
+            per_call = float("inf")
+            for _ in range(max(2, warmup)):  # compilation, tuning, the allocator: before the energy window
+                t0 = time.perf_counter()
                 fn()
-            measure.synchronize(device)
-            per_call = (time.perf_counter() - t0) / max(1, warmup)  # an upper bound: the first call compiles
-            # the budget holds sweep.repeats samples and the warm-up batches even for slow calls
-            budget = max(SWEEP_BUDGET_S.get(device.type, SWEEP_BUDGET_CPU_S), 3 * (repeats + WARMUP_CALLS) * per_call)
+                measure.synchronize(device)
+                per_call = min(per_call, time.perf_counter() - t0)  # the fastest: not the call that compiled
+            # the budget holds sweep.repeats samples and the warm-up batches even for slow calls (capped)
+            budget = min(max(SWEEP_BUDGET_S.get(device.type, SWEEP_BUDGET_CPU_S),
+                             3 * (repeats + WARMUP_CALLS) * per_call), SWEEP_BUDGET_MAX_S)
             w = session.begin_window()
+            # warm already: the timing's own warm-up is short (at most two batches), so the budget buys repeats
             _, rec = measure.timed_until_stable(fn, device, warmup_min=0, repeats_min=max(1, repeats),
-                                                max_seconds=budget, target_p90_over_p50=SWEEP_TARGET)
+                                                max_seconds=budget, target_p90_over_p50=SWEEP_TARGET,
+                                                max_warmup_batches=2)
             calls = rec["warmup_calls"] + rec["n"]  # every call in the window, its warm-up batches too
             ws = session.end_window(w, steps=calls, tokens=calls * B * T)
             mem = measure.peak_memory(device)
@@ -95,7 +100,8 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
                 e = None
             point[mode] = {
                 "status": "ok", "ms_p50": rec["p50"], "ms_p90": rec["p90"], "ms_min": rec["min"], "n": rec["n"],
-                "p90_over_p50": rec["p90_over_p50"], "timing_stable": rec["stable"], "timing_method": rec["method"],
+                "p90_over_p50": rec["p90_over_p50"], "timing_stable": rec["stable"], "timing_target": SWEEP_TARGET,
+                "timing_method": rec["method"],
                 "tflops": flops / (rec["p50"] / 1000) / 1e12 if kind == "attention" and flops is not None else None,
                 "peak_allocated_bytes": mem.get("peak_allocated_bytes"),
                 "peak_rss_bytes": mem.get("peak_rss_bytes"),

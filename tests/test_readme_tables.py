@@ -298,8 +298,9 @@ def test_a_sweep_point_that_never_settled_is_marked(tmp_path):
     from attnbench.report.readme_sources import RunFolder
 
     def point(T, p50, stable):
-        mode = {"status": "ok", "ms_p50": p50, "ms_p90": p50 * (1.5 if stable is False else 1.05),
-                "kernel": "torch:chunked", **({} if stable is None else {"timing_stable": stable})}
+        ratio = 1.5 if stable is False else 1.05
+        mode = {"status": "ok", "ms_p50": p50, "ms_p90": p50 * ratio, "kernel": "torch:chunked",
+                **({} if stable is None else {"timing_stable": stable, "p90_over_p50": ratio, "timing_target": 1.2})}
         return {"scope": "attention", "seq_len": T, "batch_size": 4096 // T, "forward_backward": mode}
 
     out = tmp_path / "runs/sweep/linear"
@@ -310,3 +311,8 @@ def test_a_sweep_point_that_never_settled_is_marked(tmp_path):
     text = RunFolder(tmp_path).sweeps()
     assert "| `linear` | 6.79 | 7.91* | 6.84 |" in text, text
     assert text.endswith("\\* the point's p90/p50 stayed at or above the timing's target within its budget."), text
+    # too few samples within the budget, at a small spread: not marked
+    doc["points"][1]["forward_backward"].update(timing_stable=False, p90_over_p50=1.01)
+    (out / "sweep.json").write_text(json.dumps(doc))
+    text = RunFolder(tmp_path).sweeps()
+    assert "| 7.91 |" in text and "\\*" not in text, text

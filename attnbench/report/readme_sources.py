@@ -22,14 +22,20 @@ def sweep_points(doc: dict, scope: str = "attention", mode: str = "forward_backw
     return {p["seq_len"]: p[mode] for p in doc["points"] if p.get("scope", "attention") == scope}
 
 
+def _unsettled(mode: dict) -> bool:
+    """A sweep point whose p90/p50 stayed at or above its timing's target (older sweeps record none)."""
+    ratio, target = mode.get("p90_over_p50"), mode.get("timing_target")
+    return ratio is not None and target is not None and ratio >= target
+
+
 def sweep_table(points: dict[str, dict[int, dict]], kernels: bool = False) -> str:
     """Forward+backward ms p50 per variant (rows) and length (columns); a point that did not run
     shows its status.  ``kernels``: a last column with the kernel strings the points ran."""
     lengths = sorted({T for pts in points.values() for T in pts})
     rows = []
     for v, pts in points.items():
-        # "*": the point's p90/p50 stayed >= the target within its budget (sweeps since 5162b0f say so)
-        row = [f"`{v}`"] + [sig(pts[T]["ms_p50"]) + ("*" if pts[T].get("timing_stable") is False else "")
+        # "*": the point's p90/p50 stayed >= the timing's target within its budget (sweeps since f7ae870)
+        row = [f"`{v}`"] + [sig(pts[T]["ms_p50"]) + ("*" if _unsettled(pts[T]) else "")
                             if pts.get(T, {}).get("status") == "ok"
                             else str(pts.get(T, {}).get("status", "—")).upper() for T in lengths]
         if kernels:
@@ -714,9 +720,7 @@ class RunFolder:
                 + "\n\nLargest p90/p50 of a sweep's points (every scope and mode): "
                 + "; ".join(f"`{v}` {_widest_spread(d)}" for v, d in docs.items()) + "."
                 + (" \\* the point's p90/p50 stayed at or above the timing's target within its budget."
-                   if any(isinstance(p.get(m), dict) and p[m].get("timing_stable") is False
-                          for d in docs.values() for p in d["points"] for m in ("forward", "forward_backward"))
-                   else ""))
+                   if any(_unsettled(m) for d in docs.values() for m in sweep_points(d).values()) else ""))
 
     def busy_normalised(self) -> str:
         """tokens/s over GPU busy, per configuration: the throughput the GPU's own work allows, where the
