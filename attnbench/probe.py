@@ -5,8 +5,9 @@ forward over a prompt, eager and (on CUDA) captured once as a CUDA graph and rep
 logits checked against eager's; each timed by ``measure.timed_until_stable`` (CUDA events:
 warm-up until two batches agree, repeats until p90/p50 < 1.2 or a budget runs out; an
 unstable series is recorded with its ratio), the eager forwards of one batch size's prompt
-lengths in turn (``measure.timed_interleaved``: launch-bound, they share the host's drift).  A longer prompt measured faster than a shorter
-one is flagged in ``prefill_flags`` (a timing error, never silently reported).  Decode:
+lengths in turn (``measure.timed_interleaved``: launch-bound, they share the host's drift).  A
+longer prompt measured faster than a shorter one is flagged in ``prefill_flags`` (a timing
+error, never silently reported).  Decode:
 prefill the prompt into the variant's own cache (full KV, GQA's KV, a rolling window, the
 linear-attention state, MLA's latent...), then generate ``decode_tokens`` greedily, one
 synchronised timing per token; GPU energy from the NVML counter over a decode window of
@@ -201,20 +202,22 @@ def prefill_rows(model, prompts: list, device, repeats, warmup, kernel_check: bo
     return rows
 
 
-def prefill_flags(rows: list[dict]) -> list[str]:
-    """Timing errors visible in the prefill rows: per batch size and series (the reported
-    figures, eager, cuda-graph), a longer prompt measured faster than a shorter one beyond
-    the spread (the longer one's p90 below the shorter one's p50) -- one forward over more
-    tokens does more work, so this is a measurement error, flagged rather than reported."""
-    flags = []
-    series = (("", "reported"), ("eager_", "eager"), ("graph_", "cuda-graph"))
+PREFILL_SERIES = (("", "reported"), ("eager_", "eager"), ("graph_", "cuda-graph"))
+
+
+def prefill_inversions(rows: list[dict]) -> list[dict]:
+    """Per batch size and series (the reported figures, eager, cuda-graph), each pair of prompt
+    lengths where the longer one measured faster than the shorter beyond the spread (the longer
+    one's p90 below the shorter one's p50): ``{batch_size, series, short, long, short_p50,
+    long_p50, long_p90}``.  Pure Python: the README renderers read it from committed documents."""
+    found = []
     by_batch: dict[int, list[dict]] = {}
     for r in rows:
         if "status" not in r:
             by_batch.setdefault(r["batch_size"], []).append(r)
     for B, rs in sorted(by_batch.items()):
         rs = sorted(rs, key=lambda r: r["prompt_len"])
-        for prefix, label in series:
+        for prefix, label in PREFILL_SERIES:
             for i, short in enumerate(rs):
                 for long in rs[i + 1:]:
                     s50, l50, l90 = (short.get(prefix + "ms_p50"), long.get(prefix + "ms_p50"),
@@ -222,10 +225,18 @@ def prefill_flags(rows: list[dict]) -> list[str]:
                     if None in (s50, l50, l90) or long["prompt_len"] <= short["prompt_len"]:
                         continue
                     if l90 < s50:
-                        flags.append(f"batch {B} ({label}): {long['prompt_len']} tokens faster than "
-                                     f"{short['prompt_len']} tokens (p50 {l50:.3g} vs {s50:.3g} ms, p90 {l90:.3g}): "
-                                     "timing error")
-    return flags
+                        found.append({"batch_size": B, "series": label, "short": short["prompt_len"],
+                                      "long": long["prompt_len"], "short_p50": s50, "long_p50": l50, "long_p90": l90})
+    return found
+
+
+def prefill_flags(rows: list[dict]) -> list[str]:
+    """Timing errors visible in the prefill rows (:func:`prefill_inversions`): one forward over
+    more tokens does more work, so a longer prompt measured faster is a measurement error,
+    flagged rather than reported."""
+    return [f"batch {x['batch_size']} ({x['series']}): {x['long']} tokens faster than {x['short']} tokens "
+            f"(p50 {x['long_p50']:.3g} vs {x['short_p50']:.3g} ms, p90 {x['long_p90']:.3g}): timing error"
+            for x in prefill_inversions(rows)]
 
 
 # NVML's energy counter advances every 20-100 ms: a decode window of a fraction of a second

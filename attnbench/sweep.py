@@ -39,7 +39,7 @@ SWEEP_SCHEMA = "attnbench.sweep/1"
 SWEEP_TARGET = 1.2
 SWEEP_BUDGET_S = {"cuda": 1.0}   # seconds per point and mode; other devices: SWEEP_BUDGET_CPU_S
 SWEEP_BUDGET_CPU_S = 0.3
-WARMUP_CALLS = 10  # timed_until_stable's warm-up: at least two batches of five calls
+WARMUP_CALLS = 10  # the timing's own warm-up: at most two batches of five calls (max_warmup_batches=2)
 SWEEP_BUDGET_MAX_S = 30.0  # however slow the call
 # A point's calls last milliseconds, under an energy counter that advances every 20-100 ms: the
 # H200 sweeps of e1a7e10 recorded up to 8 J for a 0.4 ms call (20 kW).  A window the session

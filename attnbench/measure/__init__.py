@@ -29,11 +29,11 @@ from .flops import CONVENTION, count_flops, flops_section, model_flops, peak_flo
 from .memory import MIN_WARMUP_STEPS_FOR_PEAK, peak_allocated, peak_memory, peak_rss_bytes, reset_peak_memory
 from .readers import EnergyReader, NvmlReader, Sample, open_nvml_reader
 from .sampler import PowerSampler, integrate
-from .timing import (PhaseClock, call_timer, percentiles, process_age_s, synchronize, timed_calls,
+from .timing import (PhaseClock, call_timer, percentiles, process_age_s, synchronize,
                      timed_interleaved, timed_until_stable)
 
 __all__ = [
-    "MeasurementSession", "Window", "WindowStats", "energy_totals", "session_from", "percentiles", "synchronize", "timed_calls", "timed_interleaved", "timed_until_stable",
+    "MeasurementSession", "Window", "WindowStats", "energy_totals", "session_from", "percentiles", "synchronize", "timed_interleaved", "timed_until_stable",
     "call_timer", "PhaseClock", "process_age_s",
     "model_flops", "count_flops", "flops_section", "peak_flops", "CONVENTION",
     "MIN_WARMUP_STEPS_FOR_PEAK", "peak_allocated", "peak_memory", "reset_peak_memory", "peak_rss_bytes",

@@ -39,23 +39,6 @@ def percentiles(values: Iterable[float]) -> dict:
             "n": len(vals)}
 
 
-def timed_calls(fn, device, repeats: int, warmup: int) -> list[float]:
-    """Milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones, each call
-    bracketed by :func:`synchronize` (wall clock of the work, launch overhead included)."""
-    import time
-
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        out.append(1000 * (time.perf_counter() - t0))
-    return out
-
-
 def call_timer(device, clock=time.perf_counter):
     """``time_call(fn) -> ms`` for one call of ``fn``.  On CUDA: CUDA events recorded around the
     call on the current stream, after a synchronisation (the GPU starts idle: the figure is the

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime
-import itertools
 import math
 import re
 from pathlib import Path
@@ -817,21 +816,19 @@ class RunFolder:
 
     def _graph_prefill_line(self) -> str:
         """The graph prefill (the probe's headline mode): its largest p90/p50, and whether a longer
-        prompt ever prefilled faster than a shorter one beyond the spread (its p90 below the shorter
-        one's p50, the probe's own criterion; #20: such a prefill is a timing error)."""
+        prompt ever prefilled faster than a shorter one beyond the spread (the probe's own criterion,
+        probe.prefill_inversions; #20: such a prefill is a timing error)."""
+        from ..probe import prefill_inversions
+
         ratios, falls, probes = [], [], 0
         for (v, seed), d in self.probe.items():
-            by_batch: dict[int, list] = {}
-            for r in d.get("prefill") or []:
-                p50, p90 = r.get("graph_ms_p50"), r.get("graph_ms_p90")
-                if finite(p50) and finite(p90) and p50 > 0:
-                    ratios.append(p90 / p50)
-                    by_batch.setdefault(r["batch_size"], []).append((r["prompt_len"], p50, p90))
-            probes += bool(by_batch)
-            for b, pts in by_batch.items():
-                pts.sort()
-                if any(longer[2] < shorter[1] for shorter, longer in itertools.pairwise(pts)):
-                    falls.append(f"`{v}` seed {seed} batch {b}")
+            rows = d.get("prefill") or []
+            graph = [r["graph_ms_p90"] / r["graph_ms_p50"] for r in rows
+                     if finite(r.get("graph_ms_p50")) and finite(r.get("graph_ms_p90")) and r["graph_ms_p50"] > 0]
+            ratios += graph
+            probes += bool(graph)
+            falls += [f"`{v}` seed {seed} batch {b}" for b in sorted(
+                {x["batch_size"] for x in prefill_inversions(rows) if x["series"] == "cuda-graph"})]
         if not ratios:
             return ""
         return (f"\n\nGraph prefill over {len(ratios)} rows of {probes} probes: p90/p50 at most {max(ratios):.3f}; "
