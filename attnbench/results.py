@@ -51,8 +51,10 @@ Schema ``attnbench.sweep/1`` (``results/sweep/<variant>/sweep.json``): schema, v
 status, dtype, tokens_per_call, flop_convention, points: [{scope ("attention" | "block"),
 seq_len, batch_size, forward: {...}, forward_backward: {status ("ok" | "oom" | "error"),
 ms_p50, ms_p90, ms_min, n, p90_over_p50, timing_stable, timing_target, timing_method, tflops,
-peak_allocated_bytes, peak_rss_bytes, calls_in_energy_window, gpu_j_per_call (null with
-energy_unavailable when the point's window was shorter than 1 s), kernel, error}}], provenance, unavailable.
+peak_allocated_bytes, peak_rss_bytes, calls_in_energy_window, energy_window_s (the energy's own
+window: sweep.energy_seconds of back-to-back calls after the timing), gpu_j_per_call, gpu_w (null
+with energy_unavailable saying why: no counter, a window under 1 s, energy_seconds 0), kernel,
+error}}], provenance, unavailable.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ forward+backward time (``measure.timed_until_stable``: CUDA events on a GPU; aft
 ``sweep.repeats``; an unstable point is recorded as such, with its ratio),
 TFLOP/s from the module's analytic ``flops_forward`` (causal pairs only; fwd+bwd counted as
 3x forward; unavailable, with the reason, for a class without one), peak memory, and GPU
-energy per call from the NVML counter over the repeats.  A length that runs out of memory or
+GPU energy per call from the NVML counter over its own window of ``sweep.energy_seconds`` of
+back-to-back calls after the timing (seconds, not the timing's milliseconds: the counter advances
+every 20-100 ms).  A length that runs out of memory or
 cannot run is recorded with its status and the sweep goes on.  At each length
 ``impl="auto"`` is resolved first by measuring the candidates here, at that shape
 (``attention.selection.autotune``: the fastest kernel that passes the check against the
@@ -42,14 +44,46 @@ SWEEP_BUDGET_CPU_S = 0.3
 WARMUP_CALLS = 10  # the timing's own warm-up: at most two batches of five calls (max_warmup_batches=2)
 SWEEP_BUDGET_MAX_S = 30.0  # however slow the call
 # A point's calls last milliseconds, under an energy counter that advances every 20-100 ms: the
-# H200 sweeps of e1a7e10 recorded up to 8 J for a 0.4 ms call (20 kW).  A window the session
-# flags as short gives no energy per call; the point says why.
+# H200 sweeps of e1a7e10 recorded up to 8 J for a 0.4 ms call (20 kW), and at 3877728 the timing's
+# own window (20 calls, 0.03-0.08 s) left most points without a figure.  So energy has a window of
+# its own, sweep.energy_seconds of back-to-back calls (synchronised only every ENERGY_CHUNK_S, to
+# check the time); one the session still flags as short gives no energy per call, and says why.
+ENERGY_CHUNK_S = 0.25
+
+
+def energy_per_call(fn, device, session, seconds: float, per_call_s: float, tokens_per_call: int) -> dict:
+    """GPU joules per call over a window of at least ``seconds`` of back-to-back calls of the warm
+    ``fn``: ``calls_in_energy_window``, ``energy_window_s``, ``gpu_j_per_call`` and ``gpu_w`` (the
+    window's mean power), or ``gpu_j_per_call`` None with ``energy_unavailable`` saying why."""
+    if not session.counts_energy:
+        return {"gpu_j_per_call": None, "energy_unavailable": f"no energy counter: {session.reader_reason}"}
+    if seconds <= 0:
+        return {"gpu_j_per_call": None, "energy_unavailable": "sweep.energy_seconds is 0: no energy window"}
+    chunk = max(1, int(ENERGY_CHUNK_S / max(per_call_s, 1e-6)))
+    calls, t0 = 0, time.perf_counter()
+    w = session.begin_window()
+    while calls == 0 or time.perf_counter() - t0 < seconds:
+        for _ in range(chunk):
+            fn()
+        calls += chunk
+        measure.synchronize(device)
+    ws = session.end_window(w, steps=calls, tokens=calls * tokens_per_call)
+    out = {"calls_in_energy_window": calls, "energy_window_s": ws["seconds"], "gpu_j_per_call": None,
+           "gpu_w": None}
+    e = ws.get("energy_j")
+    if e is None or FLAG_SHORT in ws.flags:
+        out["energy_unavailable"] = (f"energy window {ws['seconds']:.3f} s, {FLAG_SHORT}" if e is not None
+                                     else ws.get("error") or "no energy reading")
+    else:
+        out.update(gpu_j_per_call=e / calls, gpu_w=ws.get("mean_w"))
+    return out
 
 
 def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: int, T: int, n_embd: int,
-                device, dtype, repeats: int, warmup: int, session, fwd_flops: int | None) -> dict:
+                device, dtype, repeats: int, warmup: int, session, fwd_flops: int | None,
+                energy_seconds: float = 2.0) -> dict:
     """One scope at one length; ``fwd_flops``: the attention module's analytic forward FLOPs
-    (None: TFLOP/s not computed, the caller records why)."""
+    (None: TFLOP/s not computed, the caller records why); ``energy_seconds``: the energy window."""
     point: dict[str, Any] = {"scope": kind, "seq_len": T, "batch_size": B}
     x = torch.randn(B, T, n_embd, device=device, dtype=dtype, requires_grad=True)
     if kind == "attention":
@@ -86,18 +120,12 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
             # the budget holds sweep.repeats samples and the warm-up batches even for slow calls (capped)
             budget = min(max(SWEEP_BUDGET_S.get(device.type, SWEEP_BUDGET_CPU_S),
                              3 * (repeats + WARMUP_CALLS) * per_call), SWEEP_BUDGET_MAX_S)
-            w = session.begin_window()
             # warm already: the timing's own warm-up is short (at most two batches), so the budget buys repeats
             _, rec = measure.timed_until_stable(fn, device, warmup_min=0, repeats_min=max(1, repeats),
                                                 max_seconds=budget, target_p90_over_p50=SWEEP_TARGET,
                                                 max_warmup_batches=2)
-            calls = rec["warmup_calls"] + rec["n"]  # every call in the window, its warm-up batches too
-            ws = session.end_window(w, steps=calls, tokens=calls * B * T)
             mem = measure.peak_memory(device)
-            e = ws.get("energy_j")
-            short = e is not None and FLAG_SHORT in ws.flags
-            if short:
-                e = None
+            energy = energy_per_call(fn, device, session, energy_seconds, rec["p50"] / 1000, B * T)
             point[mode] = {
                 "status": "ok", "ms_p50": rec["p50"], "ms_p90": rec["p90"], "ms_min": rec["min"], "n": rec["n"],
                 "p90_over_p50": rec["p90_over_p50"], "timing_stable": rec["stable"], "timing_target": SWEEP_TARGET,
@@ -105,12 +133,9 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
                 "tflops": flops / (rec["p50"] / 1000) / 1e12 if kind == "attention" and flops is not None else None,
                 "peak_allocated_bytes": mem.get("peak_allocated_bytes"),
                 "peak_rss_bytes": mem.get("peak_rss_bytes"),
-                "calls_in_energy_window": calls,
-                "gpu_j_per_call": e / calls if e is not None else None,
+                **energy,
                 "kernel": getattr(attn, "kernel", "?"),
             }
-            if short:
-                point[mode]["energy_unavailable"] = f"energy window {ws['seconds']:.3f} s, {FLAG_SHORT}"
         except torch.OutOfMemoryError as err:
             point[mode] = {"status": "oom", "error": str(err).splitlines()[0][:300]}
         except Exception as err:  # a kernel that cannot run at this length: recorded, sweep goes on
@@ -146,7 +171,8 @@ def run(settings: dict, out_path) -> dict[str, Any]:
                 if kind not in s["scopes"]:
                     continue
                 points.append(sweep_point(module, attn, kind, B, T, m["n_embd"], device, dtype,
-                                          s["repeats"], s["warmup"], session, fwd_flops))
+                                          s["repeats"], s["warmup"], session, fwd_flops,
+                                          energy_seconds=s["energy_seconds"]))
     finally:
         summary = session.finish()
     unavailable = dict(summary.get("unavailable", {}))
@@ -156,9 +182,8 @@ def run(settings: dict, out_path) -> dict[str, Any]:
         unavailable["points.gpu_j_per_call"] = "no GPU: CPU run"
     elif any(isinstance(p.get(m), dict) and p[m].get("energy_unavailable") for p in points
              for m in ("forward", "forward_backward")):
-        unavailable["points.gpu_j_per_call"] = ("null where a point's energy window was shorter than 1 s "
-                                                "(points[].<mode>.energy_unavailable): NVML's counter advances "
-                                                "every 20-100 ms")
+        unavailable["points.gpu_j_per_call"] = ("null where a point has no energy figure; "
+                                                "points[].<mode>.energy_unavailable says why")
     result = {"schema": SWEEP_SCHEMA, "variant": name, "status": "ok", "dtype": str(dtype).replace("torch.", ""),
               "tokens_per_call": s["tokens"], "flop_convention": "causal pairs only; forward+backward = 3x forward",
               "points": points, "unavailable": unavailable,

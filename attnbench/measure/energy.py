@@ -217,6 +217,11 @@ class MeasurementSession:
         if t1 - t0 < SHORT_WINDOW_S:
             self.flags.append(f"idle baseline {FLAG_SHORT}")
 
+    @property
+    def counts_energy(self) -> bool:
+        """Whether windows can read energy (an NVML counter is open); ``reader_reason`` says why not."""
+        return self.reader is not None
+
     # --- windows ------------------------------------------------------------------------
     def begin_window(self) -> Window:
         if not self.started:
