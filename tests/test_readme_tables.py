@@ -316,3 +316,55 @@ def test_a_sweep_point_that_never_settled_is_marked(tmp_path):
     (out / "sweep.json").write_text(json.dumps(doc))
     text = RunFolder(tmp_path).sweeps()
     assert "| 7.91 |" in text and "\\*" not in text, text
+
+
+def test_seed_summary_gives_each_variant_its_mean_and_interval_over_seeds(tmp_path):
+    """Three seeds per variant: the mean and a 95 % bootstrap interval that lies within the seeds'
+    range; a figure no seed recorded is "—", never 0."""
+    import json
+
+    from attnbench.report.readme_sources import RunFolder
+
+    for seed, rate, loss in ((1, 400_000, 5.30), (2, 410_000, 5.20), (3, 420_000, 5.25)):
+        d = tmp_path / "runs" / "train" / "sdpa" / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({
+            "status": "ok", "timing": {"tokens_per_s": rate}, "training": {"val_loss": loss},
+            "energy": {"gpu_j_per_token": 0.0015, "gpu_j_per_token_above_idle": None},
+            "memory": {"peak_allocated_warmup_bytes": 4 * 2**30}}))
+    text = RunFolder(tmp_path).seed_summary()
+    row = next(line for line in text.splitlines() if line.startswith("| `sdpa`"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:2] == ["`sdpa`", "3"]
+    mean, low, high = (float(x) for x in re.findall(r"[\d.]+", cells[2].replace("k", "")))
+    assert mean == 410 and 400 <= low < mean < high <= 420
+    assert cells[3] == "1.50 [1.50, 1.50]" and cells[4] == "—" and cells[6] == "4.00 [4.00, 4.00]"
+    assert cells[5].startswith("5.2500 [")
+
+
+def test_lists_over_seeds_name_each_variant_once():
+    """A run of three seeds lists a variant once with its seeds (and an eager-only reason once)."""
+    from attnbench.report.readme_sources import _by_seed_groups
+
+    assert _by_seed_groups(["`sdpa` seed 1", "`sdpa` seed 2", "`mla` seed 1"]) == ["`sdpa` seeds 1, 2", "`mla` seed 1"]
+    assert _by_seed_groups(["`lsh` seed 1 (why)", "`lsh` seed 2 (why)", "`lsh` seed 3 (other)"]) == \
+        ["`lsh` seeds 1, 2 (why)", "`lsh` seed 3 (other)"]
+    assert _by_seed_groups(["`sdpa`", "`mla`"]) == ["`sdpa`", "`mla`"]
+
+
+def test_probe_table_names_eager_prefill_rows_that_did_not_settle(tmp_path):
+    import json
+
+    from attnbench.report.readme_sources import RunFolder
+
+    def row(b, t, ratio, stable):
+        return {"batch_size": b, "prompt_len": t, "eager_ms_p50": 5.0, "eager_ms_p90": 5.0 * ratio,
+                "eager_p90_over_p50": ratio, "eager_timing_stable": stable, "eager_n": 385,
+                "eager_timing": {"target_p90_over_p50": 1.2}, "graph_ms_p50": 0.7, "graph_ms_p90": 0.71}
+    d = tmp_path / "runs" / "probe" / "flex" / "seed7"
+    d.mkdir(parents=True)
+    (d / "probe.json").write_text(json.dumps({"status": "ok", "decode": [], "prefill_flags": [],
+                                              "prefill": [row(1, 128, 1.51, False), row(1, 512, 1.05, True)]}))
+    text = RunFolder(tmp_path).probes()
+    assert "Eager prefill: 1 of 2 rows settled (p90/p50 below 1.2); not within the budget: `flex` seed 7 batch 1 × 128 " \
+           "(1.51, 385 calls)." in text, text

@@ -557,16 +557,28 @@ def decode_targets(rows_by_name: dict[str, list[dict]], noun: str = "variants") 
             else:
                 continue
             misses.append(f"{name} {miss} at batch {b}")
-    none = " No graph decode: " + "; ".join(eager_only) + "." if eager_only else ""
+    none = " No graph decode: " + "; ".join(_by_seed_groups(eager_only)) + "." if eager_only else ""
     if not graphs:
         return "No graph decode here." + none
     variants = len({g.split(" seed ")[0] for g in graphs})
     met = (f"met by all {len(graphs)} {noun if len(graphs) > 1 else noun.rstrip('s')} that "
            f"{'have' if len(graphs) > 1 else 'has'} one"
            + (f" ({variants} variant{'s' if variants > 1 else ''})" if noun != "variants" else "")
-           + f" ({', '.join(graphs)})" if not misses else "missed by " + "; ".join(misses))
+           + f" ({', '.join(_by_seed_groups(graphs))})" if not misses else "missed by " + "; ".join(misses))
     return (f"#20's targets (≤ {DECODE_MS_TARGET:g} ms/token at batch 1, ≥ {kilo(DECODE_RATE_TARGET)} tokens/s at "
             f"batch 16), graph decode: {met}." + none)
+
+
+def _by_seed_groups(names: list[str]) -> list[str]:
+    """Entries named "`v` seed N" or "`v` seed N (why)" as one entry per variant and reason: "`v` seeds
+    1337, 1338 (why)" (a run of three seeds lists each variant once); other names unchanged, in order."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name in names:
+        m = re.fullmatch(r"(.+?) seed (\d+)(.*)", name, flags=re.S)
+        key = (m.group(1), m.group(3)) if m else (name, "")
+        groups.setdefault(key, []).append(m.group(2) if m else "")
+    return [f"{v} seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}{rest}" if seeds[0] else v
+            for (v, rest), seeds in groups.items()]
 
 
 def _widest_spread(sweep_doc: dict) -> str:
@@ -774,21 +786,67 @@ class RunFolder:
                 "t-interval; `*` where it excludes 0.")
 
     def selection(self) -> str:
-        parts = []
+        """`auto`'s choice per variant over its seeds: the kernel chosen at each seed (one word where
+        every seed chose the same), each candidate's median fwd+bwd ms (a range over the seeds)."""
+        by: dict[str, list[tuple[int, str, dict[str, float], list[float], str | None]]] = {}
         for (v, seed), d in self.train.items():
             for sel in d.get("kernel_selection") or []:
                 cands = [c for c in sel.get("candidates", []) if c.get("ms") is not None]
                 if not cands:
                     continue
-                rounds = [x for c in cands for x in c.get("ms_per_round") or [c["ms"]]]
                 rejected = [i for fb in d.get("kernel_fallback") or [] for i in fb.get("rejected", {}).values()]
                 chosen = sel["chosen"] + (f" (rejected by the start check: {', '.join(rejected)}; trained on "
                                           f"`{d.get('kernel')}`)" if rejected else "")
-                parts.append(f"`{v}` seed {seed} → {chosen} (" + ", ".join(
-                    f"{c['impl']} {c['ms']:.2f}" for c in cands) + f" ms; rounds {min(rounds):.2f}–{max(rounds):.2f})"
-                    + (f" timed by {sel['timing']}" if sel.get("timing") else ""))
-        return "`auto`'s choice per job (median fwd+bwd ms per candidate): " + "; ".join(parts) + "." if parts else \
-            "No job tuned `auto`."
+                by.setdefault(v, []).append((seed, chosen, {c["impl"]: c["ms"] for c in cands},
+                                             [x for c in cands for x in c.get("ms_per_round") or [c["ms"]]],
+                                             sel.get("timing")))
+        parts = []
+        for v, runs in by.items():
+            chosen = {c for _, c, *_ in runs}
+            seeds = [seed for seed, *_ in runs]
+            if len(chosen) > 1:
+                choice = ", ".join(f"{c} at seed {seed}" for seed, c, *_ in runs)
+            else:
+                choice = runs[0][1] + (" at both seeds" if len(seeds) == 2 else f" at all {len(seeds)} seeds"
+                                       if len(seeds) > 2 else f" at seed {seeds[0]}" if len(self.seeds) > 1 else "")
+            impls = dict.fromkeys(i for _, _, ms, *_ in runs for i in ms)
+            cands = ", ".join(f"{i} " + span([ms[i] for _, _, ms, *_ in runs if i in ms], ".2f") for i in impls)
+            rounds = [x for *_, rs, _ in runs for x in rs]
+            timing = {t for *_, t in runs if t}
+            parts.append(f"`{v}` → {choice} ({cands} ms; rounds {min(rounds):.2f}–{max(rounds):.2f})"
+                         + (f" timed by {', '.join(sorted(timing))}" if timing else ""))
+        return ("`auto`'s choice per variant (median fwd+bwd ms per candidate" + (", over the seeds" if len(self.seeds) > 1
+                                                                                 else "") + "): "
+                + "; ".join(parts) + "." if parts else "No job tuned `auto`.")
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({seed for _, seed in self.train})
+
+    def seed_summary(self) -> str:
+        """Per variant over its seeds (#17): mean and 95 % bootstrap interval of training tokens/s,
+        GPU energy per token (total and above idle), validation loss and the warm-up peak memory."""
+        cols = (("tokens/s", "timing.tokens_per_s", 1, kilo),
+                ("GPU mJ/token", "energy.gpu_j_per_token", 1000, sig),
+                ("above idle", "energy.gpu_j_per_token_above_idle", 1000, sig),
+                ("val loss", "training.val_loss", 1, lambda x: f"{x:.4f}"),
+                ("peak GiB (warm-up)", "memory.peak_allocated_warmup_bytes", 1 / 2**30, lambda x: f"{x:.2f}"))
+        rows = []
+        for v in self.ORDER:
+            docs = [d for (n, _), d in self.train.items() if n == v and d["status"] == "ok"]
+            if not docs:
+                continue
+            cells = []
+            for _, key, k, fmt in cols:
+                e = bootstrap_mean(k * dig(d, key) for d in docs if finite(dig(d, key)))
+                cells.append("—" if e.mean is None else fmt(e.mean) + (f" [{fmt(e.low)}, {fmt(e.high)}]"
+                                                                       if e.has_interval else ""))
+            rows.append([f"`{v}`", str(len(docs)), *cells])
+        if not rows:
+            return "No training in this folder."
+        return (table(["variant", "seeds", *(c[0] for c in cols)], rows)
+                + "\n\nMean over the seeds with its 95 % bootstrap interval (percentile, 10,000 resamples; with "
+                "three seeds an interval spans at most the seeds' own range).")
 
     def probes(self) -> str:
         rows = []
@@ -802,9 +860,42 @@ class RunFolder:
                          f"{_ms(p, 'graph_ms_p50')} / {_ms(p, 'eager_ms_p50')}",
                          "yes" if d.get("decode_matches_full_forward") else "NO",
                          "; ".join(d.get("prefill_flags") or []) or "none"])
-        return table(["variant", "seed", "decode ms/token, batch 1, prompt 512: graph / eager",
-                      "decode tokens/s, batch 16: graph / eager", "prefill ms, batch 1 × 512: graph / eager",
-                      "decode = full forward", "prefill order flags"], rows) + self._graph_prefill_line()
+        return (table(["variant", "seed", "decode ms/token, batch 1, prompt 512: graph / eager",
+                       "decode tokens/s, batch 16: graph / eager", "prefill ms, batch 1 × 512: graph / eager",
+                       "decode = full forward", "prefill order flags"], rows)
+                + self._graph_prefill_line() + self._eager_prefill_line())
+
+    def _eager_prefill_line(self) -> str:
+        """The eager prefill's timing (bound by the host's launches at batch 1): how many rows reached
+        p90/p50 below the target within their budget, and the rows that did not, with their ratio."""
+        rows = [(v, seed, r) for (v, seed), d in self.probe.items() for r in d.get("prefill") or []
+                if finite(r.get("eager_p90_over_p50")) and "eager_timing_stable" in r]
+        if not rows:
+            return ""
+        loose = [f"`{v}` seed {seed} batch {r['batch_size']} × {r['prompt_len']} ({r['eager_p90_over_p50']:.2f}"
+                 + (f", {r['eager_n']} calls" if r.get("eager_n") else "") + ")"
+                 for v, seed, r in rows if not r["eager_timing_stable"]]
+        target = next((dig(r, "eager_timing.target_p90_over_p50") for *_, r in rows
+                       if dig(r, "eager_timing.target_p90_over_p50")), None)
+        return (f" Eager prefill: {len(rows) - len(loose)} of {len(rows)} rows settled"
+                + (f" (p90/p50 below {target:g})" if target else "")
+                + ("." if not loose else "; not within the budget: " + ", ".join(loose) + "."))
+
+    def prefill_rows(self) -> str:
+        """The GPU suite's probe.prefill_rows on the GPT-2 124M shape (random init): per variant, each
+        prompt length's eager p50 (p90) and graph p50 at batch 1, and the probe's order flags."""
+        found = sorted((self.dir / "gpu-suite" / "gpu_suite").glob("prefill_rows_*.json"))
+        if not found:
+            return "No prefill_rows log in `gpu-suite/`."
+        parts = []
+        for f in found:
+            d = load(f)
+            cells = ", ".join(f"{r['prompt_len']}: eager {sig(r['eager_ms_p50'])} ({sig(r['eager_ms_p90'])}), graph "
+                              f"{sig(r['graph_ms_p50'])}" for r in d["rows"])
+            parts.append(f"`{f.stem.removeprefix('prefill_rows_')}` {cells}; flags: "
+                         + ("; ".join(d["flags"]) if d["flags"] else "none"))
+        return ("`probe.prefill_rows` on the GPU suite (batch 1, ms p50 (p90) per prompt length): "
+                + "; ".join(parts) + ".")
 
     def decode_targets(self) -> str:
         """#20's decode targets over this run's probes (trained models), one entry per probe."""
@@ -924,8 +1015,8 @@ class RunFolder:
                 + (summary[-1] if summary else "no summary line")
                 + (f" (failed: {', '.join(f'`{t}`' for t in dict.fromkeys(failed))}; "
                    + " / ".join(f"`{e[:400]}`" for e in errors) + ")" if failed else "")
-                + ". `auto` against the best pinned kernel, "
-                "compiled module fwd+bwd, best / auto as the suite's test computed it: " + "; ".join(ratios) + "."
+                + (". `auto` against the best pinned kernel, compiled module fwd+bwd, best / auto as the suite's test "
+                   "computed it: " + "; ".join(ratios) + "." if ratios else ".")
                 + "".join(" " + line for line in (self._fallback_line(sub), self._graphs_line(sub),
                                                     self._variant_graphs_line(folder, sub)) if line))
 
@@ -1163,7 +1254,8 @@ class Top:
     def h200_latest(self) -> str:
         """The latest run of the README's command: what finished, its checks, its probes against #20's targets."""
         r = self.latest
-        return " ".join([r.machine(), r.checks(), r.decode_targets()])
+        return (" ".join([r.machine(), r.checks(), r.decode_targets()]) + "\n\n" + r.seed_summary()
+                + "\n\n" + r.parallel().split("\n\n")[0])
 
     def h200_busy(self) -> str:
         return self.run.busy_normalised()
@@ -1242,7 +1334,8 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "selection": RunFolder.selection,
         "decode-targets": RunFolder.decode_targets, "probes": RunFolder.probes, "sweeps": RunFolder.sweeps,
-        "parallel": RunFolder.parallel}),
+        "parallel": RunFolder.parallel, "seeds": RunFolder.seed_summary, "paired": RunFolder.paired,
+        "spread": RunFolder.spread}),
     "reports/h200/partial-e1a7e10/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,
