@@ -1336,6 +1336,11 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
         "decode-targets": RunFolder.decode_targets, "probes": RunFolder.probes, "sweeps": RunFolder.sweeps,
         "parallel": RunFolder.parallel, "seeds": RunFolder.seed_summary, "paired": RunFolder.paired,
         "spread": RunFolder.spread}),
+    "reports/h200/head-d47d4f9/README.md": (RunFolder, {
+        "suite": RunFolder.suite, "prefill-rows": RunFolder.prefill_rows, "machine": RunFolder.machine,
+        "checks": RunFolder.checks, "table": RunFolder.table, "agreement": RunFolder.agreement,
+        "selection": RunFolder.selection, "decode-targets": RunFolder.decode_targets, "probes": RunFolder.probes,
+        "sweeps": RunFolder.sweeps, "parallel": RunFolder.parallel}),
     "reports/h200/partial-e1a7e10/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,
