@@ -315,7 +315,7 @@ def test_page_is_self_contained(gpu_report):
 def test_plots_present_and_missing_data_says_not_measured(gpu_report):
     doc, html, page, out = gpu_report
     for fid in ("plot-loss-step", "plot-loss-delta", "plot-loss-energy", "plot-energy-loss", "plot-prefill", "plot-decode",
-                "plot-sweep-time", "plot-sweep-mem", "plot-mem-peak_allocated_bytes"):
+                "plot-sweep-time", "plot-sweep-mem", "plot-sweep-energy", "plot-mem-peak_allocated_bytes"):
         assert page.figures[fid] == {"svg": True, "missing": None}, fid
     power = {fid: f for fid, f in page.figures.items() if fid.startswith("plot-power-")}
     assert len(power) == 4
@@ -329,6 +329,7 @@ def test_cpu_run_says_energy_was_not_measured(cpu_report):
         assert not page.figures[fid]["svg"] and page.figures[fid]["missing"].startswith("not measured: "), fid
     assert page.figures["plot-energy-loss"]["missing"].startswith(f"not measured: {NO_NVML}")
     assert page.figures["plot-sweep-mem"]["missing"].startswith(f"not measured: {NO_CUDA}")
+    assert page.figures["plot-sweep-energy"]["missing"] == "not measured: no GPU: CPU run"
     assert page.figures["plot-loss-step"]["svg"] and page.figures["plot-sweep-time"]["svg"]
     # no power samples from any variant: one placeholder, not one per variant
     power = {fid: f for fid, f in page.figures.items() if fid.startswith("plot-power-")}

@@ -427,6 +427,12 @@ def sweep_series(variants: list[Variant], scope: str, mode: str, ykey: str, alt_
     return series
 
 
+# the sweep's energy: NVML's counter over a window of seconds of back-to-back calls (attnbench.sweep)
+ENERGY_NOTE = (" Energy: the GPU's whole draw (idle included) from NVML's energy counter over the point's energy"
+               " window (sweep.energy_seconds of back-to-back calls), divided by its calls; no point where the window"
+               " was under 1 s.")
+
+
 def plot_sweep(variants: list[Variant], config: dict) -> tuple[list[Plot], list[Plot]]:
     main, more = [], []
     cap = ("Fixed tokens per call (B×T constant). Whiskers: p50 to p90 of the repeats (one job per variant; not "
@@ -436,6 +442,8 @@ def plot_sweep(variants: list[Variant], config: dict) -> tuple[list[Plot], list[
          "time per call p50 (ms)", "ms", None),
         (main, "sweep-mem", "attention", "forward_backward", "peak_allocated_bytes",
          "Attention forward+backward peak memory vs T", "peak allocated", "bytes", "memory.peak_allocated_bytes"),
+        (main, "sweep-energy", "attention", "forward_backward", "gpu_j_per_call",
+         "Attention forward+backward GPU energy per call vs T", "GPU energy per call (J)", None, None),
         (more, "sweep-fwd", "attention", "forward", "ms_p50", "Attention forward-only time vs T",
          "time per call p50 (ms)", "ms", None),
         (more, "sweep-block", "block", "forward_backward", "ms_p50", "Whole block forward+backward time vs T",
@@ -449,7 +457,8 @@ def plot_sweep(variants: list[Variant], config: dict) -> tuple[list[Plot], list[
         label = f"{ylabel} ({unit.name})" if kind == "bytes" else ylabel
         dest.append(line_plot(pid, title, s, xlabel="sequence length T (tokens)", ylabel=label + " (log)",
                               logx=True, logy=True, yunit=unit if kind == "bytes" else None, seq_x=True,
-                              base2_y=kind == "bytes", caption=cap if "p50" in ykey else cap.split(" Whiskers")[0]
-                              + " × at the top = out of memory / error at that T."))
+                              base2_y=kind == "bytes", caption=(cap if "p50" in ykey else cap.split(" Whiskers")[0]
+                              + " × at the top = out of memory / error at that T.") + (ENERGY_NOTE if pid == "sweep-energy"
+                                                                                     else "")))
     return main, more
 
