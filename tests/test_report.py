@@ -932,3 +932,10 @@ def test_a_tie_that_leaves_out_a_better_mean_says_why(tmp_path):
     text = next(f for f in doc["findings"] if f.startswith("Lowest validation loss"))
     assert "tie within noise between baseline" in text and "linear" in text.split(" (the paired")[0], text
     assert "gqa 4.92" in text and "a better mean than linear but is separated from baseline per seed" in text, text
+    # the verdict says the same beside gqa in its "Next" cell
+    loss = next(c for c in doc["verdict"]["constraints"] if c["what"] == "Quality: validation loss")
+    assert loss["status"] == "tie" and [x["name"] for x in loss["best"]] == ["baseline", "linear"], loss
+    gqa = next(x for x in loss["next"] if x["name"] == "gqa")
+    assert gqa["beside"] == ("a better mean than linear, which ties with the leader only because its per-seed gap "
+                             "varies more"), gqa
+    assert gqa["beside"] in html
