@@ -188,6 +188,20 @@ def coerce_numbers(value, schema: dict):
     return value
 
 
+def _allowed(sub: dict) -> str:
+    """One alternative of an anyOf/oneOf in words: 0, "1 to 600", "a string", "one of: a, b"."""
+    if "const" in sub:
+        return repr(sub["const"])
+    if "enum" in sub:
+        return "one of: " + ", ".join(map(repr, sub["enum"]))
+    lo = sub.get("minimum", sub.get("exclusiveMinimum"))
+    hi = sub.get("maximum", sub.get("exclusiveMaximum"))
+    if lo is not None or hi is not None:
+        return (f"{lo:g} to {hi:g}" if lo is not None and hi is not None
+                else f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
+    return f"a {sub['type']}" if isinstance(sub.get("type"), str) else str(sub)
+
+
 def schema_error(errors: list) -> str:
     """One line for the schema violations (jsonschema errors, sorted by key): the first one
     in full, naming the allowed keys for an unknown one, and the other keys that fail."""
@@ -196,6 +210,8 @@ def schema_error(errors: list) -> str:
     problem = err.message
     if err.validator == "additionalProperties":
         problem += f"; allowed: {', '.join(sorted(err.schema.get('properties', {})))}"
+    elif err.validator in ("anyOf", "oneOf"):  # "is not valid under any of the given schemas": say which values are
+        problem = f"{err.instance!r} is not allowed; allowed: " + " or ".join(_allowed(s) for s in err.validator_value)
     others = sorted({".".join(str(p) for p in e.absolute_path) or "(top level)" for e in errors[1:]} - {key})
     also = f"; also invalid: {', '.join(others)}" if others else ""
     return f"{key}: {problem}{also} (schema: {SCHEMA_PATH.relative_to(ROOT)})"

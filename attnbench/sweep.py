@@ -6,7 +6,7 @@ forward+backward time (``measure.timed_until_stable``: CUDA events on a GPU; aft
 ``sweep.repeats``; an unstable point is recorded as such, with its ratio),
 TFLOP/s from the module's analytic ``flops_forward`` (causal pairs only; fwd+bwd counted as
 3x forward; unavailable, with the reason, for a class without one), peak memory, and GPU
-GPU energy per call from the NVML counter over its own window of ``sweep.energy_seconds`` of
+energy per call from the NVML counter over its own window of ``sweep.energy_seconds`` of
 back-to-back calls after the timing (seconds, not the timing's milliseconds: the counter advances
 every 20-100 ms).  A length that runs out of memory or
 cannot run is recorded with its status and the sweep goes on.  At each length
@@ -49,24 +49,32 @@ SWEEP_BUDGET_MAX_S = 30.0  # however slow the call
 # its own, sweep.energy_seconds of back-to-back calls (synchronised only every ENERGY_CHUNK_S, to
 # check the time); one the session still flags as short gives no energy per call, and says why.
 ENERGY_CHUNK_S = 0.25
+ENERGY_CHUNK_MAX_CALLS = 10_000
 
 
-def energy_per_call(fn, device, session, seconds: float, per_call_s: float, tokens_per_call: int) -> dict:
+def energy_per_call(fn, device, session, seconds: float, tokens_per_call: int) -> dict:
     """GPU joules per call over a window of at least ``seconds`` of back-to-back calls of the warm
     ``fn``: ``calls_in_energy_window``, ``energy_window_s``, ``gpu_j_per_call`` and ``gpu_w`` (the
-    window's mean power), or ``gpu_j_per_call`` None with ``energy_unavailable`` saying why."""
+    window's mean power), or ``gpu_j_per_call`` None with ``energy_unavailable`` saying why.  The
+    calls between two checks of the time start at one and grow at most fourfold per check,
+    following the rate measured in the window, so no estimate can stretch the window."""
     if not session.counts_energy:
         return {"gpu_j_per_call": None, "energy_unavailable": f"no energy counter: {session.reader_reason}"}
     if seconds <= 0:
         return {"gpu_j_per_call": None, "energy_unavailable": "sweep.energy_seconds is 0: no energy window"}
-    chunk = max(1, int(ENERGY_CHUNK_S / max(per_call_s, 1e-6)))
-    calls, t0 = 0, time.perf_counter()
+    chunk, calls = 1, 0
     w = session.begin_window()
-    while calls == 0 or time.perf_counter() - t0 < seconds:
+    t0 = getattr(w, "t0", None) or time.perf_counter()  # the window's own start (same clock), after its sync
+    while True:
         for _ in range(chunk):
             fn()
         calls += chunk
         measure.synchronize(device)
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            break
+        fit = int(calls / elapsed * min(ENERGY_CHUNK_S, seconds - elapsed)) + 1 if elapsed > 0 else 4 * chunk
+        chunk = max(1, min(fit, 4 * chunk, ENERGY_CHUNK_MAX_CALLS))
     ws = session.end_window(w, steps=calls, tokens=calls * tokens_per_call)
     out = {"calls_in_energy_window": calls, "energy_window_s": ws["seconds"], "gpu_j_per_call": None,
            "gpu_w": None}
@@ -125,7 +133,7 @@ def sweep_point(module: torch.nn.Module, attn: torch.nn.Module, kind: str, B: in
                                                 max_seconds=budget, target_p90_over_p50=SWEEP_TARGET,
                                                 max_warmup_batches=2)
             mem = measure.peak_memory(device)
-            energy = energy_per_call(fn, device, session, energy_seconds, rec["p50"] / 1000, B * T)
+            energy = energy_per_call(fn, device, session, energy_seconds, B * T)
             point[mode] = {
                 "status": "ok", "ms_p50": rec["p50"], "ms_p90": rec["p90"], "ms_min": rec["min"], "n": rec["n"],
                 "p90_over_p50": rec["p90_over_p50"], "timing_stable": rec["stable"], "timing_target": SWEEP_TARGET,
@@ -180,10 +188,14 @@ def run(settings: dict, out_path) -> dict[str, Any]:
         unavailable["points.tflops"] = flops_unavailable
     if device.type != "cuda":
         unavailable["points.gpu_j_per_call"] = "no GPU: CPU run"
-    elif any(isinstance(p.get(m), dict) and p[m].get("energy_unavailable") for p in points
-             for m in ("forward", "forward_backward")):
-        unavailable["points.gpu_j_per_call"] = ("null where a point has no energy figure; "
-                                                "points[].<mode>.energy_unavailable says why")
+    else:
+        why = [p[m].get("energy_unavailable") for p in points for m in ("forward", "forward_backward")
+               if isinstance(p.get(m), dict) and p[m].get("status") == "ok"]
+        if why and all(why) and len(set(why)) == 1:  # one reason for every point (no counter, energy_seconds 0)
+            unavailable["points.gpu_j_per_call"] = why[0]
+        elif any(why):
+            unavailable["points.gpu_j_per_call"] = ("null where a point has no energy figure; "
+                                                    "points[].<mode>.energy_unavailable says why")
     result = {"schema": SWEEP_SCHEMA, "variant": name, "status": "ok", "dtype": str(dtype).replace("torch.", ""),
               "tokens_per_call": s["tokens"], "flop_convention": "causal pairs only; forward+backward = 3x forward",
               "points": points, "unavailable": unavailable,

@@ -30,6 +30,9 @@ CASES = {
     "bad class spec": (lambda c: c["variants"].update(mine={"class": "nopkg.nomod:Nope"}), "nopkg"),
     "bad device": (lambda c: c.update(device="tpu"), "device"),
     "min_lr above lr": (lambda c: c["train"].update(lr=1e-4, min_lr=1e-3), "min_lr"),
+    # an energy window under 1 s never gives a figure: the error names the allowed values
+    "sweep energy window under 1 s": (lambda c: c["sweep"].update(energy_seconds=0.5),
+                                      "sweep.energy_seconds: 0.5 is not allowed; allowed: 0 or 1 to 600"),
 }
 
 

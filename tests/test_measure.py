@@ -707,7 +707,7 @@ def test_sweep_energy_window_is_its_own_and_lasts_the_seconds_asked(tmp_path):
     ms.start()
     calls = []
     out = sweep.energy_per_call(lambda: calls.append(time.sleep(0.002)), torch.device("cpu"), ms, seconds=1.05,
-                                per_call_s=0.002, tokens_per_call=64)
+                                tokens_per_call=64)
     ms.finish()
     assert "energy_unavailable" not in out, out
     assert out["calls_in_energy_window"] == len(calls) > 1
@@ -724,7 +724,7 @@ def test_sweep_energy_unavailable_says_why_and_runs_no_calls(tmp_path, reader, s
     ms = session(tmp_path, ConstantPowerReader(100.0) if reader else None, nvml=False, sample_interval_s=0)
     ms.start()
     out = sweep.energy_per_call(lambda: pytest.fail("no call without a window"), torch.device("cpu"), ms,
-                                seconds=seconds, per_call_s=0.001, tokens_per_call=64)
+                                seconds=seconds, tokens_per_call=64)
     ms.finish()
     assert out["gpu_j_per_call"] is None and why in out["energy_unavailable"]
 
@@ -820,3 +820,18 @@ def test_codecarbon_selects_a_gpu_by_nvml_index_and_not_by_uuid():
 
     assert selected(["1"]) == [1]
     assert selected(["GPU-bbbb-1111"]) == []  # if this starts to pass as [1], UUIDs would do too
+
+
+def test_sweep_energy_window_ends_soon_after_its_seconds_however_long_a_call(tmp_path):
+    """Calls of 1 ms and of 150 ms: the calls between two checks of the time follow the rate measured
+    in the window (from one call, at most fourfold per check), so the window ends within a check's
+    worth of calls after ``seconds``."""
+    from attnbench import sweep
+
+    for call_s, seconds in ((0.001, 0.2), (0.15, 0.3)):
+        ms = session(tmp_path, ConstantPowerReader(100.0), sample_interval_s=0)
+        ms.start()
+        out = sweep.energy_per_call(lambda: time.sleep(call_s), torch.device("cpu"), ms, seconds=seconds,
+                                    tokens_per_call=64)
+        ms.finish()
+        assert seconds <= out["energy_window_s"] < seconds + sweep.ENERGY_CHUNK_S + 2 * call_s + 0.1, out
