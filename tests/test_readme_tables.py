@@ -340,6 +340,13 @@ def test_seed_summary_gives_each_variant_its_mean_and_interval_over_seeds(tmp_pa
     assert mean == 410 and 400 <= low < mean < high <= 420
     assert cells[3] == "1.50 [1.50, 1.50]" and cells[4] == "—" and cells[6] == "4.00 [4.00, 4.00]"
     assert cells[5].startswith("5.2500 [")
+    # a figure one seed lacks: the cell says over how many seeds its mean is
+    doc = tmp_path / "runs" / "train" / "sdpa" / "seed3" / "metrics.json"
+    d = json.loads(doc.read_text())
+    d["memory"]["peak_allocated_warmup_bytes"] = None
+    doc.write_text(json.dumps(d))
+    row = next(line for line in RunFolder(tmp_path).seed_summary().splitlines() if line.startswith("| `sdpa`"))
+    assert row.rstrip(" |").endswith("4.00 [4.00, 4.00] (n = 2)"), row
 
 
 def test_lists_over_seeds_name_each_variant_once():

@@ -936,6 +936,23 @@ def test_a_tie_that_leaves_out_a_better_mean_says_why(tmp_path):
     loss = next(c for c in doc["verdict"]["constraints"] if c["what"] == "Quality: validation loss")
     assert loss["status"] == "tie" and [x["name"] for x in loss["best"]] == ["baseline", "linear"], loss
     gqa = next(x for x in loss["next"] if x["name"] == "gqa")
-    assert gqa["beside"] == ("a better mean than linear, which ties with the leader only because its per-seed gap "
-                             "varies more"), gqa
+    assert gqa["beside"] == ("a better mean than linear, which ties with the leader because its comparison with it "
+                             "is less certain (a per-seed gap that varies more, or fewer seeds shared)"), gqa
     assert gqa["beside"] in html
+
+
+def test_sweep_energy_of_documents_before_its_own_window_is_not_plotted(tmp_path):
+    """A sweep.json whose energy came from the timing's window of milliseconds (before 5ebf1d6; 5-34 kW
+    implied on the H100/H200) is not drawn as energy per call: the plot says why."""
+    kw = write_fixture(tmp_path / "old", gpu=True)
+    for path in kw["sweep"]:
+        d = json.loads(path.read_text())
+        for p in d["points"]:
+            for m in ("forward", "forward_backward"):
+                if isinstance(p.get(m), dict):
+                    for key in ("energy_window_s", "calls_in_energy_window", "gpu_w"):
+                        p[m].pop(key, None)
+        path.write_text(json.dumps(d))
+    doc, html, page, out = build(tmp_path, gpu=True, **kw)
+    fig = page.figures["plot-sweep-energy"]
+    assert not fig["svg"] and "before 5ebf1d6" in fig["missing"], fig

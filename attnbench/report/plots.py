@@ -400,6 +400,7 @@ def sweep_series(variants: list[Variant], scope: str, mode: str, ykey: str, alt_
     scopes = dig(config, "sweep.scopes")
     for v in variants:
         pts, err, failed, why = [], [], [], v.sweep.not_ok_reason()
+        older = False  # energy read over the timing's window (before 5ebf1d6): not the figure this plot shows
         if not why:
             for p in v.sweep.data.get("points") or []:
                 if not isinstance(p, dict) or p.get("scope", "attention") != scope:
@@ -409,6 +410,8 @@ def sweep_series(variants: list[Variant], scope: str, mode: str, ykey: str, alt_
                     continue
                 if m.get("status") not in (None, "ok"):
                     failed.append((T, f"{m.get('status')}: {m.get('error', '')}"))
+                elif ykey == "gpu_j_per_call" and m.get("energy_window_s") is None:
+                    older = older or _num(m.get(ykey)) is not None
                 elif _num(m.get(ykey)) is not None:
                     y, y90 = _num(m.get(ykey)), _num(m.get(ykey.replace("p50", "p90"))) if "p50" in ykey else None
                     pts.append((T, y))
@@ -418,7 +421,8 @@ def sweep_series(variants: list[Variant], scope: str, mode: str, ykey: str, alt_
                 no_scope = (f"the sweep did not run the {scope} scope (sweep.scopes: {', '.join(scopes)})"
                             if isinstance(scopes, list) and scope not in scopes else
                             f"sweep.json has no {scope}-scope points" if not failed else None)
-                why = (unav.get(f"points.{ykey}") or (alt_reason and v.train.unavailable.get(alt_reason)) or fallback
+                why = (OLD_SWEEP_ENERGY if older else None) or (
+                       unav.get(f"points.{ykey}") or (alt_reason and v.train.unavailable.get(alt_reason)) or fallback
                        or no_scope or (f"every length failed ({failed[0][1]})" if failed else None)
                        or f"{ykey} is null in sweep.json with no reason recorded")
         order = sorted(range(len(pts)), key=lambda i: pts[i][0])
@@ -427,6 +431,8 @@ def sweep_series(variants: list[Variant], scope: str, mode: str, ykey: str, alt_
     return series
 
 
+OLD_SWEEP_ENERGY = ("sweep.json reads energy over the timing's own window of milliseconds (before 5ebf1d6), "
+                    "shorter than NVML's counter resolves: not plotted")
 # the sweep's energy: NVML's counter over a window of seconds of back-to-back calls (attnbench.sweep)
 ENERGY_NOTE = (" Energy: the GPU's whole draw (idle included) from NVML's energy counter over the point's energy"
                " window (sweep.energy_seconds of back-to-back calls), divided by its calls; no point where the window"

@@ -788,7 +788,8 @@ class RunFolder:
     def selection(self) -> str:
         """`auto`'s choice per variant over its seeds: the kernel chosen at each seed (one word where
         every seed chose the same), each candidate's median fwd+bwd ms (a range over the seeds)."""
-        by: dict[str, list[tuple[int, str, dict[str, float], list[float], str | None]]] = {}
+        # one entry per variant and tuned module (a model can tune more than one attention class)
+        by: dict[tuple[str, str | None], list[tuple[int, str, dict[str, float], list[float], str | None]]] = {}
         for (v, seed), d in self.train.items():
             for sel in d.get("kernel_selection") or []:
                 cands = [c for c in sel.get("candidates", []) if c.get("ms") is not None]
@@ -797,11 +798,15 @@ class RunFolder:
                 rejected = [i for fb in d.get("kernel_fallback") or [] for i in fb.get("rejected", {}).values()]
                 chosen = sel["chosen"] + (f" (rejected by the start check: {', '.join(rejected)}; trained on "
                                           f"`{d.get('kernel')}`)" if rejected else "")
-                by.setdefault(v, []).append((seed, chosen, {c["impl"]: c["ms"] for c in cands},
+                by.setdefault((v, sel.get("module")), []).append((seed, chosen, {c["impl"]: c["ms"] for c in cands},
                                              [x for c in cands for x in c.get("ms_per_round") or [c["ms"]]],
                                              sel.get("timing")))
         parts = []
-        for v, runs in by.items():
+        modules: dict[str, set] = {}
+        for v, module in by:
+            modules.setdefault(v, set()).add(module)
+        for (v, module), runs in by.items():
+            name = f"`{v}`" + (f" ({module})" if len(modules[v]) > 1 and module else "")
             chosen = {c for _, c, *_ in runs}
             seeds = [seed for seed, *_ in runs]
             if len(chosen) > 1:
@@ -813,7 +818,7 @@ class RunFolder:
             cands = ", ".join(f"{i} " + span([ms[i] for _, _, ms, *_ in runs if i in ms], ".2f") for i in impls)
             rounds = [x for *_, rs, _ in runs for x in rs]
             timing = {t for *_, t in runs if t}
-            parts.append(f"`{v}` → {choice} ({cands} ms; rounds {min(rounds):.2f}–{max(rounds):.2f})"
+            parts.append(f"{name} → {choice} ({cands} ms; rounds {min(rounds):.2f}–{max(rounds):.2f})"
                          + (f" timed by {', '.join(sorted(timing))}" if timing else ""))
         return ("`auto`'s choice per variant (median fwd+bwd ms per candidate" + (", over the seeds" if len(self.seeds) > 1
                                                                                  else "") + "): "
@@ -840,13 +845,16 @@ class RunFolder:
             for _, key, k, fmt in cols:
                 e = bootstrap_mean(k * dig(d, key) for d in docs if finite(dig(d, key)))
                 cells.append("—" if e.mean is None else fmt(e.mean) + (f" [{fmt(e.low)}, {fmt(e.high)}]"
-                                                                       if e.has_interval else ""))
+                                                                       if e.has_interval else "")
+                             + (f" (n = {e.n})" if e.mean is not None and e.n != len(docs) else ""))
             rows.append([f"`{v}`", str(len(docs)), *cells])
         if not rows:
             return "No training in this folder."
         return (table(["variant", "seeds", *(c[0] for c in cols)], rows)
-                + "\n\nMean over the seeds with its 95 % bootstrap interval (percentile, 10,000 resamples; with "
-                "three seeds an interval spans at most the seeds' own range).")
+                + "\n\nMean over the seeds and its 95 % percentile-bootstrap interval (10,000 resamples), as "
+                "`summary.csv` gives it. With three seeds that interval is the seeds' own range, which holds the "
+                "mean less often than 95 %: read it as the spread; an order between variants is claimed from "
+                "their paired per-seed intervals (the report's verdict, and the table against baseline below).")
 
     def probes(self) -> str:
         rows = []

@@ -152,15 +152,16 @@ def by_constraint(variants: list[Variant], columns) -> list[dict[str, Any]]:
         nexts = [_figure(by[n], cells[n], vs=cells[ranked[0]], scale=scale) for n in nxt]
         if status == "tie":
             # a separated runner-up can have a better mean than a tied variant (on the H200 at 3877728: sdpa's
-            # energy 1.54 mJ/token, consistently above gqa's per seed, against flex 1.55, which varied more)
+            # energy 1.54 mJ/token, consistently above gqa's per seed, against flex 1.55, which varied more;
+            # two shared seeds give a t-interval 4.3x as wide as three do)
             for n, x in zip(nxt, nexts):
                 noisier = [t for t in show if (cells[t].value > cells[n].value if better == "min"
                                                else cells[t].value < cells[n].value)]
                 if noisier:
                     one = len(noisier) == 1
                     x["beside"] = (f"a better mean than {', '.join(noisier)}, which tie{'s' if one else ''} with the "
-                                   f"leader only because {'its per-seed gap varies' if one else 'their per-seed gaps vary'} "
-                                   "more")
+                                   f"leader because {'its' if one else 'their'} comparison with it is less certain (a "
+                                   "per-seed gap that varies more, or fewer seeds shared)")
         row.update(status=status, status_text=text,
                    best=[_figure(by[n], cells[n]) for n in show], next=nexts)
         out.append(row)

@@ -199,6 +199,7 @@ def sweep_doc(name: str, i: int, gpu: bool) -> dict:
                             "tflops": 1.5 if scope == "attention" else None,
                             "peak_allocated_bytes": (T * T * 64 if quad else T * 4096) if gpu else None,
                             "peak_rss_bytes": 10**9, "gpu_j_per_call": 0.3 if gpu else None,
+                            **({"energy_window_s": 2.0, "calls_in_energy_window": 400, "gpu_w": 60.0} if gpu else {}),
                             "kernel": "k"}
             points.append(pt)
     unav = {} if gpu else {"points.gpu_j_per_call": "no GPU: CPU run"}
