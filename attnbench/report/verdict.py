@@ -206,7 +206,9 @@ def caveats(variants: list[Variant], header: dict) -> list[str]:
         out.append(f"Figures are means over {seeds[0]}" + (f"–{seeds[-1]}" if len(seeds) > 1 else "")
                    + " seeds with 95 % bootstrap intervals; an order is claimed only where the variants differ per seed "
                    "(same data order and init): the 95 % t-interval of their paired ratios (losses: differences) "
-                   "lies on one side of equal; for variants that share no seed, only where their intervals separate.")
+                   "lies on one side of equal; for variants that share no seed, only where their intervals separate."
+                   + (" With three seeds or fewer a percentile-bootstrap interval is the seeds' own range, which holds "
+                      "the mean less often than 95 %: read it as the spread." if seeds[0] <= 3 else ""))
     controls = [c for v in variants for r in v.ok_runs if (c := _num(dig(r.train.data, "control.tflops")))]
     if len(controls) >= 2:
         lo, hi = min(controls), max(controls)
