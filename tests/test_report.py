@@ -956,3 +956,30 @@ def test_sweep_energy_of_documents_before_its_own_window_is_not_plotted(tmp_path
     doc, html, page, out = build(tmp_path, gpu=True, **kw)
     fig = page.figures["plot-sweep-energy"]
     assert not fig["svg"] and "before 5ebf1d6" in fig["missing"], fig
+
+
+def test_the_lengths_from_which_a_variant_that_is_not_exact_is_ahead_of_the_fastest_exact_one():
+    """Beyond both spreads (its p90 below the best exact p50) at that length and every longer one; one
+    ahead only at the longest length says so; one never ahead is named; exact variants are the yardstick."""
+    from types import SimpleNamespace
+
+    from attnbench.report.charts import Series
+    from attnbench.report.findings import _overtakes_exact
+
+    def series(name, p50s, spread=1.05):
+        Ts = [512, 2048, 8192]
+        return Series(name, "#000", list(zip(Ts, p50s)), yerr=[(y, y * spread) for y in p50s])
+    variants = [SimpleNamespace(name=n, exact=e) for n, e in
+                (("sdpa", True), ("flash2", True), ("window", False), ("linear", False), ("mla", False), ("gqa", False))]
+    found = _overtakes_exact(variants, [
+        series("sdpa", [1.0, 2.0, 6.0]), series("flash2", [1.1, 1.9, 7.0]),   # best exact: 1.0, 1.9, 6.0
+        series("window", [1.5, 1.5, 1.5]),                                   # ahead from 2k
+        series("linear", [4.0, 4.0, 4.0]),                                   # ahead at 8k only
+        series("mla", [0.5, 1.0, 5.9]),                                      # ahead early, within the spread at 8k
+        series("gqa", [0.5, 1.0, 2.0])])                                     # ahead everywhere
+    assert found == [
+        "Variants that are not exact, faster than the fastest exact one at each length from some T on (their p90 "
+        "below its p50, attention forward+backward): gqa at every length from 512 (0.500 ms against sdpa 1.00 ms at "
+        "512); window from 2k (1.50 ms against flash2 1.90 ms at 2k); linear at 8k only, the longest measured "
+        "(4.00 ms against sdpa 6.00 ms at 8k).",
+        "Not exact and not ahead of the fastest exact one at the longest measured length (8k): mla."], found

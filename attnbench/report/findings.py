@@ -12,7 +12,8 @@ from ..results import config_hash
 from ..stats import order as stats_order
 from ..stats import paired, scale_of
 from . import agreement, cache, stale
-from .format import _num, clean, dig, fmt_bytes, fmt_joule, fmt_loss
+from .charts import seq_label
+from .format import _num, clean, dig, fmt_bytes, fmt_joule, fmt_loss, fmt_ms
 from .load import BASELINE, Variant, _common_reason
 from .plots import energy_loss_points, pareto_front, sweep_series
 from .table import Context
@@ -323,4 +324,52 @@ def _sweep_findings(variants: list[Variant], config: dict) -> list[str]:
         if cross:
             out.append(f"Slower than {BASELINE} at short lengths but faster (p50) at every measured length from some "
                        "T on: " + ", ".join(cross) + ".")
+    out.extend(_overtakes_exact(variants, series))
+    return out
+
+
+def _overtakes_exact(variants: list[Variant], series) -> list[str]:
+    """Where a variant that approximates attention becomes faster than the fastest exact one: the
+    shortest length from which, at every longer measured length too, its p90 lies below the fastest
+    exact variant's p50 there (beyond both spreads of the repeats); those that never do, named."""
+    exact = {v.name for v in variants if v.exact}
+    by = {s.name: s for s in series if s.points}
+    quantiles = {}  # name -> {T: (p50, p90)}
+    for name, s in by.items():
+        quantiles[name] = {T: (y, (e[1] if e and e[1] is not None else y))
+                           for (T, y), e in zip(s.points, s.yerr or [None] * len(s.points))}
+    lengths = sorted({T for q in quantiles.values() for T in q})
+    best_exact = {}
+    for T in lengths:
+        at = [(q[T][0], n) for n, q in quantiles.items() if n in exact and T in q]
+        if at:
+            best_exact[T] = min(at)
+    if not best_exact:
+        return []
+    ahead, never = [], []
+    for name, q in quantiles.items():
+        if name in exact:
+            continue
+        common = [T for T in lengths if T in q and T in best_exact]
+        if len(common) < 2:
+            continue
+        start = next((T for i, T in enumerate(common)
+                      if all(q[U][1] < best_exact[U][0] for U in common[i:])), None)
+        if start is None:
+            never.append(name)
+        else:
+            ms, who = best_exact[start]
+            where = (f"at every length from {seq_label(start)}" if start == common[0] else
+                     f"at {seq_label(start)} only, the longest measured" if start == common[-1] else
+                     f"from {seq_label(start)}")
+            ahead.append((start, f"{name} {where} ({fmt_ms(q[start][0])} against {who} {fmt_ms(ms)} at "
+                                 f"{seq_label(start)})"))
+    out = []
+    if ahead:
+        out.append("Variants that are not exact, faster than the fastest exact one at each length from some T on "
+                   "(their p90 below its p50, attention forward+backward): "
+                   + "; ".join(text for _, text in sorted(ahead)) + ".")
+    if never:
+        out.append(f"Not exact and not ahead of the fastest exact one at the longest measured length "
+                   f"({seq_label(lengths[-1])}): " + ", ".join(never) + ".")
     return out
