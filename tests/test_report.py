@@ -983,3 +983,15 @@ def test_the_lengths_from_which_a_variant_that_is_not_exact_is_ahead_of_the_fast
         "512); window from 2k (1.50 ms against flash2 1.90 ms at 2k); linear at 8k only, the longest measured "
         "(4.00 ms against sdpa 6.00 ms at 8k).",
         "Not exact and not ahead of the fastest exact one at the longest measured length (8k): mla."], found
+
+
+def test_loss_per_energy_is_a_mean_over_seeds_with_its_interval(tmp_path):
+    """Quality bought per kJ: a column with each variant's mean over its seeds, ranked in the verdict and
+    the findings by the paired per-seed rule like every other figure (it had been one seed's value)."""
+    kw = with_seeds(write_fixture(tmp_path / "seeds", gpu=True), noise={"efficiency.loss_drop_per_kj": 0.01})
+    doc, html, page, out = build(tmp_path, gpu=True, **kw)
+    row = next(c for c in doc["verdict"]["constraints"] if c["what"] == "Quality per energy: loss drop per kJ")
+    assert row["status"] == "clear" and row["best"][0]["name"] == "baseline", row
+    assert row["best"][0]["figure"] == "0.300 nats/kJ" and "n = 3" in row["best"][0]["interval"], row
+    text = next(f for f in doc["findings"] if f.startswith("Most training-loss reduction per kJ"))
+    assert "baseline 0.300 nats/kJ [" in text and "n = 3 seeds" in text, text

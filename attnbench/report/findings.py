@@ -242,6 +242,8 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
             ("gpu_j_per_token", "min", "Least GPU energy per training token"),
             ("gpu_j_per_token_above_idle", "min", "Least GPU energy per training token above idle"),
             ("val_loss", "min", "Lowest validation loss"),
+            ("loss_drop_per_kj", "max", "Most training-loss reduction per kJ of GPU energy (loss and energy over "
+                                        "the same timed steps)"),
             ("peak_allocated_bytes", "min", "Lowest peak GPU memory in training"),
             ("decode_ms_per_token_p50", "min", f"Fastest cached decoding (batch {ctx.decode_B}, "
                                                f"{ctx.decode_P}-token prompt, ms/token)")):
@@ -253,12 +255,6 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
     pts, _ = energy_loss_points(ok)
     if len(pts) >= 2:
         front = pareto_front(pts)
-        per_kj = [(v, _num(dig(v.train.data, "efficiency.loss_drop_per_kj"))) for v in ok]
-        per_kj = [(v, x) for v, x in per_kj if x is not None]
-        if per_kj:
-            v, x = max(per_kj, key=lambda t: t[1])
-            out.append(f"Most training-loss reduction per unit of GPU energy: {v.name}, {x:.3g} nats per kJ "
-                       "(loss and energy over the same timed steps).")
         out.append("Pareto-optimal in GPU energy per token vs validation loss (means): "
                    + ", ".join(f"{n} ({fmt_joule(x)}, {fmt_loss(y)})" for n, x, y in front)
                    + ("; every other variant has both more energy and a higher loss than one of these."

@@ -78,7 +78,8 @@ SCALES = {
     "count": ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, "")),
 }
 FIXED = {"ms": Unit("ms", kind="ms"), "pct": Unit("%", 100.0, "pct"), "rate": Unit("tok/s", kind="rate"),
-         "loss": Unit("", kind="loss"), "text": Unit("", kind="text"), "watt": Unit("W", kind="watt")}
+         "loss": Unit("", kind="loss"), "text": Unit("", kind="text"), "watt": Unit("W", kind="watt"),
+         "loss_per_kj": Unit("nats/kJ", kind="loss_per_kj")}
 
 
 def pick_unit(kind: str, values: Iterable[Any] = (), per: str = "") -> Unit:

@@ -357,6 +357,9 @@ def columns(ctx: Context) -> list[Column]:
                "min", "delta", "mean of the last 10 training-step losses"),
         Column("val_loss", "Val loss", "loss", _from("train", "training.val_loss"), "min", "delta",
                "validation loss after the last step"),
+        Column("loss_drop_per_kj", "Loss drop per kJ", "loss_per_kj", _from("train", "efficiency.loss_drop_per_kj"),
+               "max", "ratio", "training-loss reduction over the timed steps ÷ the GPU energy of the same steps: "
+                               "quality bought per unit of energy"),
         Column("prefill_ms_p50", "Prefill p50", "ms",
                lambda v, c: _probe_row(v, "prefill", {"batch_size": c.prefill_B, "prompt_len": c.prefill_L},
                                        "ms_p50"), "min", "ratio",

@@ -36,6 +36,7 @@ CONSTRAINTS = (  # (what, table column, better)
     ("Inference latency: decode", "decode_ms_per_token_p50", "min"),
     ("Inference latency: prefill", "prefill_ms_p50", "min"),
     ("Quality: validation loss", "val_loss", "min"),
+    ("Quality per energy: loss drop per kJ", "loss_drop_per_kj", "max"),
 )
 
 

@@ -82,6 +82,8 @@ def train_doc(name: str, i: int, gpu: bool, *, params: dict | None = None, faile
                        "final_train_loss": final_val - 0.05, "val_loss": final_val,
                        "val_history": [{"step": 20, "val_loss": final_val + 1.0}, {"step": 40, "val_loss": final_val}],
                        "lr": 6e-4, "dtype": "bfloat16" if gpu else "float32"}
+    kj = [0.30, 0.28, 0.25, None][i] if gpu and not no_energy else None
+    doc["efficiency"] = {"loss_drop_per_kj": kj, **({} if kj is not None else {"unavailable": "no energy"})}
     windows = []
     for first in range(warm, steps, 9):
         n = min(9, steps - first)
