@@ -71,15 +71,10 @@ def _env():
     return env
 
 
-def build_report(train: list[Path], probe: list[Path], sweep: list[Path], stats: Path, config: dict,
-                 out_dir: Path) -> dict:
-    """Write ``index.html``, ``results.csv`` and ``results.json`` into ``out_dir``.
-
-    ``train``/``probe``/``sweep``: one JSON path per variant (config order for ``train``;
-    probe and sweep are matched by variant name).  Returns the ``results.json`` document
-    (schema ``attnbench.report/1``) with ``files`` naming what was written.
-    """
-    out_dir = Path(out_dir)
+def assess(train: list[Path], probe: list[Path], sweep: list[Path], stats: Path | None, config: dict) -> dict:
+    """What the report states, from the documents, before any plot or file: the variants with their
+    cells, the header, the verdict and the findings (the repository's README fragments quote the
+    findings of a committed run from here)."""
     config = config or {}
     now = _dt.datetime.now(_dt.timezone.utc)
     stats_doc, stats_reason = _read_json(Path(stats), "stats") if stats else (None, "no stats.json given")
@@ -92,8 +87,25 @@ def build_report(train: list[Path], probe: list[Path], sweep: list[Path], stats:
     ctx = probe_context(variants, config)
     cols = columns(ctx)
     fill_cells(variants, cols, ctx)
-    notes = unavailable_notes(variants)
     fails = failures(variants)
+    return {"config": config, "stats": stats_doc, "variants": variants, "provenance": prov_rows, "header": header,
+            "ctx": ctx, "columns": cols, "notes": unavailable_notes(variants), "failures": fails,
+            "findings": findings(variants, header, ctx, fails, config),
+            "verdict": verdict.build(variants, cols, header, config, overlap)}
+
+
+def build_report(train: list[Path], probe: list[Path], sweep: list[Path], stats: Path, config: dict,
+                 out_dir: Path) -> dict:
+    """Write ``index.html``, ``results.csv`` and ``results.json`` into ``out_dir``.
+
+    ``train``/``probe``/``sweep``: one JSON path per variant (config order for ``train``;
+    probe and sweep are matched by variant name).  Returns the ``results.json`` document
+    (schema ``attnbench.report/1``) with ``files`` naming what was written.
+    """
+    out_dir = Path(out_dir)
+    a = assess(train, probe, sweep, stats, config)
+    config, stats_doc, variants, prov_rows, header = a["config"], a["stats"], a["variants"], a["provenance"], a["header"]
+    ctx, cols, notes, fails, found, ruling = a["ctx"], a["columns"], a["notes"], a["failures"], a["findings"], a["verdict"]
     sweep_main, sweep_more = plot_sweep(variants, config)
     plots = {
         "loss_step": plot_loss_vs_step(variants),
@@ -106,8 +118,6 @@ def build_report(train: list[Path], probe: list[Path], sweep: list[Path], stats:
         "sweep": sweep_main,
         "sweep_more": sweep_more,
     }
-    found = findings(variants, header, ctx, fails, config)
-    ruling = verdict.build(variants, cols, header, config, overlap)
     names, rows = csv_rows(variants, cols)
 
     document = {

@@ -828,6 +828,20 @@ class RunFolder:
     def seeds(self) -> list[int]:
         return sorted({seed for _, seed in self.train})
 
+    def findings(self) -> str:
+        """The report's findings over this folder's documents, from the report's own code
+        (:func:`attnbench.report.build.assess`) and the run's report settings (``report_config.json``:
+        its preset as the report job got it): each order with its interval, or a tie."""
+        from .build import assess
+
+        def paths(kind: str, name: str) -> list[Path]:
+            found = (self.dir / "runs" / kind).glob(f"*/seed*/{name}")
+            return sorted(found, key=lambda p: (self.ORDER.index(p.parent.parent.name), int(p.parent.name[4:])))
+        a = assess(paths("train", "metrics.json"), paths("probe", "probe.json"),
+                   sorted((self.dir / "runs" / "sweep").glob("*/sweep.json")), self.dir / "runs" / "tokens_stats.json",
+                   load(self.dir / "report_config.json"))
+        return "\n".join(f"- {f}" for f in a["findings"])
+
     def seed_summary(self) -> str:
         """Per variant over its seeds (#17): mean and 95 % bootstrap interval of training tokens/s,
         GPU energy per token (total and above idle), validation loss and the warm-up peak memory."""
@@ -1343,7 +1357,7 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
         "agreement": RunFolder.agreement, "selection": RunFolder.selection,
         "decode-targets": RunFolder.decode_targets, "probes": RunFolder.probes, "sweeps": RunFolder.sweeps,
         "parallel": RunFolder.parallel, "seeds": RunFolder.seed_summary, "paired": RunFolder.paired,
-        "spread": RunFolder.spread}),
+        "spread": RunFolder.spread, "findings": RunFolder.findings}),
     "reports/h200/head-d47d4f9/README.md": (RunFolder, {
         "suite": RunFolder.suite, "prefill-rows": RunFolder.prefill_rows, "machine": RunFolder.machine,
         "checks": RunFolder.checks, "table": RunFolder.table, "agreement": RunFolder.agreement,
