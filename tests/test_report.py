@@ -995,3 +995,29 @@ def test_loss_per_energy_is_a_mean_over_seeds_with_its_interval(tmp_path):
     assert row["best"][0]["figure"] == "0.300 nats/kJ" and "n = 3" in row["best"][0]["interval"], row
     text = next(f for f in doc["findings"] if f.startswith("Most training-loss reduction per kJ"))
     assert "baseline 0.300 nats/kJ [" in text and "n = 3 seeds" in text, text
+
+
+def test_figures_of_three_seeds_are_not_the_first_seeds(tmp_path):
+    """results.csv's further columns are means over the finished seeds (with their count), one seed's
+    decode that differs from the full forward is named, and results.json holds every seed's documents."""
+    kw = with_seeds(write_fixture(tmp_path / "seeds", gpu=True), noise={"energy.gpu_mean_w": 0.1})
+    means = {}
+    for p in kw["train"]:
+        d = json.loads(p.read_text())
+        if d.get("status") == "ok" and d["energy"].get("gpu_mean_w") is not None:
+            means.setdefault(d["variant"], []).append(d["energy"]["gpu_mean_w"])
+    for p in kw["probe"]:  # the fixture's probes match none of these seeds: add one for gqa's seed 2, whose decode differs
+        if json.loads(p.read_text())["variant"] == "gqa":
+            q = tmp_path / "seeds" / "gqa-seed2-probe.json"
+            d = json.loads(p.read_text())
+            d["provenance"]["seed"], d["decode_matches_full_forward"] = 2, False
+            q.write_text(json.dumps(d))
+            kw = {**kw, "probe": [*kw["probe"], q]}
+    doc, html, page, out = build(tmp_path, gpu=True, **kw)
+    rows = {r["variant"]: r for r in csv.DictReader((out / "results.csv").open())}
+    for name, ws in means.items():
+        assert float(rows[name]["gpu_mean_w"]) == pytest.approx(sum(ws) / len(ws)), name
+        assert rows[name]["seeds_finished"] == "3"
+    runs = {v["variant"]: v["runs"] for v in doc["variants"]}
+    assert [r["seed"] for r in runs["linear"]] == [1, 2, 3] and runs["linear"][2]["train"]["provenance"]["seed"] == 3
+    assert any(f.startswith("Cached decoding did NOT reproduce") and "gqa" in f for f in doc["findings"]), doc["findings"]

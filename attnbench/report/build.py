@@ -136,7 +136,13 @@ def build_report(train: list[Path], probe: list[Path], sweep: list[Path], stats:
         "variants": [{"variant": v.name, "train": v.train.data, "probe": v.probe.data, "sweep": v.sweep.data,
                       "files": {"train": str(v.train.path) if v.train.path else None,
                                 "probe": str(v.probe.path) if v.probe.path else None,
-                                "sweep": str(v.sweep.path) if v.sweep.path else None}}
+                                "sweep": str(v.sweep.path) if v.sweep.path else None},
+                      # every seed's documents (train/probe above: the first finished seed's, which the plots
+                      # of one run show)
+                      "runs": [{"seed": r.seed, "stale": r.stale, "train": r.train.data, "probe": r.probe.data,
+                                "files": {"train": str(r.train.path) if r.train.path else None,
+                                          "probe": str(r.probe.path) if r.probe.path else None}}
+                               for r in v.runs] if len(v.runs) > 1 else None}
                      for v in variants],
     }
     script_hash = base64.b64encode(hashlib.sha256(SORT_SCRIPT.encode()).digest()).decode()

@@ -13,7 +13,7 @@ from ..stats import order as stats_order
 from ..stats import paired, scale_of
 from . import agreement, cache, stale
 from .charts import seq_label
-from .format import _num, clean, dig, fmt_bytes, fmt_joule, fmt_loss, fmt_ms
+from .format import clean, dig, fmt_bytes, fmt_joule, fmt_loss, fmt_ms
 from .load import BASELINE, Variant, _common_reason
 from .plots import energy_loss_points, pareto_front, sweep_series
 from .table import Context
@@ -260,8 +260,11 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
                    + ("; every other variant has both more energy and a higher loss than one of these."
                       if len(front) < len(pts) else "."))
     out.extend(_cache_findings(variants, config))
-    mismatch = [v.name for v in ok if v.probe.ok and v.probe.data.get("decode_matches_full_forward") is False]
-    checked = [v.name for v in ok if v.probe.ok and v.probe.data.get("decode_matches_full_forward") is not None]
+    # every finished seed's probe, not the first one's: one seed's decode that differs is a finding
+    def decode_checks(v: Variant) -> list:
+        return [r.probe.data.get("decode_matches_full_forward") for r in v.ok_runs or [v] if r.probe.ok]
+    mismatch = [v.name for v in ok if False in decode_checks(v)]
+    checked = [v.name for v in ok if any(x is not None for x in decode_checks(v))]
     if mismatch:
         out.append("Cached decoding did NOT reproduce the logits of a full forward for: " + ", ".join(mismatch)
                    + " (see decode rows in results.json).")

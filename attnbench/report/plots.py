@@ -26,7 +26,7 @@ from ..stats import bootstrap_mean
 from . import cache
 from .charts import SHADE, Series, bar_chart, figure
 from .format import Unit, _num, dig, pick_unit
-from .load import BASELINE, Variant, _common_reason, _steps_points
+from .load import BASELINE, Variant, _common_reason, _read_csv, _steps_points
 from .table import Context
 
 MAX_POINTS = 200  # per line in a plot (the CSV/JSON keep everything)
@@ -121,12 +121,20 @@ def plot_loss_vs_baseline(variants: list[Variant]) -> Plot:
                else f"{BASELINE}: {base.steps_reason or 'no steps.csv'}")
         return Plot("loss-delta", title, None, why)
     ref = dict(_steps_points(base))
+    seed = dig(base.train.data, "provenance.seed")
     series = []
     for v in variants:
         if v is base:
             continue
-        pts = [(s_, y - ref[s_]) for s_, y in _steps_points(v) if s_ in ref]
-        series.append(Series(v.name, v.color, _downsample(pts), v.dash, missing=v.steps_reason,
+        own, why = _steps_points(v), v.steps_reason
+        if v.ok and dig(v.train.data, "provenance.seed") != seed:  # its first finished seed is not baseline's
+            same = next((r for r in v.ok_runs if r.seed == seed), None)
+            rows, why = _read_csv(same.train.path.parent / "steps.csv") if same and same.train.path else (
+                None, f"no finished run of {BASELINE}'s seed {seed}")
+            own = _steps_points(Variant(name=v.name, index=v.index, color=v.color, dash=v.dash, train=same.train,
+                                        probe=same.probe, sweep=v.sweep, runs=[same], steps=rows)) if rows else []
+        pts = [(s_, y - ref[s_]) for s_, y in own if s_ in ref]
+        series.append(Series(v.name, v.color, _downsample(pts), v.dash, missing=why if not pts else None,
                              failed_variant=not v.ok))
     return line_plot("loss-delta", title, series, xlabel="step", ylabel=f"loss − {BASELINE} loss",
                      caption=f"Every variant sees the same batches in the same order, so this isolates the loss gap "
@@ -254,8 +262,9 @@ def plot_power(variants: list[Variant]) -> list[Plot]:
 def _power_caption(v: Variant, pts: list[tuple[float, float]], windows: list[tuple[float, float]]) -> str:
     inside = [p for t, p in pts if any(a <= t <= b for a, b in windows)]
     counter = _num(dig(v.train.data, "energy.gpu_mean_w"))
+    seed = dig(v.train.data, "provenance.seed") if len(v.ok_runs) > 1 else None  # the timeline is one run's
     if windows:
-        cap = (f"Timed windows (shaded, {len(windows)}): mean "
+        cap = ((f"Seed {seed}. " if seed is not None else "") + f"Timed windows (shaded, {len(windows)}): mean "
                + (f"{counter:.0f} W by the energy counter" if counter is not None else "by counter not measured")
                + (f", {sum(inside) / len(inside):.0f} W over the {len(inside)} samples inside them" if inside else "")
                + ".")

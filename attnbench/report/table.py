@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -217,7 +218,21 @@ def reported_flags(flags: list | None) -> list:
 
 
 def _timing_note(section: str):
+    """The note under a latency cell: "timing error" / "unstable" from every finished seed's probe,
+    naming the seeds where only some of several have it (the cell is their mean)."""
     def note(v: Variant, ctx: Context) -> str | None:
+        runs = sorted(v.ok_runs, key=lambda r: (r.seed is None, r.seed or 0))
+        if len(runs) < 2:
+            return one(v, ctx)
+        found: dict[str, list[str]] = {}
+        for r in runs:
+            n = one(v.view(r), ctx)
+            if n:
+                found.setdefault(n, []).append(str(r.seed))
+        return ", ".join(n if len(seeds) == len(runs) else f"{n} (seed {', '.join(seeds)})"
+                         for n, seeds in found.items()) or None
+
+    def one(v: Variant, ctx: Context) -> str | None:
         doc = v.probe.data if v.probe.ok else None
         if not isinstance(doc, dict):
             return None
@@ -416,7 +431,11 @@ def _cell(v: Variant, col: Column, ctx: Context) -> Cell:
     if not col.seeds:
         return Cell(val, detail=detail)
     runs = v.ok_runs if len(v.ok_runs) >= 2 else []
-    values = [col.get(v.view(r), ctx)[0] for r in runs] or [val]
+    got = [col.get(v.view(r), ctx) for r in runs]
+    values = [g[0] for g in got] or [val]
+    details = [g[2] for g in got]
+    if any(details) and len(set(details)) > 1:  # the mean's cell: each seed's own detail, named (not the first's)
+        detail = "; ".join(f"seed {r.seed}: {d}" for r, d in zip(runs, details) if d)
     est = bootstrap_mean(values)
     per_seed = {r.seed: x for r, x in zip(runs, values) if r.seed is not None and isinstance(x, (int, float))}
     return Cell(est.mean, detail=detail, estimate=est, per_seed=per_seed or None)
@@ -499,15 +518,26 @@ CSV_MORE = [
 ]
 
 
+def _over_runs(v: Variant, path: str) -> Any:
+    """A training figure for results.csv: the mean over the finished seeds where it is a number in
+    each (as the table's cells are); otherwise the first finished seed's (a setting, the same in each)."""
+    values = [dig(r.train.data, path) for r in v.ok_runs]
+    numbers = [x for x in values if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)]
+    if len(v.ok_runs) >= 2 and numbers and len(numbers) == len([x for x in values if x is not None]):
+        return sum(numbers) / len(numbers) if len(set(numbers)) > 1 else numbers[0]
+    return dig(v.train.data, path)
+
+
 def csv_rows(variants: list[Variant], cols: list[Column]) -> tuple[list[str], list[dict[str, Any]]]:
     names = ["variant"] + [k for k, _ in CSV_EXTRA] + [c.key for c in cols] + [k for k, _ in CSV_MORE] + \
-        ["probe_status", "sweep_status", "exact_agreement", "exact_max_loss_diff"]
+        ["seeds_finished", "probe_status", "sweep_status", "exact_agreement", "exact_max_loss_diff"]
     rows = []
     for v in variants:
         row: dict[str, Any] = {"variant": v.name}
         row.update({k: f(v) for k, f in CSV_EXTRA})
         row.update({c.key: v.cells[c.key].value for c in cols})
-        row.update({k: dig(v.train.data, p) for k, p in CSV_MORE})
+        row.update({k: _over_runs(v, p) for k, p in CSV_MORE})
+        row["seeds_finished"] = len(v.ok_runs)
         row["probe_status"], row["sweep_status"] = v.probe.status, v.sweep.status
         row.update(agreement.summary(v))
         rows.append(row)
