@@ -1021,3 +1021,27 @@ def test_figures_of_three_seeds_are_not_the_first_seeds(tmp_path):
     runs = {v["variant"]: v["runs"] for v in doc["variants"]}
     assert [r["seed"] for r in runs["linear"]] == [1, 2, 3] and runs["linear"][2]["train"]["provenance"]["seed"] == 3
     assert any(f.startswith("Cached decoding did NOT reproduce") and "gqa" in f for f in doc["findings"]), doc["findings"]
+
+
+def test_a_seed_that_differs_from_the_first_is_not_hidden(tmp_path):
+    """A failed third seed shows in results.csv's status, a metric only seed 2 lacks has its reason listed,
+    and a metric the first seed lacks still gets a cell from the seeds that have it."""
+    kw = with_seeds(write_fixture(tmp_path / "seeds", gpu=True))
+    for p in kw["train"]:
+        d = json.loads(p.read_text())
+        if d["variant"] != "linear" or d.get("status") != "ok":
+            continue
+        seed = d["provenance"]["seed"]
+        if seed == 3:
+            d.update(status="failed", failure={"kind": "oom", "message": "CUDA out of memory", "step": 5})
+        if seed == 2:
+            d["unavailable"] = {**d.get("unavailable", {}), "energy.idle_w": "idle baseline skipped on seed 2"}
+        if seed == 1:
+            d["timing"]["tokens_per_s"] = None
+        p.write_text(json.dumps(d))
+    doc, html, page, out = build(tmp_path, gpu=True, **kw)
+    rows = {r["variant"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert rows["linear"]["status"] == "ok (seed 1, 2); failed (seed 3)", rows["linear"]["status"]
+    assert any(n["reason"] == "idle baseline skipped on seed 2" and n["variants"] == ["linear"]
+               for n in doc["unavailable"]), doc["unavailable"]
+    assert rows["linear"]["tokens_per_s"] not in ("", None)  # seed 2's figure (seed 1 lacks it)

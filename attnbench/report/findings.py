@@ -88,14 +88,15 @@ def unavailable_notes(variants: list[Variant]) -> list[dict[str, Any]]:
     """Every unavailable metric, grouped by (document, metric, reason) across variants."""
     groups: "OrderedDict[tuple[str, str, str], list[str]]" = OrderedDict()
     for v in variants:
-        for doc in (v.train, v.probe, v.sweep):
+        docs = [d for r in v.runs for d in (r.train, r.probe)] if len(v.runs) > 1 else [v.train, v.probe]
+        for doc in (*docs, v.sweep):  # every seed's: a metric one seed lacks has its reason listed too
             for key, reason in doc.unavailable.items():
                 groups.setdefault((doc.kind, key, reason), []).append(v.name)
             if doc.data is None:
                 groups.setdefault((doc.kind, "(whole document)", doc.missing or "missing"), []).append(v.name)
     n = len(variants)
     return [{"document": k, "metric": m, "reason": r,
-             "variants": names, "variants_text": _who(names, n)}
+             "variants": list(OrderedDict.fromkeys(names)), "variants_text": _who(names, n)}
             for (k, m, r), names in groups.items()]
 
 

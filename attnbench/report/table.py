@@ -419,6 +419,9 @@ def probe_context(variants: list[Variant], config: dict | None = None) -> Contex
 def _cell(v: Variant, col: Column, ctx: Context) -> Cell:
     """A variant's cell: numeric values are the mean over its finished seeds, with an interval."""
     val, why, detail = col.get(v, ctx)
+    if val is None and col.seeds and len(v.ok_runs) >= 2:  # the first finished seed lacks it: another's may not
+        val, why, detail = next((g for g in (col.get(v.view(r), ctx) for r in v.ok_runs) if g[0] is not None),
+                                (val, why, detail))
     if val is None:
         return Cell(None, reason=why or "not recorded")
     if not isinstance(val, (int, float)):
@@ -494,8 +497,19 @@ def fill_cells(variants: list[Variant], cols: list[Column], ctx: Context) -> Non
                 c.detail = "; ".join(filter(None, [c.detail, f"{c.value - b:+.6f} vs {BASELINE}"]))
 
 
+def _statuses(v: Variant, stage: str) -> str | None:
+    """A stage's status for results.csv: one word where every seed has it, else each status with its
+    seeds (a failed seed is not hidden behind the first one's "ok")."""
+    if len(v.runs) < 2:
+        return getattr(v, stage).status
+    by: dict[str, list[str]] = {}
+    for r in v.runs:
+        by.setdefault(str(getattr(r, stage).status), []).append(str(r.seed))
+    return next(iter(by)) if len(by) == 1 else "; ".join(f"{st} (seed {', '.join(seeds)})" for st, seeds in by.items())
+
+
 CSV_EXTRA = [
-    ("status", lambda v: v.train.status),
+    ("status", lambda v: _statuses(v, "train")),
     ("failure_kind", lambda v: dig(v.train.data, "failure.kind")),
     ("failure_step", lambda v: dig(v.train.data, "failure.step")),
     ("failure_message", lambda v: dig(v.train.data, "failure.message") or v.train.missing),
@@ -538,7 +552,7 @@ def csv_rows(variants: list[Variant], cols: list[Column]) -> tuple[list[str], li
         row.update({c.key: v.cells[c.key].value for c in cols})
         row.update({k: _over_runs(v, p) for k, p in CSV_MORE})
         row["seeds_finished"] = len(v.ok_runs)
-        row["probe_status"], row["sweep_status"] = v.probe.status, v.sweep.status
+        row["probe_status"], row["sweep_status"] = _statuses(v, "probe"), v.sweep.status
         row.update(agreement.summary(v))
         rows.append(row)
     return names, rows
