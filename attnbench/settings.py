@@ -211,7 +211,10 @@ def schema_error(errors: list) -> str:
     if err.validator == "additionalProperties":
         problem += f"; allowed: {', '.join(sorted(err.schema.get('properties', {})))}"
     elif err.validator in ("anyOf", "oneOf"):  # "is not valid under any of the given schemas": say which values are
-        problem = f"{err.instance!r} is not allowed; allowed: " + " or ".join(_allowed(s) for s in err.validator_value)
+        bounds = {k: err.schema[k] for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+                  if k in err.schema}  # the key's own range holds for every alternative
+        problem = f"{err.instance!r} is not allowed; allowed: " + " or ".join(
+            _allowed({**bounds, **s}) for s in err.validator_value)
     others = sorted({".".join(str(p) for p in e.absolute_path) or "(top level)" for e in errors[1:]} - {key})
     also = f"; also invalid: {', '.join(others)}" if others else ""
     return f"{key}: {problem}{also} (schema: {SCHEMA_PATH.relative_to(ROOT)})"
