@@ -375,3 +375,33 @@ def test_probe_table_names_eager_prefill_rows_that_did_not_settle(tmp_path):
     text = RunFolder(tmp_path).probes()
     assert "Eager prefill: 1 of 2 rows settled (p90/p50 below 1.2); not within the budget: `flex` seed 7 batch 1 × 128 " \
            "(1.51, 385 calls)." in text, text
+
+
+def test_probes_alongside_another_job_are_compared_with_probes_alone(tmp_path):
+    """The probes' graph decode and prefill, alone (one GPU, one after another) against two at a time on
+    two GPUs: the ratio of the means per variant, then their mean."""
+    import json
+
+    from attnbench.report.readme_sources import RunFolder
+
+    def write(kind, variant, seed, uuid, start, ms):
+        d = tmp_path / "runs" / kind / variant / f"seed{seed}"
+        d.mkdir(parents=True)
+        doc = {"status": "ok", "provenance": {"device_uuid": uuid, "git_commit": "abc1234"},
+               "job": {"started_utc": f"2026-11-29T{start // 60:02d}:{start % 60:02d}:00+00:00",
+                       "finished_utc": f"2026-11-29T{start // 60:02d}:{start % 60:02d}:50+00:00", "startup_s": 0}}
+        if kind == "train":
+            doc.update(timing={"tokens_per_s": 400_000}, control={"tflops": 660.0}, energy={"gpu_j_per_token": 0.0015})
+        else:
+            doc.update(decode=[{"batch_size": 1, "prompt_len": 512, "graph_ms_per_token_p50": ms}],
+                       prefill=[{"batch_size": 1, "prompt_len": 512, "graph_ms_p50": 2 * ms}])
+        (d / ("metrics.json" if kind == "train" else "probe.json")).write_text(json.dumps(doc))
+    for kind in ("train", "probe"):
+        write(kind, "sdpa", 1, "GPU-a", 10 * 60 + (kind == "probe"), 0.70)      # alone
+        write(kind, "sdpa", 2, "GPU-b", 12 * 60 + 2 * (kind == "probe"), 0.77)  # two at a time
+        write(kind, "mla", 2, "GPU-c", 12 * 60 + 2 * (kind == "probe"), 0.90)
+        write(kind, "mla", 1, "GPU-a", 10 * 60 + 2 + (kind == "probe"), 0.90)
+    text = RunFolder(tmp_path).parallel()
+    assert ("Probes alongside another job against alone (mean of the per-variant ratios): graph decode ms/token at "
+            "batch 1, 1.050 [1.000, 1.100] over 2 variants; graph prefill ms at batch 1 x 512, 1.050 [1.000, 1.100] over 2 "
+            "variants.") in text, text

@@ -1010,11 +1010,37 @@ class RunFolder:
             return text[0] + " No variant trained both alone and alongside another job."
         over, over_n = bootstrap_mean(ratios), bootstrap_mean(normalised)
         text.append(f"Training tokens/s alongside another job against alone, mean over {over.n} variants: {est(over)}; "
-                    f"divided by each job's control (TFLOP/s of the same-process matmul): {est(over_n)}.")
+                    f"divided by each job's control (TFLOP/s of the same-process matmul): {est(over_n)}."
+                    + self._probes_alongside(timed, est))
         return " ".join(text) + "\n\n" + table(
             ["variant", "alone: trainings, tokens/s", "concurrent: trainings, tokens/s",
              "concurrent / alone (95 % interval where both have two)", "same, per control TFLOP/s",
              "GPU mJ/token alone / concurrent"], rows)
+
+    def _probes_alongside(self, timed: list[dict], est) -> str:
+        """The probes' CUDA-graph figures (GPU time: the host's share is small) alongside another job
+        against alone: decode ms/token at batch 1 and prefill ms at batch 1 x 512, per variant the ratio
+        of the means, then the mean ratio over the variants."""
+        def graph(d: dict, section: str, key: str, want: dict) -> float | None:
+            rows = [r for r in d.get(section) or [] if all(r.get(k) == x for k, x in want.items()) and "status" not in r]
+            return rows[0].get(key) if rows and finite(rows[0].get(key)) else None
+        parts = []
+        for what, section, key, want in (("graph decode ms/token at batch 1", "decode", "graph_ms_per_token_p50",
+                                          {"batch_size": 1}),
+                                         ("graph prefill ms at batch 1 x 512", "prefill", "graph_ms_p50",
+                                          {"batch_size": 1, "prompt_len": 512})):
+            ratios = []
+            for v in self.ORDER:
+                probes = [j for j in timed if j["kind"] == "probe" and j["variant"] == v
+                          and j["doc"].get("status") == "ok" and j["same_gpu"] == 0]
+                groups = [[graph(j["doc"], section, key, want) for j in probes if (j["concurrent"] > 0) == along]
+                          for along in (False, True)]
+                if all(any(x is not None for x in g) for g in groups):
+                    ratios.append(bootstrap_ratio(groups[1], groups[0]).mean)
+            if ratios:
+                parts.append(f"{what}, {est(bootstrap_mean(ratios))} over {len(ratios)} variants")
+        return (" Probes alongside another job against alone (mean of the per-variant ratios): " + "; ".join(parts) + "."
+                if parts else "")
 
     def suite(self) -> str:
         folder = self.dir / "gpu-suite"
