@@ -56,10 +56,12 @@ def describe(v: Variant) -> str | None:
     a = v.agreement or {}
     if not a.get("suspect"):
         return None
+    run = next((r for r in v.ok_runs if r.seed == a["at_seed"]), None)  # the seed that left baseline's curve
+    kernel = dig((run.train if run else v.train).data, "kernel") or "unrecorded"
     return (f"{v.name} computes baseline's function (same data, seed and initial weights) but its validation "
             f"loss is {a['diff']:+.3f} from baseline's at step {a['at_step']} (seed {a['at_seed']}; tolerance "
             f"±{a['tolerance']:g}): its "
-            f"kernel ({dig(v.train.data, 'kernel') or 'unrecorded'}) did not compute what it claims, so its row is "
+            f"kernel at that seed ({kernel}) did not compute what it claims, so its row is "
             "suspect and left out of every ranking below.")
 
 
