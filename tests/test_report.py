@@ -960,16 +960,18 @@ def test_sweep_energy_of_documents_before_its_own_window_is_not_plotted(tmp_path
 
 def test_the_lengths_from_which_a_variant_that_is_not_exact_is_ahead_of_the_fastest_exact_one():
     """Beyond both spreads (its p90 below the best exact p50) at that length and every longer one; one
-    ahead only at the longest length says so; one never ahead is named; exact variants are the yardstick."""
+    ahead only at its longest compared length says so; one never ahead is named; exact variants are the
+    yardstick.  A length it failed at while an exact one ran counts against it; one where every exact
+    variant failed and it ran counts for it, and is said."""
     from types import SimpleNamespace
 
     from attnbench.report.charts import Series
     from attnbench.report.findings import _overtakes_exact
 
-    def series(name, p50s, spread=1.05):
-        Ts = [512, 2048, 8192]
-        return Series(name, "#000", list(zip(Ts, p50s)), yerr=[(y, y * spread) for y in p50s])
-    variants = [SimpleNamespace(name=n, exact=e) for n, e in
+    def series(name, p50s, spread=1.05, failed=()):
+        pts = [(T, y) for T, y in zip([512, 2048, 8192], p50s) if y is not None]
+        return Series(name, "#000", pts, yerr=[(y, y * spread) for _, y in pts], failed=[(T, "oom") for T in failed])
+    variants = [SimpleNamespace(name=n, exact=e, suspect=False) for n, e in
                 (("sdpa", True), ("flash2", True), ("window", False), ("linear", False), ("mla", False), ("gqa", False))]
     found = _overtakes_exact(variants, [
         series("sdpa", [1.0, 2.0, 6.0]), series("flash2", [1.1, 1.9, 7.0]),   # best exact: 1.0, 1.9, 6.0
@@ -980,9 +982,21 @@ def test_the_lengths_from_which_a_variant_that_is_not_exact_is_ahead_of_the_fast
     assert found == [
         "Variants that are not exact, faster than the fastest exact one at each length from some T on (their p90 "
         "below its p50, attention forward+backward): gqa at every length from 512 (0.500 ms against sdpa 1.00 ms at "
-        "512); window from 2k (1.50 ms against flash2 1.90 ms at 2k); linear at 8k only, the longest measured "
+        "512); window from 2k (1.50 ms against flash2 1.90 ms at 2k); linear at 8k only, its longest compared "
         "(4.00 ms against sdpa 6.00 ms at 8k).",
-        "Not exact and not ahead of the fastest exact one at the longest measured length (8k): mla."], found
+        "Not exact and not ahead of the fastest exact one at their longest compared length: mla (8k)."], found
+    # out of memory at 8k where sdpa ran: not ahead there, so not "from 2k"
+    found = _overtakes_exact(variants[:3], [series("sdpa", [1.0, 2.0, 6.0]), series("flash2", [1.1, 1.9, 7.0]),
+                                            series("window", [1.5, 1.5, None], failed=[8192])])
+    assert found == ["Not exact and not ahead of the fastest exact one at their longest compared length: window (8k)."]
+    # every exact variant out of memory at 8k where it ran: ahead there, and said
+    found = _overtakes_exact(variants[:3], [series("sdpa", [1.0, 2.0, None], failed=[8192]),
+                                            series("flash2", [1.1, 1.9, None], failed=[8192]),
+                                            series("window", [1.5, 1.5, 1.5])])
+    assert found == [
+        "Variants that are not exact, faster than the fastest exact one at each length from some T on (their p90 "
+        "below its p50, attention forward+backward): window from 2k (1.50 ms against flash2 1.90 ms at 2k; every "
+        "exact variant failed at 8k)."], found
 
 
 def test_loss_per_energy_is_a_mean_over_seeds_with_its_interval(tmp_path):
@@ -1042,6 +1056,15 @@ def test_a_seed_that_differs_from_the_first_is_not_hidden(tmp_path):
     doc, html, page, out = build(tmp_path, gpu=True, **kw)
     rows = {r["variant"]: r for r in csv.DictReader((out / "results.csv").open())}
     assert rows["linear"]["status"] == "ok (seed 1, 2); failed (seed 3)", rows["linear"]["status"]
+    assert rows["linear"]["failure_kind"] == "oom" and rows["linear"]["failure_message"] == "seed 3: CUDA out of memory"
     assert any(n["reason"] == "idle baseline skipped on seed 2" and n["variants"] == ["linear"]
                for n in doc["unavailable"]), doc["unavailable"]
     assert rows["linear"]["tokens_per_s"] not in ("", None)  # seed 2's figure (seed 1 lacks it)
+
+
+def test_a_section_wide_reason_is_the_reason_of_its_null_figures(tmp_path):
+    """metrics.json's efficiency section says why in one string ("no finite losses or no energy"): the
+    loss-per-kJ cell and the verdict give that reason, not "no reason recorded"."""
+    doc, html, page, out = build(tmp_path, gpu=False, **write_fixture(tmp_path / "cpu", gpu=False))
+    row = next(c for c in doc["verdict"]["constraints"] if c["what"] == "Quality per energy: loss drop per kJ")
+    assert row["status"] == "missing" and "no energy" in row["status_text"], row

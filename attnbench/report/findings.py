@@ -330,46 +330,63 @@ def _sweep_findings(variants: list[Variant], config: dict) -> list[str]:
 
 def _overtakes_exact(variants: list[Variant], series) -> list[str]:
     """Where a variant that approximates attention becomes faster than the fastest exact one: the
-    shortest length from which, at every longer measured length too, its p90 lies below the fastest
-    exact variant's p50 there (beyond both spreads of the repeats); those that never do, named."""
-    exact = {v.name for v in variants if v.exact}
-    by = {s.name: s for s in series if s.points}
-    quantiles = {}  # name -> {T: (p50, p90)}
-    for name, s in by.items():
-        quantiles[name] = {T: (y, (e[1] if e and e[1] is not None else y))
-                           for (T, y), e in zip(s.points, s.yerr or [None] * len(s.points))}
-    lengths = sorted({T for q in quantiles.values() for T in q})
-    best_exact = {}
+    shortest length from which, at every longer compared length too, its p90 lies below the fastest
+    exact variant's p50 there (beyond both spreads of the repeats).  A length the variant failed at
+    (out of memory, error) while an exact one ran counts against it; one at which every exact variant
+    failed and it ran counts for it, and is said.  Those not ahead at their longest compared length
+    are named.  Suspect exact rows are no yardstick."""
+    exact = {v.name for v in variants if v.exact and not v.suspect}
+    by = {s.name: s for s in series}
+    quantiles = {n: {T: (y, (e[1] if e and e[1] is not None else y))
+                     for (T, y), e in zip(s.points, s.yerr or [None] * len(s.points))} for n, s in by.items()}
+    failed = {n: {T for T, _ in s.failed} for n, s in by.items()}
+    lengths = sorted({T for q in quantiles.values() for T in q} | {T for f in failed.values() for T in f})
+    best_exact, exact_failed = {}, set()
     for T in lengths:
         at = [(q[T][0], n) for n, q in quantiles.items() if n in exact and T in q]
         if at:
             best_exact[T] = min(at)
+        elif any(T in failed[n] for n in exact if n in failed):
+            exact_failed.add(T)
     if not best_exact:
         return []
     ahead, never = [], []
     for name, q in quantiles.items():
-        if name in exact:
+        if name in exact or not (q or failed[name]):
             continue
-        common = [T for T in lengths if T in q and T in best_exact]
+        state = {}  # T -> True (ahead) / False (not), at the lengths both sides have a figure or a failure
+        for T in lengths:
+            if T in best_exact and T in q:
+                state[T] = q[T][1] < best_exact[T][0]
+            elif T in best_exact and T in failed[name]:
+                state[T] = False
+            elif T in exact_failed and T in q:
+                state[T] = True
+        common = sorted(state)
         if len(common) < 2:
             continue
-        start = next((T for i, T in enumerate(common)
-                      if all(q[U][1] < best_exact[U][0] for U in common[i:])), None)
+        start = next((T for i, T in enumerate(common) if all(state[U] for U in common[i:])), None)
         if start is None:
-            never.append(name)
-        else:
+            never.append(f"{name} ({seq_label(common[-1])})")
+            continue
+        where = (f"at every length from {seq_label(start)}" if start == common[0] else
+                 f"at {seq_label(start)} only, its longest compared" if start == common[-1] else
+                 f"from {seq_label(start)}")
+        if start in best_exact:
             ms, who = best_exact[start]
-            where = (f"at every length from {seq_label(start)}" if start == common[0] else
-                     f"at {seq_label(start)} only, the longest measured" if start == common[-1] else
-                     f"from {seq_label(start)}")
-            ahead.append((start, f"{name} {where} ({fmt_ms(q[start][0])} against {who} {fmt_ms(ms)} at "
-                                 f"{seq_label(start)})"))
+            figure = f"{fmt_ms(q[start][0])} against {who} {fmt_ms(ms)} at {seq_label(start)}"
+        else:
+            figure = f"{fmt_ms(q[start][0])} at {seq_label(start)}, where every exact variant failed"
+        failed_there = [seq_label(T) for T in common if T >= start and T in exact_failed]
+        ahead.append((start, f"{name} {where} ({figure}"
+                      + (f"; every exact variant failed at {', '.join(failed_there)}" if failed_there
+                         and start not in exact_failed else "") + ")"))
     out = []
     if ahead:
         out.append("Variants that are not exact, faster than the fastest exact one at each length from some T on "
                    "(their p90 below its p50, attention forward+backward): "
                    + "; ".join(text for _, text in sorted(ahead)) + ".")
     if never:
-        out.append(f"Not exact and not ahead of the fastest exact one at the longest measured length "
-                   f"({seq_label(lengths[-1])}): " + ", ".join(never) + ".")
+        out.append("Not exact and not ahead of the fastest exact one at their longest compared length: "
+                   + ", ".join(never) + ".")
     return out

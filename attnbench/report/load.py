@@ -59,6 +59,11 @@ def _unavailable_map(doc: dict | None) -> dict[str, str]:
         if isinstance(val, dict) and isinstance(val.get("unavailable"), dict):
             for k, reason in val["unavailable"].items():
                 out[k if "." in k else f"{key}.{k}"] = clean(reason)
+        elif isinstance(val, dict) and isinstance(val.get("unavailable"), str):
+            # one reason for the whole section (efficiency: "no finite losses or no energy"): its null figures
+            for k, x in val.items():
+                if k != "unavailable" and x is None:
+                    out[f"{key}.{k}"] = clean(val["unavailable"])
     if isinstance(doc.get("unavailable"), dict):
         out.update({str(k): clean(v) for k, v in doc["unavailable"].items()})
     return out

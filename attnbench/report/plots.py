@@ -139,7 +139,8 @@ def plot_loss_vs_baseline(variants: list[Variant]) -> Plot:
     return line_plot("loss-delta", title, series, xlabel="step", ylabel=f"loss − {BASELINE} loss",
                      caption=f"Every variant sees the same batches in the same order, so this isolates the loss gap "
                              f"to {BASELINE} (below 0 = lower loss). Bin means when there are many steps."
-                             + _seed_note(variants))
+                             + (f" Lines show each variant's run of {BASELINE}'s seed ({seed}); a variant without "
+                                "one is named in the legend with the reason." if _seed_note(variants) else ""))
 
 
 def _window_energy_points(v: Variant) -> tuple[list[tuple[float, float]], str | None]:

@@ -508,11 +508,24 @@ def _statuses(v: Variant, stage: str) -> str | None:
     return next(iter(by)) if len(by) == 1 else "; ".join(f"{st} (seed {', '.join(seeds)})" for st, seeds in by.items())
 
 
+def _failed(v: Variant):
+    """The training document whose failure results.csv reports: the first seed's that did not finish
+    (a variant whose first seeds finished and a later one failed), else the first one's."""
+    return next((r.train for r in v.runs if not r.train.ok), v.train)
+
+
+def _failure_message(v: Variant) -> str | None:
+    doc = _failed(v)
+    msg = dig(doc.data, "failure.message") or doc.missing
+    seed = next((r.seed for r in v.runs if r.train is doc), None)
+    return f"seed {seed}: {msg}" if msg and len(v.runs) > 1 and seed is not None else msg
+
+
 CSV_EXTRA = [
     ("status", lambda v: _statuses(v, "train")),
-    ("failure_kind", lambda v: dig(v.train.data, "failure.kind")),
-    ("failure_step", lambda v: dig(v.train.data, "failure.step")),
-    ("failure_message", lambda v: dig(v.train.data, "failure.message") or v.train.missing),
+    ("failure_kind", lambda v: dig(_failed(v).data, "failure.kind")),
+    ("failure_step", lambda v: dig(_failed(v).data, "failure.step")),
+    ("failure_message", _failure_message),
     ("attention", lambda v: dig(v.train.data, "attention.name")),
     ("attention_params", lambda v: json.dumps(v.params, sort_keys=True) if v.params else None),
 ]
