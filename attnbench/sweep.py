@@ -64,7 +64,7 @@ def energy_per_call(fn, device, session, seconds: float, tokens_per_call: int) -
         return {"gpu_j_per_call": None, "energy_unavailable": "sweep.energy_seconds is 0: no energy window"}
     chunk, calls = 1, 0
     w = session.begin_window()
-    t0 = getattr(w, "t0", None) or time.perf_counter()  # the window's own start (same clock), after its sync
+    t0 = w.t0  # the window's own start (perf_counter, after its synchronisation)
     while True:
         for _ in range(chunk):
             fn()

@@ -677,7 +677,7 @@ def test_sweep_energy_per_call_only_from_windows_the_counter_resolves(seconds, e
         counts_energy = True
 
         def begin_window(self):
-            return None
+            return SimpleNamespace(t0=time.perf_counter())
 
         def end_window(self, w, steps, tokens):
             return WindowStats(index=0, steps=steps, tokens=tokens, seconds=seconds, energy_j=2.0,

@@ -287,8 +287,13 @@ def _common_reason(reasons: Iterable[str | None | tuple[str, str | None]]) -> st
 
 def _steps_points(v: Variant) -> list[tuple[float, float]]:
     """``(step, loss)`` from the variant's steps.csv, rows without both skipped."""
+    return loss_points(v.steps)
+
+
+def loss_points(rows: list[dict] | None) -> list[tuple[float, float]]:
+    """``(step, loss)`` of steps.csv rows, rows without both skipped."""
     pts = []
-    for r in v.steps or []:
+    for r in rows or []:
         s, loss = _num(r.get("step")), _num(r.get("loss"))
         if s is not None and loss is not None:
             pts.append((s, loss))

@@ -26,7 +26,7 @@ from ..stats import bootstrap_mean
 from . import cache
 from .charts import SHADE, Series, bar_chart, figure
 from .format import Unit, _num, dig, pick_unit
-from .load import BASELINE, Variant, _common_reason, _read_csv, _steps_points
+from .load import BASELINE, Variant, _common_reason, _read_csv, _steps_points, loss_points
 from .table import Context
 
 MAX_POINTS = 200  # per line in a plot (the CSV/JSON keep everything)
@@ -131,8 +131,7 @@ def plot_loss_vs_baseline(variants: list[Variant]) -> Plot:
             same = next((r for r in v.ok_runs if r.seed == seed), None)
             rows, why = _read_csv(same.train.path.parent / "steps.csv") if same and same.train.path else (
                 None, f"no finished run of {BASELINE}'s seed {seed}")
-            own = _steps_points(Variant(name=v.name, index=v.index, color=v.color, dash=v.dash, train=same.train,
-                                        probe=same.probe, sweep=v.sweep, runs=[same], steps=rows)) if rows else []
+            own = loss_points(rows)
         pts = [(s_, y - ref[s_]) for s_, y in own if s_ in ref]
         series.append(Series(v.name, v.color, _downsample(pts), v.dash, missing=why if not pts else None,
                              failed_variant=not v.ok))

@@ -221,15 +221,10 @@ def _timing_note(section: str):
     """The note under a latency cell: "timing error" / "unstable" from every finished seed's probe,
     naming the seeds where only some of several have it (the cell is their mean)."""
     def note(v: Variant, ctx: Context) -> str | None:
-        runs = sorted(v.ok_runs, key=lambda r: (r.seed is None, r.seed or 0))
-        if len(runs) < 2:
+        if len(v.ok_runs) < 2:
             return one(v, ctx)
-        found: dict[str, list[str]] = {}
-        for r in runs:
-            n = one(v.view(r), ctx)
-            if n:
-                found.setdefault(n, []).append(str(r.seed))
-        return ", ".join(n if len(seeds) == len(runs) else f"{n} (seed {', '.join(seeds)})"
+        found = _by_seed(v.ok_runs, lambda r: one(v.view(r), ctx) or None)
+        return ", ".join(n if len(seeds) == len(v.ok_runs) else f"{n} (seed {', '.join(seeds)})"
                          for n, seeds in found.items()) or None
 
     def one(v: Variant, ctx: Context) -> str | None:
@@ -444,14 +439,19 @@ def _cell(v: Variant, col: Column, ctx: Context) -> Cell:
     return Cell(est.mean, detail=detail, estimate=est, per_seed=per_seed or None)
 
 
-def _seeds_by_value(v: Variant, col: Column, ctx: Context) -> dict[str, list[str]]:
-    """A text column's value per finished seed, grouped: {value: [seeds]} in seed order."""
+def _by_seed(runs, value_of) -> dict[str, list[str]]:
+    """``value_of(run)`` over ``runs`` grouped by value: {value: [seeds]} in seed order (None left out)."""
     out: dict[str, list[str]] = {}
-    for r in sorted(v.ok_runs, key=lambda r: (r.seed is None, r.seed or 0)):
-        value = col.get(v.view(r), ctx)[0]
+    for r in sorted(runs, key=lambda r: (r.seed is None, r.seed or 0)):
+        value = value_of(r)
         if value is not None:
             out.setdefault(str(value), []).append(str(r.seed) if r.seed is not None else "?")
     return out
+
+
+def _seeds_by_value(v: Variant, col: Column, ctx: Context) -> dict[str, list[str]]:
+    """A text column's value per finished seed, grouped: {value: [seeds]} in seed order."""
+    return _by_seed(v.ok_runs, lambda r: col.get(v.view(r), ctx)[0])
 
 
 def per_seed_values(variants: list[Variant], key: str) -> dict[str, dict]:
@@ -502,9 +502,7 @@ def _statuses(v: Variant, stage: str) -> str | None:
     seeds (a failed seed is not hidden behind the first one's "ok")."""
     if len(v.runs) < 2:
         return getattr(v, stage).status
-    by: dict[str, list[str]] = {}
-    for r in v.runs:
-        by.setdefault(str(getattr(r, stage).status), []).append(str(r.seed))
+    by = _by_seed(v.runs, lambda r: getattr(r, stage).status)
     return next(iter(by)) if len(by) == 1 else "; ".join(f"{st} (seed {', '.join(seeds)})" for st, seeds in by.items())
 
 
