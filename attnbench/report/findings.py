@@ -88,8 +88,8 @@ def unavailable_notes(variants: list[Variant]) -> list[dict[str, Any]]:
     """Every unavailable metric, grouped by (document, metric, reason) across variants."""
     groups: "OrderedDict[tuple[str, str, str], list[str]]" = OrderedDict()
     for v in variants:
-        docs = [d for r in v.runs for d in (r.train, r.probe)] if len(v.runs) > 1 else [v.train, v.probe]
-        for doc in (*docs, v.sweep):  # every seed's: a metric one seed lacks has its reason listed too
+        docs = [d for r in v.runs for d in (r.train, r.probe)] or [v.train, v.probe]  # every seed's
+        for doc in (*docs, v.sweep):
             for key, reason in doc.unavailable.items():
                 groups.setdefault((doc.kind, key, reason), []).append(v.name)
             if doc.data is None:
