@@ -405,3 +405,34 @@ def test_probes_alongside_another_job_are_compared_with_probes_alone(tmp_path):
     assert ("Probes alongside another job against alone (mean of the per-variant ratios): graph decode ms/token at "
             "batch 1, 1.050 [1.000, 1.100] over 2 variants; graph prefill ms at batch 1 x 512, 1.050 [1.000, 1.100] over 2 "
             "variants.") in text, text
+
+
+def test_campaign_reads_each_shape_from_the_pipeline_layout(tmp_path):
+    """A campaign folder (its config.yaml; results/ as the pipeline lays them) hands RunFolder one
+    shape at a time: trainings and probes under results/<stage>/<shape>/, sweeps under the shape's
+    model size, report settings of that shape; the status counts what is still missing."""
+    import shutil
+
+    from attnbench.report.readme_sources import Campaign, RunFolder
+
+    src = ROOT / "reports/h200/campaign-c432349"
+    shutil.copy(src / "config.yaml", tmp_path / "config.yaml")
+    for stage in ("train", "probe"):
+        for v in ("sdpa", "gqa"):
+            part = f"results/{stage}/124M-T512/{v}/seed1337"
+            shutil.copytree(src / part, tmp_path / part)
+    (tmp_path / "results/sweep/124M/gqa").mkdir(parents=True)
+    (tmp_path / "results/sweep/124M/gqa/sweep.json").write_text("{}")
+
+    c = Campaign(tmp_path)
+    assert c.planned == ["124M-T512", "124M-T2048", "350M-T512"] and c.shapes == ["124M-T512"]
+    status = c.status()
+    assert "| 124M-T512 | 2 of 27 | 2 of 27 | 124M: 1 of 9 | not yet |" in status
+    assert "| 124M-T2048 | 0 of 27 | 0 of 27 | 124M: 1 of 9 | not yet |" in status
+    assert "| 350M-T512 | 0 of 27 | 0 of 27 | 350M: 0 of 9 | not yet |" in status
+    shape = RunFolder(tmp_path, "124M-T512")
+    assert list(shape.train) == list(shape.probe) == [("sdpa", 1337), ("gqa", 1337)]  # config order
+    assert shape.stage_dir("sweep") == tmp_path / "results/sweep/124M"
+    long = RunFolder(tmp_path, "124M-T2048").report_settings()["train"]
+    assert (long["seq_len"], long["batch_size"]) == (2048, 4)
+    assert c.checks().startswith("**124M-T512**: 2 of 2 trainings and 2 of 2 probes `ok`")

@@ -603,6 +603,14 @@ def _started(doc: dict):
     return start - datetime.timedelta(seconds=max(held_before_record, 0))
 
 
+def campaign_config(folder: Path) -> dict:
+    """A campaign's config as its run got it (``config.yaml`` beside ``results/``), schema
+    defaults applied."""
+    import yaml
+    from ..settings import validate
+    return validate(yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")))
+
+
 class RunFolder:
     """A run of the README's command on a GPU, committed as it came back: ``runs/train/<variant>/
     seed<k>/metrics.json``, ``runs/probe/...``, ``snakemake.log`` and the GPU suite's ``gpu-suite/``.
@@ -610,14 +618,42 @@ class RunFolder:
 
     ORDER = ("baseline", "sdpa", "flash2", "flex", "gqa", "sliding_window", "linear", "lsh", "mla")
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, shape: str | None = None):
         self.dir = folder
+        # One shape of a campaign (:class:`Campaign`): its documents under ``results/`` as the
+        # pipeline lays them, its report settings from the campaign's ``config.yaml``.
+        self.shape = shape
         self.train = self._docs("train", "metrics.json")
         self.probe = self._docs("probe", "probe.json")
 
+    def stage_dir(self, kind: str, under: str = "runs") -> Path:
+        """The folder of one stage's documents (``<variant>/seed<k>/`` or ``<variant>/`` below it):
+        ``runs/<kind>`` of a committed run; ``results/<kind>/<shape>`` of a campaign's shape, whose
+        sweeps lie under its model size (``results/sweep/<size>``), as the pipeline writes them."""
+        if self.shape is None or under != "runs":
+            return self.dir / under / kind
+        if kind == "sweep":
+            from ..settings import shape_size
+            return self.dir / "results" / "sweep" / (shape_size(self.config, self.shape) or "")
+        return self.dir / "results" / kind / self.shape
+
+    @property
+    def config(self) -> dict:
+        return campaign_config(self.dir)
+
+    def report_settings(self) -> dict:
+        """What the report job of this run (or shape) got as its settings."""
+        if self.shape is None:
+            return load(self.dir / "report_config.json")
+        from ..settings import report_settings
+        return report_settings(self.config, self.shape)
+
+    def tokens_stats(self) -> Path:
+        return self.dir / ("runs/tokens_stats.json" if self.shape is None else "results/tokens/stats.json")
+
     def _docs(self, kind: str, name: str, under: str = "runs") -> dict[tuple[str, int], dict]:
         found = {}
-        for path in (self.dir / under / kind).glob(f"*/seed*/{name}"):
+        for path in self.stage_dir(kind, under).glob(f"*/seed*/{name}"):
             found[(path.parent.parent.name, int(path.parent.name[4:]))] = load(path)
         return dict(sorted(found.items(), key=lambda kv: (self.ORDER.index(kv[0][0]), kv[0][1])))
 
@@ -649,7 +685,7 @@ class RunFolder:
                 + (f". {done}; in this folder: " + ", ".join(
                     f"{n} {noun}{'s' if n != 1 else ''}" for n, noun in (
                         (len(self.train), "training"), (len(self.probe), "probe"),
-                        (len(list((self.dir / "runs" / "sweep").glob("*/sweep.json"))), "sweep"))) + "."
+                        (len(list(self.stage_dir("sweep").glob("*/sweep.json"))), "sweep"))) + "."
                    if done else "."))
 
     def table(self) -> str:
@@ -714,7 +750,7 @@ class RunFolder:
 
     def sweeps(self) -> str:
         """Which length sweeps the run has (a resumed run may not have all yet)."""
-        done = sorted(p.parent.name for p in (self.dir / "runs" / "sweep").glob("*/sweep.json")
+        done = sorted(p.parent.name for p in self.stage_dir("sweep").glob("*/sweep.json")
                       if load(p).get("status") == "ok")
         variants = sorted({v for v, _ in self.train}, key=self.ORDER.index)
         missing = [v for v in variants if v not in done]
@@ -723,7 +759,7 @@ class RunFolder:
                 + (f"; not yet: {', '.join(f'`{v}`' for v in missing)}." if missing else "."))
         if not done:
             return line
-        docs = {v: load(self.dir / "runs" / "sweep" / v / "sweep.json") for v in sorted(done, key=self.ORDER.index)}
+        docs = {v: load(self.stage_dir("sweep") / v / "sweep.json") for v in sorted(done, key=self.ORDER.index)}
         first = next(iter(docs.values()))
         return (line + f" Attention module forward+backward, ms per call (p50), {first['dtype']}, "
                 f"{first['tokens_per_call']:,} tokens per call (batch x length), kernel as each point ran it:\n\n"
@@ -835,11 +871,10 @@ class RunFolder:
         from .build import assess
 
         def paths(kind: str, name: str) -> list[Path]:
-            found = (self.dir / "runs" / kind).glob(f"*/seed*/{name}")
+            found = self.stage_dir(kind).glob(f"*/seed*/{name}")
             return sorted(found, key=lambda p: (self.ORDER.index(p.parent.parent.name), int(p.parent.name[4:])))
         a = assess(paths("train", "metrics.json"), paths("probe", "probe.json"),
-                   sorted((self.dir / "runs" / "sweep").glob("*/sweep.json")), self.dir / "runs" / "tokens_stats.json",
-                   load(self.dir / "report_config.json"))
+                   sorted(self.stage_dir("sweep").glob("*/sweep.json")), self.tokens_stats(), self.report_settings())
         return "\n".join(f"- {f}" for f in a["findings"])
 
     def seed_summary(self) -> str:
@@ -1277,6 +1312,61 @@ class SessionFolder(RunFolder, LoopFolder):
     under ``runs/`` (RunFolder's layout); any subset."""
 
 
+class Campaign:
+    """A campaign of several shapes (model size x training length, ``config.yaml`` beside it) as it
+    came back over one or more sessions: ``results/`` and ``logs/`` as the pipeline lays them, one
+    ``snakemake-session*.log`` per Snakemake invocation.  Each fragment gives every shape that has
+    documents, in the config's order, from :class:`RunFolder` of that shape."""
+
+    def __init__(self, folder: Path):
+        from ..settings import shapes
+        self.dir = folder
+        self.config = campaign_config(folder)
+        self.planned = shapes(self.config)
+        self.shapes = [s for s in self.planned if (folder / "results" / "train" / s).is_dir()]
+
+    def _each(self, fragment: Callable[[RunFolder], str]) -> str:
+        parts = []
+        for shape in self.shapes:
+            text = fragment(RunFolder(self.dir, shape))
+            parts.append(f"**{shape}**" + ("\n\n" if "\n" in text else ": ") + text)
+        return "\n\n".join(parts)
+
+    def status(self) -> str:
+        """What the campaign has and what it still lacks: per shape the trainings and probes
+        against variants x seeds, per model size the sweeps, and the reports."""
+        from ..settings import shape_size
+        config = self.config
+        n_variants, n_seeds = len(config["variants"]), len(config.get("seeds") or [config["seed"]])
+        rows = []
+        for shape in self.planned:
+            f = RunFolder(self.dir, shape)
+            size = shape_size(config, shape)
+            sweeps = len(list(f.stage_dir("sweep").glob("*/sweep.json"))) if size else 0
+            report = (self.dir / "report" / shape / "index.html").exists()
+            rows.append([shape, f"{len(f.train)} of {n_variants * n_seeds}", f"{len(f.probe)} of {n_variants * n_seeds}",
+                         f"{size}: {sweeps} of {n_variants}" if size else "-", "yes" if report else "not yet"])
+        return table(["shape", "trainings", "probes", "sweeps (per model size)", "report"], rows)
+
+    def machine(self) -> str:
+        return self._each(RunFolder.machine)
+
+    def checks(self) -> str:
+        return self._each(RunFolder.checks)
+
+    def seeds(self) -> str:
+        return self._each(RunFolder.seed_summary)
+
+    def paired(self) -> str:
+        return self._each(RunFolder.paired)
+
+    def findings(self) -> str:
+        return self._each(RunFolder.findings)
+
+    def parallel(self) -> str:
+        return self._each(RunFolder.parallel)
+
+
 class Top:
     """The repository README's two results sections, from both report folders."""
 
@@ -1389,6 +1479,9 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
         "checks": RunFolder.checks, "table": RunFolder.table, "agreement": RunFolder.agreement,
         "selection": RunFolder.selection, "decode-targets": RunFolder.decode_targets, "probes": RunFolder.probes,
         "sweeps": RunFolder.sweeps, "parallel": RunFolder.parallel}),
+    "reports/h200/campaign-c432349/README.md": (Campaign, {
+        "status": Campaign.status, "machine": Campaign.machine, "checks": Campaign.checks, "seeds": Campaign.seeds,
+        "paired": Campaign.paired, "findings": Campaign.findings, "parallel": Campaign.parallel}),
     "reports/h200/partial-e1a7e10/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,

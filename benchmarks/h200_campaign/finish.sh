@@ -20,7 +20,7 @@ echo "probes to run:$targets"
 left=$(( ${LIMIT:-300} - ($(date +%s) - start) ))
 if [ -n "$targets" ] && [ $left -gt 60 ]; then
   timeout -k 15 $left snakemake $targets --cores $((2 * N)) --resources gpu=$N --workflow-profile none \
-    --configfile config/campaign.yaml >> snake.log 2>&1
+    --configfile config/campaign.yaml > snake-probes.log 2>&1
   echo "probe run rc $?"
 fi
 bash watch.sh 0
