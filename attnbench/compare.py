@@ -1,7 +1,9 @@
 """Two runs side by side: ``python -m attnbench.compare RUN_A RUN_B [--out compare.csv]``.
 
 RUN_A / RUN_B: a results folder (``results/``, ``reports/h200/...``: its ``report/runs.csv`` or
-``runs.csv``) or a ``runs.csv`` file.  For every variant and metric both runs measured: the
+``runs.csv``), a ``runs.csv`` file, or a committed run without one (``reports/h100``): its
+documents under ``runs/<stage>/<variant>/[seed<k>/]`` read by the report's own code with the
+run's settings (``report_config.json``, else ``config.yaml``).  For every variant and metric both runs measured: the
 mean and 95 % bootstrap interval over seeds of each, and the ratio B / A with an interval from
 resampling both (``attnbench.stats.bootstrap_ratio``).  The table printed last covers the
 headline metrics; ``--out`` writes every metric as CSV.  Typical uses: the same preset on two
@@ -24,11 +26,53 @@ HEADLINE = ["tokens_per_s", "tokens_per_s_normalized", "gpu_j_per_token", "gpu_j
 
 
 def find_runs(path: str) -> Path:
+    """The ``runs.csv`` at or under ``path``, or the folder of a committed run's documents."""
     p = Path(path)
     for cand in (p, p / "runs.csv", p / "report" / "runs.csv", p / "results" / "report" / "runs.csv"):
         if cand.is_file():
             return cand
-    raise FileNotFoundError(f"no runs.csv at or under {path} (looked in ., report/, results/report/)")
+    if (p / "runs" / "train").is_dir():
+        return p
+    raise FileNotFoundError(f"no runs.csv at or under {path} (looked in ., report/, results/report/) and no "
+                            "documents in runs/train/")
+
+
+def runs_from_documents(folder: Path) -> pd.DataFrame:
+    """The tidy rows (as ``runs.csv`` has them) of a run committed as documents only: the report's
+    own reading (:func:`attnbench.report.build.assess`, :func:`attnbench.report.tidy.runs_frame`)
+    with the run's report settings, or its preset validated (schema defaults), or as written if an
+    older preset no longer validates."""
+    import json
+
+    import yaml
+
+    from .report import tidy
+    from .report.build import assess
+    from .settings import validate
+
+    def docs(stage: str, name: str) -> list[Path]:
+        root = folder / "runs" / stage
+        return sorted([*root.glob(f"*/{name}"), *root.glob(f"*/seed*/{name}")])
+
+    if (folder / "report_config.json").is_file():
+        config = json.loads((folder / "report_config.json").read_text(encoding="utf-8"))
+    elif (folder / "config.yaml").is_file():
+        config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+        try:
+            config = validate(config)
+        except Exception:  # noqa: BLE001 -- an earlier preset: its own keys are what its run got
+            pass
+    else:
+        config = {}
+    order = list(config.get("variants") or {})
+    train = docs("train", "metrics.json")
+    if order:  # the report lists variants in the order of its train documents: the run's config order
+        train.sort(key=lambda q: order.index(q.relative_to(folder / "runs" / "train").parts[0])
+                   if q.relative_to(folder / "runs" / "train").parts[0] in order else len(order))
+    stats = folder / "runs" / "tokens_stats.json"
+    a = assess(train, docs("probe", "probe.json"), docs("sweep", "sweep.json"), stats if stats.is_file() else None,
+               config)
+    return tidy.runs_frame(a["variants"], a["columns"], a["ctx"], a["header"])
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
@@ -62,7 +106,7 @@ def main(argv=None) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    a, b = pd.read_csv(pa), pd.read_csv(pb)
+    a, b = (pd.read_csv(p) if p.is_file() else runs_from_documents(p) for p in (pa, pb))
     table = compare(a, b)
     if args.out:
         table.to_csv(args.out, index=False)

@@ -66,3 +66,27 @@ def test_compare_two_runs_cli(tmp_path, capsys):
     row = table[table["variant"] == "gqa"].iloc[0]
     assert row["ratio_b_over_a"] == pytest.approx(1.2) and row["ratio_low"] <= 1.2 <= row["ratio_high"]
     assert compare.main([str(tmp_path / "nowhere"), str(tmp_path / "b.csv")]) == 2
+
+
+def test_compare_reads_a_run_committed_as_documents(tmp_path, capsys):
+    """The README's `python -m attnbench.compare reports/h100 results`: reports/h100 has no runs.csv,
+    only its documents (runs/<stage>/<variant>/) and its preset; the report's own reading turns them
+    into the same rows, so every H100 variant is compared with the other run's."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from attnbench import compare
+
+    h100 = Path(__file__).resolve().parents[1] / "reports" / "h100"
+    rows = compare.runs_from_documents(h100)
+    speed = rows[rows["metric"] == "tokens_per_s"]
+    assert list(speed["variant"]) == ["baseline", "sdpa", "flash2", "gqa", "flex", "sliding_window", "linear",
+                                      "lsh", "mla"]
+    assert set(speed["device"]) == {"NVIDIA H100 80GB HBM3"} and speed["value"].gt(0).all()
+    doubled = speed.assign(value=2 * speed["value"], device="other")
+    doubled.to_csv(tmp_path / "b.csv", index=False)
+    assert compare.main([str(h100), str(tmp_path / "b.csv"), "--out", str(tmp_path / "c.csv")]) == 0
+    assert "(NVIDIA H100 80GB HBM3)" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "c.csv")
+    assert len(table) == 9 and table["ratio_b_over_a"].eq(2.0).all()
