@@ -7,13 +7,14 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 cp .dev/c1/*.sh /tmp/camp/
 cd /tmp/camp || exit 1
 export PYTHONPATH=/tmp/site:/tmp/camp PATH=/tmp/site/bin:$PATH
-N=$(nvidia-smi -L | wc -l)
+N=$(nvidia-smi -L | grep -c '^GPU ')
 snakemake results/tokens/stats.json --cores 16 --workflow-profile none --configfile config/campaign.yaml > data.log 2>&1
 rc=$?; tail -3 data.log; cp data.log "$OUT/"
 [ $rc = 0 ] || exit 1
 python3 -c "import json; s=json.load(open('results/tokens/stats.json')); print({k: s[k] for k in ('conversations', 'train_tokens', 'val_tokens', 'tokens_sha256')})"
 if [ -f pack.tgz ]; then bash restore.sh pack.tgz || exit 1; fi
-SM="--cores $((2 * N)) --resources gpu=$N --workflow-profile none --configfile config/campaign.yaml"
+# --keep-going: a failed job (recorded as a failed row) must not stop the others
+SM="--keep-going --cores $((2 * N)) --resources gpu=$N --workflow-profile none --configfile config/campaign.yaml"
 snakemake --dry-run --quiet rules $SM 2>&1 | sed -n '/Job stats/,/^$/p;/^total/p'
 sweeps=$(python3 -c "
 import yaml; c = yaml.safe_load(open('config/campaign.yaml'))

