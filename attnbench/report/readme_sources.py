@@ -1343,7 +1343,7 @@ class Campaign:
             f = RunFolder(self.dir, shape)
             size = shape_size(config, shape)
             sweeps = len(list(f.stage_dir("sweep").glob("*/sweep.json"))) if size else 0
-            report = (self.dir / "report" / shape / "index.html").exists()
+            report = (self.dir / "results" / "report" / shape / "index.html").exists()
             rows.append([shape, f"{len(f.train)} of {n_variants * n_seeds}", f"{len(f.probe)} of {n_variants * n_seeds}",
                          f"{size}: {sweeps} of {n_variants}" if size else "-", "yes" if report else "not yet"])
         return table(["shape", "trainings", "probes", "sweeps (per model size)", "report"], rows)
