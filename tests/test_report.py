@@ -939,6 +939,10 @@ def test_a_tie_that_leaves_out_a_better_mean_says_why(tmp_path):
     assert gqa["beside"] == ("a better mean than linear, which ties with the leader because its comparison with it "
                              "is less certain (a per-seed gap that varies more, or fewer seeds shared)"), gqa
     assert gqa["beside"] in html
+    # in the tie's Figure cell each figure names its variant (the Use cell lists them apart)
+    row = html.split('data-constraint="Quality: validation loss"')[1].split("</tr>")[0]
+    figures = row.split('data-label="Figure">')[1].split("</td>")[0]
+    assert figures.startswith("<strong>baseline</strong> 4.9") and "<br><strong>linear</strong> " in figures, figures
 
 
 def test_sweep_energy_of_documents_before_its_own_window_is_not_plotted(tmp_path):
