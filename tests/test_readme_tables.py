@@ -421,6 +421,8 @@ def test_campaign_reads_each_shape_from_the_pipeline_layout(tmp_path):
         for v in ("sdpa", "gqa"):
             part = f"results/{stage}/124M-T512/{v}/seed1337"
             shutil.copytree(src / part, tmp_path / part)
+    (tmp_path / "results/tokens").mkdir(parents=True)
+    shutil.copy(src / "results/tokens/stats.json", tmp_path / "results/tokens/stats.json")
     (tmp_path / "results/sweep/124M/gqa").mkdir(parents=True)
     (tmp_path / "results/sweep/124M/gqa/sweep.json").write_text("{}")
 
@@ -436,3 +438,18 @@ def test_campaign_reads_each_shape_from_the_pipeline_layout(tmp_path):
     long = RunFolder(tmp_path, "124M-T2048").report_settings()["train"]
     assert (long["seq_len"], long["batch_size"]) == (2048, 4)
     assert c.checks().startswith("**124M-T512**: 2 of 2 trainings and 2 of 2 probes `ok`")
+    # the verdict in a few lines, from the report's own assessment of the shape's documents
+    (tmp_path / "results/sweep/124M/gqa/sweep.json").unlink()
+    verdict = Campaign(tmp_path).verdict()
+    assert verdict.startswith("**124M-T512**\n\n- Training speed: `")
+    assert "- By sequence length (attention forward+backward): not measured (" in verdict
+    # against the H100 run: the ratios attnbench.compare wrote here
+    from attnbench import compare
+
+    assert c.h100().startswith("Not compared yet")
+    h100 = compare.runs_from_documents(ROOT / "reports/h100")
+    compare.compare(h100, h100.assign(value=2 * h100["value"])).to_csv(tmp_path / "compare-h100-124M-T512.csv",
+                                                                         index=False)
+    text = c.h100()
+    assert text.startswith("**124M-T512** against the H100 run (1 seed there: ratios without an interval)")
+    assert "| `gqa` | ×2.000 | ×2.000 | ×2.000 |" in text, text

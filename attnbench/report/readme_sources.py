@@ -864,18 +864,54 @@ class RunFolder:
     def seeds(self) -> list[int]:
         return sorted({seed for _, seed in self.train})
 
-    def findings(self) -> str:
-        """The report's findings over this folder's documents, from the report's own code
-        (:func:`attnbench.report.build.assess`) and the run's report settings (``report_config.json``:
-        its preset as the report job got it): each order with its interval, or a tie."""
-        from .build import assess
+    def assessment(self) -> dict:
+        """What the report states over this folder's documents (:func:`attnbench.report.build.assess`,
+        the report's own code) with the run's report settings (``report_config.json``: its preset as
+        the report job got it; a campaign shape's from ``config.yaml``)."""
+        if getattr(self, "_assessment", None) is None:
+            from .build import assess
 
-        def paths(kind: str, name: str) -> list[Path]:
-            found = self.stage_dir(kind).glob(f"*/seed*/{name}")
-            return sorted(found, key=lambda p: (self.ORDER.index(p.parent.parent.name), int(p.parent.name[4:])))
-        a = assess(paths("train", "metrics.json"), paths("probe", "probe.json"),
-                   sorted(self.stage_dir("sweep").glob("*/sweep.json")), self.tokens_stats(), self.report_settings())
-        return "\n".join(f"- {f}" for f in a["findings"])
+            def paths(kind: str, name: str) -> list[Path]:
+                found = self.stage_dir(kind).glob(f"*/seed*/{name}")
+                return sorted(found, key=lambda p: (self.ORDER.index(p.parent.parent.name), int(p.parent.name[4:])))
+            self._assessment = assess(paths("train", "metrics.json"), paths("probe", "probe.json"),
+                                      sorted(self.stage_dir("sweep").glob("*/sweep.json")), self.tokens_stats(),
+                                      self.report_settings())
+        return self._assessment
+
+    def findings(self) -> str:
+        """The report's findings: each order with its interval, or a tie."""
+        return "\n".join(f"- {f}" for f in self.assessment()["findings"])
+
+    # The verdict's rows a README states in a few lines (#24): speed, energy (total and above idle),
+    # loss per energy, memory, quality, decode.
+    HEADLINES = ("Training speed", "GPU energy per token", "GPU energy per token above idle",
+                 "Quality per energy: loss drop per kJ", "Training memory (peak GPU)", "Quality: validation loss",
+                 "Inference latency: decode")
+
+    def verdict_lines(self) -> str:
+        """The report's verdict in a few lines: per headline constraint the variant it recommends (or
+        the tie) with figure and interval, and the by-length answer of the sweeps."""
+        v = self.assessment()["verdict"]
+
+        def figure(x: dict) -> str:
+            iv = (x.get("interval") or "").replace("95 % interval ", "").split(", n = ")[0]
+            return f"`{x['name']}` {x['figure']}" + (f" [{iv}]" if iv else "")
+        lines = []
+        for c in v["constraints"]:
+            if c["what"] not in self.HEADLINES:
+                continue
+            if c["status"] == "missing":
+                lines.append(f"- {c['what']}: {c['status_text']}")
+            elif len(c["best"]) > 1:
+                lines.append(f"- {c['what']}: tie within noise of " + ", ".join(figure(x) for x in c["best"]))
+            else:
+                lead = "ahead of every other per seed" if c["status"] == "clear" else c["status_text"]
+                lines.append(f"- {c['what']}: " + figure(c["best"][0]) + f" ({lead})")
+        length = v["length"]
+        lines.append("- By sequence length (attention forward+backward): " + (
+            length["summary"] if length.get("rows") else f"not measured ({length.get('missing') or 'no sweep'})"))
+        return "\n".join(lines)
 
     def seed_summary(self) -> str:
         """Per variant over its seeds (#17): mean and 95 % bootstrap interval of training tokens/s,
@@ -1363,6 +1399,45 @@ class Campaign:
     def findings(self) -> str:
         return self._each(RunFolder.findings)
 
+    def verdict(self) -> str:
+        return self._each(RunFolder.verdict_lines)
+
+    # (metric, header) of the H100 comparison: training speed and energy only -- the H100 run trained
+    # on another corpus (chitchat, seen 3.2 times), so its losses are no yardstick, and it decoded
+    # eagerly (before CUDA-graph decode), so a decode ratio would mix the machine with the method.
+    AGAINST_H100 = (("tokens_per_s", "tokens/s"), ("gpu_j_per_token", "GPU J/token"),
+                    ("gpu_j_per_token_above_idle", "above idle"))
+
+    def h100(self) -> str:
+        """This campaign against the H100 run (``reports/h100``, one seed): the ratios this / H100 that
+        ``python -m attnbench.compare reports/h100 <shape's report> --out compare-h100-<shape>.csv``
+        wrote here, with their 95 % interval where both runs have several seeds."""
+        import pandas as pd
+
+        found = sorted(self.dir.glob("compare-h100-*.csv"))
+        if not found:
+            return "Not compared yet (no `compare-h100-<shape>.csv` here)."
+        parts = []
+        for path in found:
+            df = pd.read_csv(path)
+            rows = []
+            for variant in dict.fromkeys(df["variant"]):
+                cells = []
+                for metric, _ in self.AGAINST_H100:
+                    r = df[(df["variant"] == variant) & (df["metric"] == metric)]
+                    if r.empty:
+                        cells.append("—")
+                        continue
+                    r = r.iloc[0]
+                    iv = f" [{r['ratio_low']:.3f}, {r['ratio_high']:.3f}]" if pd.notna(r["ratio_low"]) else ""
+                    cells.append(f"×{r['ratio_b_over_a']:.3f}{iv}")
+                rows.append([f"`{variant}`", *cells])
+            n_a = int(df["a_n"].max()) if "a_n" in df else 0
+            parts.append(f"**{path.stem.removeprefix('compare-h100-')}** against the H100 run ({n_a} seed"
+                         f"{'s' if n_a != 1 else ''} there{': ratios without an interval' if n_a < 2 else ''}):\n\n"
+                         + table(["variant", *(h for _, h in self.AGAINST_H100)], rows))
+        return "\n\n".join(parts)
+
     def parallel(self) -> str:
         return self._each(RunFolder.parallel)
 
@@ -1481,7 +1556,8 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
         "sweeps": RunFolder.sweeps, "parallel": RunFolder.parallel}),
     "reports/h200/campaign-c432349/README.md": (Campaign, {
         "status": Campaign.status, "machine": Campaign.machine, "checks": Campaign.checks, "seeds": Campaign.seeds,
-        "paired": Campaign.paired, "findings": Campaign.findings, "parallel": Campaign.parallel}),
+        "paired": Campaign.paired, "findings": Campaign.findings, "parallel": Campaign.parallel,
+        "verdict": Campaign.verdict, "h100": Campaign.h100}),
     "reports/h200/partial-e1a7e10/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,
