@@ -443,6 +443,8 @@ def test_campaign_reads_each_shape_from_the_pipeline_layout(tmp_path):
     verdict = Campaign(tmp_path).verdict()
     assert verdict.startswith("**124M-T512**\n\n- Training speed: `")
     assert "- By sequence length (attention forward+backward): not measured (" in verdict
+    # the published claim (flash2, lsh, mla most efficient): none of them in this copy
+    assert "`flash2` not in this run; `lsh` not in this run; `mla` not in this run." in c.claim()
     # against the H100 run: the ratios attnbench.compare wrote here
     from attnbench import compare
 

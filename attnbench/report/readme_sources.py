@@ -879,6 +879,44 @@ class RunFolder:
                                       self.report_settings())
         return self._assessment
 
+    # The earlier project's published claim (../shared/research/anchors-attention.md): FlashAttention,
+    # LSH and MLA the most efficient variants.
+    CLAIMED = ("flash2", "lsh", "mla")
+
+    def claim(self) -> str:
+        """The published claim against this run: GPU energy per training token (total, above idle) of
+        each claimed variant against the run's leader, paired per seed (95 % t-interval of the
+        ratio), and whether the report's verdict counts it in the leading tie."""
+        from ..stats import paired_ratio
+
+        verdict = {c["what"]: c for c in self.assessment()["verdict"]["constraints"]}
+        parts = []
+        for what, path in (("GPU energy per token", "energy.gpu_j_per_token"),
+                           ("GPU energy per token above idle", "energy.gpu_j_per_token_above_idle")):
+            c = verdict.get(what)
+            if not c or c["status"] == "missing":
+                parts.append(f"{what}: not measured.")
+                continue
+            lead = c["best"][0]["name"]
+            tied = {x["name"] for x in c["best"]}
+
+            def by_seed(v: str) -> dict[int, float]:
+                return {s: dig(d, path) for (n, s), d in self.train.items() if n == v and d["status"] == "ok"}
+            said = []
+            for v in self.CLAIMED:
+                if v == lead:
+                    said.append(f"`{v}` leads")
+                    continue
+                if not by_seed(v):
+                    said.append(f"`{v}` not in this run")
+                    continue
+                r = paired_ratio(by_seed(v), by_seed(lead))
+                where = "in the leading tie" if v in tied else "behind"
+                said.append(f"`{v}` ×{r.mean:.3f} [{r.low:.3f}, {r.high:.3f}] {where}" if r.has_interval
+                            else f"`{v}` not compared (fewer than two seeds shared with `{lead}`)")
+            parts.append(f"{what}, against `{lead}` per seed: " + "; ".join(said) + ".")
+        return " ".join(parts)
+
     def findings(self) -> str:
         """The report's findings: each order with its interval, or a tie."""
         return "\n".join(f"- {f}" for f in self.assessment()["findings"])
@@ -1402,6 +1440,9 @@ class Campaign:
     def verdict(self) -> str:
         return self._each(RunFolder.verdict_lines)
 
+    def claim(self) -> str:
+        return self._each(RunFolder.claim)
+
     # (metric, header) of the H100 comparison: training speed and energy only -- the H100 run trained
     # on another corpus (chitchat, seen 3.2 times), so its losses are no yardstick, and it decoded
     # eagerly (before CUDA-graph decode), so a decode ratio would mix the machine with the method.
@@ -1557,7 +1598,7 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
     "reports/h200/campaign-c432349/README.md": (Campaign, {
         "status": Campaign.status, "machine": Campaign.machine, "checks": Campaign.checks, "seeds": Campaign.seeds,
         "paired": Campaign.paired, "findings": Campaign.findings, "parallel": Campaign.parallel,
-        "verdict": Campaign.verdict, "h100": Campaign.h100}),
+        "verdict": Campaign.verdict, "h100": Campaign.h100, "claim": Campaign.claim}),
     "reports/h200/partial-e1a7e10/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,
