@@ -1386,6 +1386,14 @@ class SessionFolder(RunFolder, LoopFolder):
     under ``runs/`` (RunFolder's layout); any subset."""
 
 
+def _per_shape(fragment: Callable[[RunFolder], str]) -> Callable[["Campaign"], str]:
+    """A :class:`Campaign` fragment: ``fragment`` of each shape's :class:`RunFolder`."""
+    def render(self: "Campaign") -> str:
+        return self._each(fragment)
+    render.__doc__ = f"{fragment.__name__} of every shape that has documents."
+    return render
+
+
 class Campaign:
     """A campaign of several shapes (model size x training length, ``config.yaml`` beside it) as it
     came back over one or more sessions: ``results/`` and ``logs/`` as the pipeline lays them, one
@@ -1422,26 +1430,15 @@ class Campaign:
                          f"{size}: {sweeps} of {n_variants}" if size else "-", "yes" if report else "not yet"])
         return table(["shape", "trainings", "probes", "sweeps (per model size)", "report"], rows)
 
-    def machine(self) -> str:
-        return self._each(RunFolder.machine)
-
-    def checks(self) -> str:
-        return self._each(RunFolder.checks)
-
-    def seeds(self) -> str:
-        return self._each(RunFolder.seed_summary)
-
-    def paired(self) -> str:
-        return self._each(RunFolder.paired)
-
-    def findings(self) -> str:
-        return self._each(RunFolder.findings)
-
-    def verdict(self) -> str:
-        return self._each(RunFolder.verdict_lines)
-
-    def claim(self) -> str:
-        return self._each(RunFolder.claim)
+    # fragments of RunFolder, for every shape that has documents
+    machine = _per_shape(RunFolder.machine)
+    checks = _per_shape(RunFolder.checks)
+    seeds = _per_shape(RunFolder.seed_summary)
+    paired = _per_shape(RunFolder.paired)
+    findings = _per_shape(RunFolder.findings)
+    verdict = _per_shape(RunFolder.verdict_lines)
+    claim = _per_shape(RunFolder.claim)
+    parallel = _per_shape(RunFolder.parallel)
 
     # (metric, header) of the H100 comparison: training speed and energy only -- the H100 run trained
     # on another corpus (chitchat, seen 3.2 times), so its losses are no yardstick, and it decoded
@@ -1479,8 +1476,6 @@ class Campaign:
                          + table(["variant", *(h for _, h in self.AGAINST_H100)], rows))
         return "\n\n".join(parts)
 
-    def parallel(self) -> str:
-        return self._each(RunFolder.parallel)
 
 
 class Top:
