@@ -433,7 +433,7 @@ def test_campaign_reads_each_shape_from_the_pipeline_layout(tmp_path):
     assert "| 124M-T2048 | 0 of 27 | 0 of 27 | 124M: 1 of 9 | not yet |" in status
     assert "| 350M-T512 | 0 of 27 | 0 of 27 | 350M: 0 of 9 | not yet |" in status
     shape = RunFolder(tmp_path, "124M-T512")
-    assert list(shape.train) == list(shape.probe) == [("sdpa", 1337), ("gqa", 1337)]  # config order
+    assert list(shape.train) == list(shape.probe) == [("sdpa", 1337), ("gqa", 1337)]  # RunFolder.ORDER
     assert shape.stage_dir("sweep") == tmp_path / "results/sweep/124M"
     long = RunFolder(tmp_path, "124M-T2048").report_settings()["train"]
     assert (long["seq_len"], long["batch_size"]) == (2048, 4)
@@ -444,7 +444,7 @@ def test_campaign_reads_each_shape_from_the_pipeline_layout(tmp_path):
     assert verdict.startswith("**124M-T512**\n\n- Training speed: `")
     assert "- By sequence length (attention forward+backward): not measured (" in verdict
     # the published claim (flash2, lsh, mla most efficient): none of them in this copy
-    assert "`flash2` not in this run; `lsh` not in this run; `mla` not in this run." in c.claim()
+    assert "`flash2` has no finished run here; `lsh` has no finished run here; `mla` has no finished run here." in c.claim()
     # against the H100 run: the ratios attnbench.compare wrote here
     from attnbench import compare
 
@@ -455,3 +455,29 @@ def test_campaign_reads_each_shape_from_the_pipeline_layout(tmp_path):
     text = c.h100()
     assert text.startswith("**124M-T512** against the H100 run (1 seed there: ratios without an interval)")
     assert "| `gqa` | ×2.000 | ×2.000 | ×2.000 |" in text, text
+
+
+def test_campaign_claim_and_verdict_on_the_committed_shape():
+    """On the committed 124M T = 512 documents (three seeds): the claimed variants against the energy
+    leader per seed, each 'in the leading tie' or 'behind' as the report's verdict has it, and every
+    headline of the verdict with a 95 % interval."""
+    import re
+
+    from attnbench.report.readme_sources import Campaign
+
+    c = Campaign(ROOT / "reports/h200/campaign-c432349")
+    shape = c.folder("124M-T512")
+    energy = next(x for x in shape.assessment()["verdict"]["constraints"] if x["what"] == "GPU energy per token")
+    tied = {x["name"] for x in energy["best"]}
+    claim = c.claim().split(". GPU energy per token above idle")[0]
+    for v in ("flash2", "lsh", "mla"):
+        m = re.search(rf"`{v}` ×(\d\.\d+) \[(\d\.\d+), (\d\.\d+)\] (in the leading tie|behind)", claim)
+        assert m, (v, claim)
+        low, high = float(m[2]), float(m[3])
+        assert low <= float(m[1]) <= high
+        assert (m[4] == "in the leading tie") == (v in tied), (v, tied, claim)
+        if m[4] == "behind":
+            assert low > 1, claim  # behind: the whole interval of the ratio to the leader above 1
+    lines = c.verdict().splitlines()
+    assert sum(line.startswith("- ") for line in lines) == len(shape.HEADLINES) + 1
+    assert all("–" in line.split(": ", 1)[1] for line in lines if line.startswith("- ") and "By sequence" not in line)

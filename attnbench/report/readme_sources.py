@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 import re
 from pathlib import Path
@@ -637,7 +638,7 @@ class RunFolder:
             return self.dir / "results" / "sweep" / (shape_size(self.config, self.shape) or "")
         return self.dir / "results" / kind / self.shape
 
-    @property
+    @functools.cached_property
     def config(self) -> dict:
         return campaign_config(self.dir)
 
@@ -899,6 +900,8 @@ class RunFolder:
                 continue
             lead = c["best"][0]["name"]
             tied = {x["name"] for x in c["best"]}
+            ordered = c["status"] in ("clear", "tie")  # else the verdict claims no order (one seed, say)
+            suspect = set(self.assessment()["verdict"].get("suspect") or [])
 
             def by_seed(v: str) -> dict[int, float]:
                 return {s: dig(d, path) for (n, s), d in self.train.items() if n == v and d["status"] == "ok"}
@@ -908,10 +911,11 @@ class RunFolder:
                     said.append(f"`{v}` leads")
                     continue
                 if not by_seed(v):
-                    said.append(f"`{v}` not in this run")
+                    said.append(f"`{v}` has no finished run here")
                     continue
                 r = paired_ratio(by_seed(v), by_seed(lead))
-                where = "in the leading tie" if v in tied else "behind"
+                where = ("suspect, left out of the verdict" if v in suspect else "in the leading tie" if v in tied
+                         else "behind" if ordered else f"no order claimed: {c['status_text']}")
                 said.append(f"`{v}` ×{r.mean:.3f} [{r.low:.3f}, {r.high:.3f}] {where}" if r.has_interval
                             else f"`{v}` not compared (fewer than two seeds shared with `{lead}`)")
             parts.append(f"{what}, against `{lead}` per seed: " + "; ".join(said) + ".")
@@ -933,7 +937,8 @@ class RunFolder:
         v = self.assessment()["verdict"]
 
         def figure(x: dict) -> str:
-            iv = (x.get("interval") or "").replace("95 % interval ", "").split(", n = ")[0]
+            text = x.get("interval") or ""  # "95 % interval LOW–HIGH UNIT, n = K", or "n = 1" alone
+            iv = text.removeprefix("95 % interval ").split(", n = ")[0] if text.startswith("95 % interval") else ""
             return f"`{x['name']}` {x['figure']}" + (f" [{iv}]" if iv else "")
         lines = []
         for c in v["constraints"]:
@@ -944,11 +949,12 @@ class RunFolder:
             elif len(c["best"]) > 1:
                 lines.append(f"- {c['what']}: tie within noise of " + ", ".join(figure(x) for x in c["best"]))
             else:
-                lead = "ahead of every other per seed" if c["status"] == "clear" else c["status_text"]
-                lines.append(f"- {c['what']}: " + figure(c["best"][0]) + f" ({lead})")
+                lines.append(f"- {c['what']}: " + figure(c["best"][0]) + f" ({c['status_text']})")
         length = v["length"]
+        among = (f" (compared: {', '.join(length['compared'])} only; no sweep for {length['absent']})"
+                 if length.get("compared") else "")
         lines.append("- By sequence length (attention forward+backward): " + (
-            length["summary"] if length.get("rows") else f"not measured ({length.get('missing') or 'no sweep'})"))
+            length["summary"] + among if length.get("rows") else f"not measured ({length.get('missing') or 'no sweep'})"))
         return "\n".join(lines)
 
     def seed_summary(self) -> str:
@@ -1066,6 +1072,16 @@ class RunFolder:
         # ``serial/``: another run's jobs in the runs/ layout, one after another on one GPU (a reference
         # from another session, say; its commit is in each document)
         serial = [("train", self._docs("train", "metrics.json", "serial")), ("probe", self._docs("probe", "probe.json", "serial"))]
+        if self.shape is not None:
+            # a campaign's other shapes and its sweeps ran in the same sittings: they are neighbours
+            # too (a job beside one of them did not run alone; one on its GPU shared it)
+            from ..settings import shapes
+            for other in shapes(self.config):
+                if other != self.shape:
+                    f = RunFolder(self.dir, other)
+                    serial += [("elsewhere", f.train), ("elsewhere", f.probe)]
+            serial.append(("elsewhere", {(p.parent.name, p.parent.parent.name): load(p)
+                                         for p in (self.dir / "results" / "sweep").glob("*/*/sweep.json")}))
         for kind, docs in (("train", self.train), ("probe", self.probe), *serial):
             for (v, seed), d in docs.items():
                 jobs.append({"kind": kind, "variant": v, "seed": seed, "doc": d,
@@ -1077,7 +1093,8 @@ class RunFolder:
             return "No job recorded its GPU and times."
         pairs = sum(j["concurrent"] for j in timed) // 2
         same = sum(j["same_gpu"] for j in timed) // 2
-        text = [f"{len(timed)} jobs with GPU and times: {pairs} pairs overlapped on different GPUs, "
+        text = [("Whole campaign (every shape and sweep): " if self.shape is not None else "")
+                + f"{len(timed)} jobs with GPU and times: {pairs} pairs overlapped on different GPUs, "
                 + (f"{same} on one GPU (their figures are not trustworthy)" if same else "none on one GPU") + ". "
                 + "; ".join(f"sitting {i + 1}: {s['jobs']} jobs on {s['gpus']} GPU{'s' if s['gpus'] > 1 else ''}, "
                             f"wall {s['wall_s'] / 60:.1f} min for {s['job_s'] / 60:.1f} min of jobs"
@@ -1406,11 +1423,20 @@ class Campaign:
         self.config = campaign_config(folder)
         self.planned = shapes(self.config)
         self.shapes = [s for s in self.planned if (folder / "results" / "train" / s).is_dir()]
+        self._folders: dict[str, RunFolder] = {}
+
+    def folder(self, shape: str) -> RunFolder:
+        """One shape's RunFolder, made once (its report assessment serves every fragment)."""
+        if shape not in self._folders:
+            f = RunFolder(self.dir, shape)
+            f.config = self.config  # the campaign's, validated once
+            self._folders[shape] = f
+        return self._folders[shape]
 
     def _each(self, fragment: Callable[[RunFolder], str]) -> str:
         parts = []
         for shape in self.shapes:
-            text = fragment(RunFolder(self.dir, shape))
+            text = fragment(self.folder(shape))
             parts.append(f"**{shape}**" + ("\n\n" if "\n" in text else ": ") + text)
         return "\n\n".join(parts)
 
@@ -1421,12 +1447,15 @@ class Campaign:
         config = self.config
         n_variants, n_seeds = len(config["variants"]), len(config.get("seeds") or [config["seed"]])
         rows = []
+        def done(docs) -> str:  # finished documents, those not ok named apart (a failed row is done, not ok)
+            bad = sum(d.get("status") != "ok" for d in docs)
+            return f"{len(docs)} of {n_variants * n_seeds}" + (f" ({bad} not ok)" if bad else "")
         for shape in self.planned:
-            f = RunFolder(self.dir, shape)
+            f = self.folder(shape)
             size = shape_size(config, shape)
             sweeps = len(list(f.stage_dir("sweep").glob("*/sweep.json"))) if size else 0
             report = (self.dir / "results" / "report" / shape / "index.html").exists()
-            rows.append([shape, f"{len(f.train)} of {n_variants * n_seeds}", f"{len(f.probe)} of {n_variants * n_seeds}",
+            rows.append([shape, done(f.train.values()), done(f.probe.values()),
                          f"{size}: {sweeps} of {n_variants}" if size else "-", "yes" if report else "not yet"])
         return table(["shape", "trainings", "probes", "sweeps (per model size)", "report"], rows)
 
@@ -1452,7 +1481,7 @@ class Campaign:
         wrote here, with their 95 % interval where both runs have several seeds."""
         import pandas as pd
 
-        found = sorted(self.dir.glob("compare-h100-*.csv"))
+        found = [self.dir / f"compare-h100-{s}.csv" for s in self.planned if (self.dir / f"compare-h100-{s}.csv").exists()]
         if not found:
             return "Not compared yet (no `compare-h100-<shape>.csv` here)."
         parts = []
@@ -1470,9 +1499,10 @@ class Campaign:
                     iv = f" [{r['ratio_low']:.3f}, {r['ratio_high']:.3f}]" if pd.notna(r["ratio_low"]) else ""
                     cells.append(f"×{r['ratio_b_over_a']:.3f}{iv}")
                 rows.append([f"`{variant}`", *cells])
-            n_a = int(df["a_n"].max()) if "a_n" in df else 0
+            n_a, n_b = int(df["a_n"].max()), int(df["b_n"].max())
             parts.append(f"**{path.stem.removeprefix('compare-h100-')}** against the H100 run ({n_a} seed"
-                         f"{'s' if n_a != 1 else ''} there{': ratios without an interval' if n_a < 2 else ''}):\n\n"
+                         f"{'s' if n_a != 1 else ''} there, {n_b} here"
+                         f"{': ratios without an interval' if min(n_a, n_b) < 2 else ''}):\n\n"
                          + table(["variant", *(h for _, h in self.AGAINST_H100)], rows))
         return "\n\n".join(parts)
 
