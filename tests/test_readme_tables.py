@@ -453,7 +453,7 @@ def test_campaign_reads_each_shape_from_the_pipeline_layout(tmp_path):
     compare.compare(h100, h100.assign(value=2 * h100["value"])).to_csv(tmp_path / "compare-h100-124M-T512.csv",
                                                                          index=False)
     text = c.h100()
-    assert text.startswith("**124M-T512** against the H100 run (1 seed there: ratios without an interval)")
+    assert text.startswith("**124M-T512** against the H100 run (1 seed there, 1 here: ratios without an interval)")
     assert "| `gqa` | ×2.000 | ×2.000 | ×2.000 |" in text, text
 
 
