@@ -1,18 +1,16 @@
 # Device call 1, at once after call 0: the ShareGPT wheel, the data stage, the documents of earlier
 # sessions, then the campaign in the background (sweeps first: whole units, and the sweep's energy
 # window is seen early), watched for WATCH seconds.
-#   run: WATCH=420 bash .dev/c1/call1.sh   carry: [".dev/c1"]
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .dev/c1/*.whl || exit 1
-cp .dev/c1/*.sh /tmp/camp/
-cd /tmp/camp || exit 1
-export PYTHONPATH=/tmp/site:/tmp/camp PATH=/tmp/site/bin:$PATH
-N=$(nvidia-smi -L | grep -c '^GPU ')
+#   run: WATCH=420 bash benchmarks/h200_campaign/call1.sh   carry: [".dev/c1"]
+. "$(dirname "$0")/env.sh"
+install_wheels .dev/c1/*.whl || exit 1
+cd "$CAMP" || exit 1
+N=$(gpu_count)
 snakemake results/tokens/stats.json --cores 16 --workflow-profile none --configfile config/campaign.yaml > data.log 2>&1
 rc=$?; tail -3 data.log; cp data.log "$OUT/"
 [ $rc = 0 ] || exit 1
 python3 -c "import json; s=json.load(open('results/tokens/stats.json')); print({k: s[k] for k in ('conversations', 'train_tokens', 'val_tokens', 'tokens_sha256')})"
-if [ -f pack.tgz ]; then bash restore.sh pack.tgz || exit 1; fi
+if [ -f pack.tgz ]; then bash "$HERE/restore.sh" pack.tgz || exit 1; fi
 # --keep-going: a failed job (recorded as a failed row) must not stop the others
 SM="--keep-going --cores $((2 * N)) --resources gpu=$N --workflow-profile none --configfile config/campaign.yaml"
 snakemake --dry-run --quiet rules $SM 2>&1 | sed -n '/Job stats/,/^$/p;/^total/p'
@@ -21,4 +19,4 @@ import yaml; c = yaml.safe_load(open('config/campaign.yaml'))
 print(' '.join(f'results/sweep/{s}/{v}/sweep.json' for s in c['models'] for v in c['variants']))")
 setsid nohup bash -c "snakemake $sweeps $SM; snakemake $SM" > snake.log 2>&1 < /dev/null &
 sleep 5
-bash watch.sh "${WATCH:-420}"
+bash "$HERE/watch.sh" "${WATCH:-420}"

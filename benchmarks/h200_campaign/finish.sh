@@ -1,13 +1,12 @@
 # Last call of a session (start it with >= 6 min of device time left): stop scheduling, let the
 # running jobs end (until LIMIT - 150 s; trainings still running then are stopped: no time is left
 # to probe them, and their weights do not travel), probe the finished trainings, pack.
-#   run: LIMIT=330 bash /tmp/camp/finish.sh   (no carry; the call's timeout above LIMIT + 30)
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-export PYTHONPATH=/tmp/site:/tmp/camp PATH=/tmp/site/bin:$PATH
-cd /tmp/camp || exit 1
+#   run: LIMIT=330 bash benchmarks/h200_campaign/finish.sh   (no carry; the call's timeout above LIMIT + 30)
+. "$(dirname "$0")/env.sh"
+cd "$CAMP" || exit 1
 start=$(date +%s); limit=${LIMIT:-330}
-trap 'bash /tmp/camp/pack.sh' EXIT   # whatever happens below, the documents come back
-bash pack.sh quiet
+trap 'bash "$HERE/pack.sh"' EXIT   # whatever happens below, the documents come back
+bash "$HERE/pack.sh" quiet
 # The chain of call1.sh first (its second invocation must not start), then the scheduler: SIGTERM
 # makes Snakemake 9 stop scheduling and exit after its running jobs, recording their outputs.
 pkill -9 -f '^bash -c snakemake'
@@ -27,7 +26,7 @@ if pgrep -f 'bin/snakemake' >/dev/null; then
   rm -rf .snakemake/incomplete/* .snakemake/locks/*  # the jobs above ended by themselves, outputs whole
 fi
 echo "scheduler gone at $(date -u +%H:%M:%S)"
-N=$(nvidia-smi -L | grep -c '^GPU ')
+N=$(gpu_count)
 targets=""
 for m in $(find results/train -name metrics.json); do
   p="results/probe/${m#results/train/}"; p="${p%metrics.json}probe.json"
@@ -41,4 +40,4 @@ if [ -n "$targets" ] && [ $left -gt 45 ]; then
     --workflow-profile none --configfile config/campaign.yaml > snake-probes.log 2>&1
   echo "probe run rc $? at $(date -u +%H:%M:%S)"
 fi
-bash watch.sh 0 | grep '^=='
+bash "$HERE/watch.sh" 0 | grep '^=='

@@ -1,6 +1,7 @@
 # Pack the campaign's documents and logs (no weights: 0.5-1.4 GB each; no tokens) into
 # $OUT/results.tgz, written whole (tar to a temporary name, then renamed).  $1 = quiet: no report.
-cd /tmp/camp || exit 1
+. "$(dirname "$0")/env.sh"
+cd "$CAMP" || exit 1
 tar czf "$OUT/.results.tgz.tmp" --exclude='*.safetensors' --exclude='results/tokens/*.npy' \
   results logs snake*.log data.log 2>/dev/null
 mv "$OUT/.results.tgz.tmp" "$OUT/results.tgz"

@@ -2,12 +2,14 @@
 # whole units only (a training with its probe -- weights do not travel --, a sweep), the tokens
 # checked equal, every file stamped one time later than the tokens so Snakemake keeps them.
 set -e
-cd /tmp/camp
-rm -rf /tmp/restore && mkdir -p /tmp/restore && tar xzf "$1" -C /tmp/restore
-cd /tmp/restore
-python3 - <<'PY'
-import json, pathlib, shutil
-old = json.load(open("results/tokens/stats.json")); new = json.load(open("/tmp/camp/results/tokens/stats.json"))
+. "$(dirname "$0")/env.sh"
+unpacked=$(mktemp -d)
+tar xzf "$1" -C "$unpacked"
+cd "$unpacked"
+CAMP=$CAMP python3 - <<'PY'
+import json, os, pathlib, shutil
+old = json.load(open("results/tokens/stats.json"))
+new = json.load(open(pathlib.Path(os.environ["CAMP"], "results/tokens/stats.json")))
 assert all(old.get(k) == new[k] for k in new if "sha" in k), "the tokens differ from the earlier session's"
 kept = 0
 for m in list(pathlib.Path("results/train").rglob("metrics.json")):
@@ -26,6 +28,7 @@ shutil.rmtree("results/report", ignore_errors=True); shutil.rmtree("results/toke
 print("restored: trainings with probes", kept, "sweeps", len(list(pathlib.Path("results/sweep").rglob("sweep.json"))))
 PY
 T=$(( $(date +%s) + 2 ))
-cp -a results/. /tmp/camp/results/
-if [ -d logs ]; then mkdir -p /tmp/camp/logs && cp -an logs/. /tmp/camp/logs/; fi
-cd /tmp/camp && find results -path results/tokens -prune -o -type f -print0 | xargs -0 touch -d "@$T"
+cp -a results/. "$CAMP/results/"
+if [ -d logs ]; then mkdir -p "$CAMP/logs" && cp -an logs/. "$CAMP/logs/"; fi
+cd "$CAMP" && rm -rf "$unpacked"
+find results -path results/tokens -prune -o -type f -print0 | xargs -0 touch -d "@$T"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Here, after a session's calls: put the last results.tgz into the campaign's folder.
-#   bash benchmarks/h200_campaign/unpack.sh /work/.device/<N>/results.tgz <session>   (e.g. 15)
+#   bash benchmarks/h200_campaign/unpack.sh <files_at>/results.tgz <session>   (e.g. 15)
 # Documents of earlier sessions are in the pack too (restored there) and come out the same; each
 # Snakemake log gets the session's name.
 set -euo pipefail

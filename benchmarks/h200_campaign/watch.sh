@@ -1,7 +1,8 @@
 # Watch the background campaign for $1 seconds (0: once), packing the documents into $OUT every
 # round (a call cut off by its limit still brings back the last pack).
-#   run: bash /tmp/camp/watch.sh 480   (no carry)
-cd /tmp/camp || exit 1
+#   run: bash benchmarks/h200_campaign/watch.sh 480   (no carry)
+. "$(dirname "$0")/env.sh"
+cd "$CAMP" || exit 1
 end=$(( $(date +%s) + ${1:-420} ))
 count() { find results/$1 -name "$2" 2>/dev/null | wc -l; }
 progress() {
@@ -12,10 +13,10 @@ progress() {
 }
 while :; do
   progress
-  bash pack.sh quiet
+  bash "$HERE/pack.sh" quiet
   now=$(date +%s)
   [ "$now" -lt "$end" ] || break
   pgrep -f 'bin/snakemake|^bash -c snakemake' >/dev/null || { echo "snakemake not running"; break; }
   sleep $(( end - now < 60 ? end - now : 60 ))
 done
-bash pack.sh
+bash "$HERE/pack.sh"
