@@ -618,6 +618,7 @@ class RunFolder:
     Any subset of the jobs (a partial run says how many finished)."""
 
     ORDER = ("baseline", "sdpa", "flash2", "flex", "gqa", "sliding_window", "linear", "lsh", "mla")
+    _assessment: dict | None = None  # made once, by assessment()
 
     def __init__(self, folder: Path, shape: str | None = None):
         self.dir = folder
@@ -652,11 +653,17 @@ class RunFolder:
     def tokens_stats(self) -> Path:
         return self.dir / ("runs/tokens_stats.json" if self.shape is None else "results/tokens/stats.json")
 
+    def _paths(self, kind: str, name: str, under: str = "runs") -> list[Path]:
+        """One stage's documents (``<variant>/seed<k>/<name>``), by variant in ORDER, then seed."""
+        found = self.stage_dir(kind, under).glob(f"*/seed*/{name}")
+        return sorted(found, key=lambda p: (self.ORDER.index(p.parent.parent.name), int(p.parent.name[4:])))
+
     def _docs(self, kind: str, name: str, under: str = "runs") -> dict[tuple[str, int], dict]:
-        found = {}
-        for path in self.stage_dir(kind, under).glob(f"*/seed*/{name}"):
-            found[(path.parent.parent.name, int(path.parent.name[4:]))] = load(path)
-        return dict(sorted(found.items(), key=lambda kv: (self.ORDER.index(kv[0][0]), kv[0][1])))
+        return {(p.parent.parent.name, int(p.parent.name[4:])): load(p) for p in self._paths(kind, name, under)}
+
+    def by_seed(self, variant: str, get: Callable[[dict], float | None]) -> dict[int, float | None]:
+        """``get`` of each finished (ok) training of ``variant``, by seed."""
+        return {s: get(d) for (n, s), d in self.train.items() if n == variant and d["status"] == "ok"}
 
     def gap(self, v: str, seed: int) -> float | None:
         """Largest |val loss - baseline's| over the eval points both recorded, same seed."""
@@ -803,13 +810,11 @@ class RunFolder:
                     "{:+.3f}", "[{:+.3f}, {:+.3f}]"),
                    ("tokens per GPU-busy s", per_busy, "{:+.0f}k", "[{:+.0f}k, {:+.0f}k]"))
 
-        def by_seed(name: str, get) -> dict[int, float]:
-            return {s: get(d) for (n, s), d in self.train.items() if n == name and d["status"] == "ok"}
         rows, seeds = [], set()
         for v in self.ORDER[1:]:
             cells = []
             for _, get, fmt, ci in metrics:
-                e = paired_difference(by_seed(v, get), by_seed("baseline", get))
+                e = paired_difference(self.by_seed(v, get), self.by_seed("baseline", get))
                 seeds.add(e.n)
                 cells.append("—" if not e.has_interval else fmt.format(e.mean) + " " + ci.format(e.low, e.high)
                              + (" *" if e.high < 0 or e.low > 0 else ""))
@@ -869,13 +874,9 @@ class RunFolder:
         """What the report states over this folder's documents (:func:`attnbench.report.build.assess`,
         the report's own code) with the run's report settings (``report_config.json``: its preset as
         the report job got it; a campaign shape's from ``config.yaml``)."""
-        if getattr(self, "_assessment", None) is None:
+        if self._assessment is None:
             from .build import assess
-
-            def paths(kind: str, name: str) -> list[Path]:
-                found = self.stage_dir(kind).glob(f"*/seed*/{name}")
-                return sorted(found, key=lambda p: (self.ORDER.index(p.parent.parent.name), int(p.parent.name[4:])))
-            self._assessment = assess(paths("train", "metrics.json"), paths("probe", "probe.json"),
+            self._assessment = assess(self._paths("train", "metrics.json"), self._paths("probe", "probe.json"),
                                       sorted(self.stage_dir("sweep").glob("*/sweep.json")), self.tokens_stats(),
                                       self.report_settings())
         return self._assessment
@@ -891,6 +892,7 @@ class RunFolder:
         from ..stats import paired_ratio
 
         verdict = {c["what"]: c for c in self.assessment()["verdict"]["constraints"]}
+        suspect = set(self.assessment()["verdict"].get("suspect") or [])
         parts = []
         for what, path in (("GPU energy per token", "energy.gpu_j_per_token"),
                            ("GPU energy per token above idle", "energy.gpu_j_per_token_above_idle")):
@@ -901,19 +903,18 @@ class RunFolder:
             lead = c["best"][0]["name"]
             tied = {x["name"] for x in c["best"]}
             ordered = c["status"] in ("clear", "tie")  # else the verdict claims no order (one seed, say)
-            suspect = set(self.assessment()["verdict"].get("suspect") or [])
 
-            def by_seed(v: str) -> dict[int, float]:
-                return {s: dig(d, path) for (n, s), d in self.train.items() if n == v and d["status"] == "ok"}
+            def energy(d: dict, path: str = path) -> float | None:
+                return dig(d, path)
             said = []
             for v in self.CLAIMED:
                 if v == lead:
                     said.append(f"`{v}` leads")
                     continue
-                if not by_seed(v):
+                if not self.by_seed(v, energy):
                     said.append(f"`{v}` has no finished run here")
                     continue
-                r = paired_ratio(by_seed(v), by_seed(lead))
+                r = paired_ratio(self.by_seed(v, energy), self.by_seed(lead, energy))
                 where = ("suspect, left out of the verdict" if v in suspect else "in the leading tie" if v in tied
                          else "behind" if ordered else f"no order claimed: {c['status_text']}")
                 said.append(f"`{v}` ×{r.mean:.3f} [{r.low:.3f}, {r.high:.3f}] {where}" if r.has_interval
@@ -1079,6 +1080,7 @@ class RunFolder:
             for other in shapes(self.config):
                 if other != self.shape:
                     f = RunFolder(self.dir, other)
+                    f.config = self.config  # validated once
                     serial += [("elsewhere", f.train), ("elsewhere", f.probe)]
             serial.append(("elsewhere", {(p.parent.name, p.parent.parent.name): load(p)
                                          for p in (self.dir / "results" / "sweep").glob("*/*/sweep.json")}))
@@ -1505,7 +1507,6 @@ class Campaign:
                          f"{': ratios without an interval' if min(n_a, n_b) < 2 else ''}):\n\n"
                          + table(["variant", *(h for _, h in self.AGAINST_H100)], rows))
         return "\n\n".join(parts)
-
 
 
 class Top:
