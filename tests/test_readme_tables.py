@@ -479,5 +479,7 @@ def test_campaign_claim_and_verdict_on_the_committed_shape():
         if m[4] == "behind":
             assert low > 1, claim  # behind: the whole interval of the ratio to the leader above 1
     lines = c.verdict().splitlines()
-    assert sum(line.startswith("- ") for line in lines) == len(shape.HEADLINES) + 1
+    shapes = [line for line in lines if line.startswith("**")]  # one block per shape with documents
+    assert shapes[0] == "**124M-T512**"
+    assert sum(line.startswith("- ") for line in lines) == len(shapes) * (len(shape.HEADLINES) + 1)
     assert all("–" in line.split(": ", 1)[1] for line in lines if line.startswith("- ") and "By sequence" not in line)
