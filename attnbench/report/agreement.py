@@ -1,11 +1,17 @@
 """Exact variants must agree: a variant that computes baseline's function (``attention.exact``
 in its training document: sdpa, flash2, flex without score_mod, a window as wide as the
 sequence, any class that declares it) trained from the same data, seed and initial weights
-follows baseline's validation-loss curve up to bf16 noise.  A curve that leaves it by more
-than ``report.exact_tolerance`` at any eval point marks the row **suspect**: its kernel did not
-compute what it claims (this is how the ``sdpa`` divergence of the H200 default run, 0.9 above
-baseline from the first eval on, would have been caught).  Suspect rows stay in the table,
-marked, and are left out of every ranking in the findings.
+follows baseline's validation-loss curve up to bf16 noise.  A curve that stays off it by more
+than ``report.exact_tolerance`` -- at two eval points in a row, or at the last one -- marks the
+row **suspect**: its kernel did not compute what it claims (this is how the ``sdpa`` divergence
+of the H200 default run, 0.9 above baseline from the first eval on, would have been caught).
+Suspect rows stay in the table, marked, and are left out of every ranking in the findings.
+
+Why not any single point: early in training the loss falls fast, and two correct bf16 runs
+that drift a few steps apart differ most there.  On the H200 campaign (124M, T = 2048, seed
+1338) ``flash2`` stood +0.059 from baseline at the first eval and 0.000 at the second, -0.010
+at the end, with its kernel self-checks passing; a wrong kernel does not come back.  Such a
+lone excursion is named beside the agreeing rows, not hidden.
 """
 
 from __future__ import annotations
@@ -45,10 +51,26 @@ def check(variants: list[Variant], tolerance: float | None) -> None:
         if not points:
             v.agreement = {"unavailable": "no seed and eval step in common with baseline"}
             continue
-        worst = max(points, key=lambda p: abs(p["diff"]))
-        v.agreement = {"tolerance": tol, "points": points, "max_abs_diff": abs(worst["diff"]),
+        off = _staying_off(points, tol)
+        worst = max(off or points, key=lambda p: abs(p["diff"]))
+        v.agreement = {"tolerance": tol, "points": points, "max_abs_diff": max(abs(p["diff"]) for p in points),
                        "at_step": worst["step"], "at_seed": worst["seed"], "diff": worst["diff"],
-                       "suspect": abs(worst["diff"]) > tol}
+                       "suspect": bool(off), "off_steps": [p["step"] for p in off if p["seed"] == worst["seed"]],
+                       "excursions": [p for p in points if abs(p["diff"]) > tol and p not in off]}
+
+
+def _staying_off(points: list[dict], tol: float) -> list[dict]:
+    """The points past ``tol`` that are the last of their seed's curve or next to another point
+    past it: where a curve stays off baseline's (a lone early excursion that comes back is not)."""
+    out = []
+    for seed in dict.fromkeys(p["seed"] for p in points):
+        curve = sorted((p for p in points if p["seed"] == seed), key=lambda p: p["step"])
+        past = [abs(p["diff"]) > tol for p in curve]
+        for i, p in enumerate(curve):
+            last = i == len(curve) - 1
+            if past[i] and (last or (i > 0 and past[i - 1]) or past[i + 1]):
+                out.append(p)
+    return out
 
 
 def describe(v: Variant) -> str | None:
@@ -58,11 +80,22 @@ def describe(v: Variant) -> str | None:
         return None
     run = next((r for r in v.ok_runs if r.seed == a["at_seed"]), None)  # the seed that left baseline's curve
     kernel = dig((run.train if run else v.train).data, "kernel") or "unrecorded"
+    steps = a.get("off_steps") or [a["at_step"]]
+    where = (f"at step {steps[0]}" if len(steps) == 1 else
+             "at steps " + ", ".join(str(s) for s in steps[:-1]) + f" and {steps[-1]}")
     return (f"{v.name} computes baseline's function (same data, seed and initial weights) but its validation "
-            f"loss is {a['diff']:+.3f} from baseline's at step {a['at_step']} (seed {a['at_seed']}; tolerance "
-            f"±{a['tolerance']:g}): its "
+            f"loss stays off baseline's by more than ±{a['tolerance']:g} {where} (seed {a['at_seed']}; "
+            f"{a['diff']:+.3f} at step {a['at_step']}): its "
             f"kernel at that seed ({kernel}) did not compute what it claims, so its row is "
             "suspect and left out of every ranking below.")
+
+
+def excursions(v: Variant) -> str | None:
+    """One clause for an agreeing row whose curve left baseline's at one eval point and came back."""
+    a = v.agreement or {}
+    if a.get("suspect") or not a.get("excursions"):
+        return None
+    return "; ".join(f"{v.name} {p['diff']:+.3f} at step {p['step']} (seed {p['seed']})" for p in a["excursions"])
 
 
 def summary(v: Variant) -> dict[str, Any]:

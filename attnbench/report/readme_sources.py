@@ -728,6 +728,11 @@ class RunFolder:
                 + (f"the start check rejected auto's first kernel in {', '.join(fallbacks)}; " if fallbacks else "")
                 + probes)
 
+    def checks_and_agreement(self) -> str:
+        """The checks, then the report's exact-agreement check (suspect rows, agreeing rows, lone
+        excursions) as the report states it."""
+        return " ".join([self.checks(), *self.assessment()["verdict"]["agreement"]])
+
     def agreement(self) -> str:
         parts = []
         for (v, seed) in self.train:
@@ -1463,7 +1468,7 @@ class Campaign:
 
     # fragments of RunFolder, for every shape that has documents
     machine = _per_shape(RunFolder.machine)
-    checks = _per_shape(RunFolder.checks)
+    checks = _per_shape(RunFolder.checks_and_agreement)
     seeds = _per_shape(RunFolder.seed_summary)
     paired = _per_shape(RunFolder.paired)
     findings = _per_shape(RunFolder.findings)
