@@ -483,3 +483,45 @@ def test_campaign_claim_and_verdict_on_the_committed_shape():
     assert shapes[0] == "**124M-T512**"
     assert sum(line.startswith("- ") for line in lines) == len(shapes) * (len(shape.HEADLINES) + 1)
     assert all("–" in line.split(": ", 1)[1] for line in lines if line.startswith("- ") and "By sequence" not in line)
+
+
+def test_campaign_render_rerenders_finished_shapes_with_the_pipelines_settings(tmp_path):
+    """benchmarks/h200_campaign/render.py renders a shape's report from the committed documents
+    only when every document its report rule reads is there, with the settings the pipeline's own
+    render got (else it stops, naming the keys, and overwrites nothing); the report states the
+    commit of its own code beside the jobs'."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    src = ROOT / "reports/h200/campaign-c432349"
+    shutil.copy(src / "config.yaml", tmp_path / "config.yaml")
+    for part in ("results/tokens/stats.json", "results/report/124M-T512/results.json"):
+        (tmp_path / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / part, tmp_path / part)
+    for part in ("results/train/124M-T512", "results/probe/124M-T512", "results/sweep/124M"):
+        shutil.copytree(src / part, tmp_path / part, ignore=shutil.ignore_patterns("*.png", "*.csv"))
+    pipeline = json.loads((tmp_path / "results/report/124M-T512/results.json").read_text())
+
+    def render():
+        return subprocess.run([sys.executable, str(ROOT / "benchmarks/h200_campaign/render.py"), str(tmp_path)],
+                              capture_output=True, text=True)
+
+    bad = json.loads(json.dumps(pipeline))
+    bad["config"]["report"]["exact_tolerance"] = 0.5
+    (tmp_path / "results/report/124M-T512/results.json").write_text(json.dumps(bad))
+    r = render()
+    assert r.returncode == 1 and "other settings (report)" in r.stderr, r.stderr
+    assert not (tmp_path / "results/report/124M-T512/index.html").exists()
+
+    (tmp_path / "results/report/124M-T512/results.json").write_text(json.dumps(pipeline))
+    r = render()
+    assert r.returncode == 0, r.stderr
+    assert "124M-T512: rendered" in r.stdout
+    assert "124M-T2048: not rendered, 54 documents missing" in r.stdout
+    assert "scaling page: not rendered" in r.stdout
+    ours = json.loads((tmp_path / "results/report/124M-T512/results.json").read_text())
+    assert ours["config"] == pipeline["config"] and ours["findings"] == pipeline["findings"]
+    assert ours["header"]["report_commit"] and ours["header"]["git_commit"] == pipeline["header"]["git_commit"]
+    assert "Report code (commit)" in (tmp_path / "results/report/124M-T512/index.html").read_text()

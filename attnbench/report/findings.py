@@ -8,7 +8,7 @@ import datetime as _dt
 from collections import OrderedDict
 from typing import Any, Iterable
 
-from ..results import config_hash
+from ..results import config_hash, git_commit
 from ..stats import order as stats_order
 from ..stats import paired, scale_of
 from . import agreement, cache, stale
@@ -45,6 +45,9 @@ def run_header(variants: list[Variant], stats: dict | None, stats_reason: str | 
     header = {
         "run_name": config.get("run_name") if isinstance(config, dict) else None,
         "generated_utc": now.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        # the report's own code may be newer than the jobs' (a campaign's reports re-rendered from
+        # its committed documents): both commits are stated
+        "report_commit": git_commit(),
         "git_commit": prov["commits"],
         "device": devices,
         "devices": prov["devices"],
