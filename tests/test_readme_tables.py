@@ -454,7 +454,9 @@ def test_campaign_reads_each_shape_from_the_pipeline_layout(tmp_path):
                                                                          index=False)
     text = c.h100()
     assert text.startswith("**124M-T512** against the H100 run (1 seed there, 1 here: ratios without an interval)")
-    assert "| `gqa` | ×2.000 | ×2.000 | ×2.000 |" in text, text
+    # each kernel there (with its commit) and here: a ratio may measure changed code, not the GPU
+    assert "| `gqa` | sdpa:cudnn+gqa (`d9e6b80`) → sdpa:auto->cudnn+gqa | ×2.000 | ×2.000 | ×2.000 |" in text, text
+    assert "| `mla` | naive:sdpa:cudnn (`d9e6b80`) → — |" in text  # no document of it in this copy
 
 
 def test_campaign_claim_and_verdict_on_the_committed_shape():

@@ -1491,12 +1491,18 @@ class Campaign:
         found = [self.dir / f"compare-h100-{s}.csv" for s in self.planned if (self.dir / f"compare-h100-{s}.csv").exists()]
         if not found:
             return "Not compared yet (no `compare-h100-<shape>.csv` here)."
+        # Which kernel ran, there and here: a ratio far from the others comes from the variant's
+        # code changing between the runs (the H100 documents are from older commits), not the GPU.
+        there = {v: f"{d['kernel']} ({commit(d)})" for v, d in H100(Path(__file__).resolve().parents[2]
+                                                                      / "reports" / "h100").train.items()}
         parts = []
         for path in found:
             df = pd.read_csv(path)
+            here = self.folder(path.stem.removeprefix("compare-h100-")).train
             rows = []
             for variant in dict.fromkeys(df["variant"]):
-                cells = []
+                kernels = sorted({d["kernel"] for (v, _), d in here.items() if v == variant})
+                cells = [f"{there.get(variant, '—')} → {', '.join(kernels) or '—'}"]
                 for metric, _ in self.AGAINST_H100:
                     r = df[(df["variant"] == variant) & (df["metric"] == metric)]
                     if r.empty:
@@ -1510,7 +1516,8 @@ class Campaign:
             parts.append(f"**{path.stem.removeprefix('compare-h100-')}** against the H100 run ({n_a} seed"
                          f"{'s' if n_a != 1 else ''} there, {n_b} here"
                          f"{': ratios without an interval' if min(n_a, n_b) < 2 else ''}):\n\n"
-                         + table(["variant", *(h for _, h in self.AGAINST_H100)], rows))
+                         + table(["variant", "kernel: H100 (commit) → here", *(h for _, h in self.AGAINST_H100)],
+                                 rows))
         return "\n\n".join(parts)
 
 
