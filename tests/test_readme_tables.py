@@ -514,7 +514,7 @@ def test_campaign_render_rerenders_finished_shapes_with_the_pipelines_settings(t
     bad["config"]["report"]["exact_tolerance"] = 0.5
     (tmp_path / "results/report/124M-T512/results.json").write_text(json.dumps(bad))
     r = render()
-    assert r.returncode == 1 and "other settings (report)" in r.stderr, r.stderr
+    assert r.returncode == 1 and "rendered with other settings (report); nothing rendered" in r.stderr, r.stderr
     assert not (tmp_path / "results/report/124M-T512/index.html").exists()
 
     (tmp_path / "results/report/124M-T512/results.json").write_text(json.dumps(pipeline))
@@ -525,5 +525,7 @@ def test_campaign_render_rerenders_finished_shapes_with_the_pipelines_settings(t
     assert "scaling page: not rendered" in r.stdout
     ours = json.loads((tmp_path / "results/report/124M-T512/results.json").read_text())
     assert ours["config"] == pipeline["config"] and ours["findings"] == pipeline["findings"]
-    assert ours["header"]["report_commit"] and ours["header"]["git_commit"] == pipeline["header"]["git_commit"]
+    assert ours["header"]["git_commit"] == pipeline["header"]["git_commit"]  # the jobs' commit
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert ours["header"]["report_commit"].removesuffix("-dirty") == head  # this code's
     assert "Report code (commit)" in (tmp_path / "results/report/124M-T512/index.html").read_text()

@@ -457,8 +457,11 @@ def test_exact_variant_off_at_one_early_point_only_agrees_and_is_named(tmp_path)
     rows = {r["variant"]: r for r in csv.DictReader(open(out / "results.csv"))}
     assert rows["gqa"]["exact_agreement"] == "agrees"
     assert float(rows["gqa"]["exact_max_loss_diff"]) == pytest.approx(0.06)
-    lone = [s for s in doc["verdict"]["agreement"] if s.startswith("Off by more than")]
-    assert len(lone) == 1 and "gqa +0.060 at step 20 (seed" in lone[0], doc["verdict"]["agreement"]
+    said = doc["verdict"]["agreement"]
+    assert any(s.startswith("Exact-agreement check: gqa follow") and "every eval point but the excursion below "
+               "(largest gap 0.0000, gqa)" in s for s in said), said
+    lone = [s for s in said if s.startswith("Past ±0.05 at a seed's first eval point only")]
+    assert len(lone) == 1 and "gqa +0.060 at step 20 (seed" in lone[0], said
 
     kw = write_fixture(tmp_path / "late", gpu=True)
     _exact(kw, 1, shift=-0.06, points=[1])
@@ -467,6 +470,44 @@ def test_exact_variant_off_at_one_early_point_only_agrees_and_is_named(tmp_path)
     assert "suspect" in page.row_classes["gqa"]
     assert doc["findings"][0].startswith("gqa computes baseline's function")
     assert "at step 40" in doc["findings"][0] and "-0.060" in doc["findings"][0]
+
+
+def _agreement(curves: dict[int, list[float]], steps=(125, 250, 375, 500, 550), tol=0.05) -> dict:
+    """agreement.check on one exact variant whose curve is baseline's plus ``curves[seed]``."""
+    from types import SimpleNamespace as NS
+
+    from attnbench.report import agreement
+
+    def run(seed, losses, at=steps):
+        doc = NS(data={"attention": {"exact": True}, "kernel": "sdpa:flash",
+                       "training": {"val_history": [{"step": s, "val_loss": x} for s, x in zip(at, losses)]}})
+        return NS(seed=seed, train=doc)
+    base_loss = [6.4, 6.0, 5.8, 5.7, 5.65]
+    base = NS(name="baseline", ok=True, ok_runs=[run(s, base_loss) for s in curves])
+    exact = NS(name="flash2", ok=True, agreement=None, train=NS(data={"attention": {"exact": True}}),
+               ok_runs=[run(s, [b + d for b, d in zip(base_loss, ds)], steps[:len(ds)]) for s, ds in curves.items()])
+    agreement.check([base, exact], tol)
+    return exact.agreement
+
+
+def test_exact_agreement_lets_pass_only_a_small_first_point_excursion_that_comes_back():
+    """Only a seed's first eval point may be off (by at most twice the tolerance, back within it at
+    the next): bf16 drift where the loss falls fastest.  Larger, later, twice in a row, at the
+    last point or a seed's only point: suspect."""
+    a = _agreement({1338: [0.059, 0.0, 0.0, -0.01, -0.01], 1337: [0.02, 0.0, 0.0, 0.0, 0.0]})
+    assert not a["suspect"] and [(p["seed"], p["step"]) for p in a["excursions"]] == [(1338, 125)]
+    assert a["max_kept_diff"] == pytest.approx(0.02) and a["max_abs_diff"] == pytest.approx(0.059)
+    for curve, steps in (([0.9, 0, 0, 0, 0], [125]),          # far past twice the tolerance
+                         ([0.06, 0.06, 0, 0, 0], [125, 250]),  # not back at the next point
+                         ([0, 0, 0.06, 0, 0], [375]),          # later in training
+                         ([0.06, 0, 0.06, 0, 0], [375]),       # a second excursion
+                         ([0, 0, 0, 0, -0.06], [550]),         # at the end
+                         ([0.06], [125])):                     # a seed's only point is its last
+        a = _agreement({1337: curve})
+        assert a["suspect"] and a["off_steps"] == steps, (curve, a)
+    # one seed fine, another off later: suspect, named by the seed that left
+    a = _agreement({1337: [0.06, 0, 0, 0, 0], 1339: [0, 0, 0, 0.07, 0.07]})
+    assert a["suspect"] and a["at_seed"] == 1339 and a["off_steps"] == [500, 550]
 
 
 def test_tidy_runs_and_summary_with_intervals(tmp_path):

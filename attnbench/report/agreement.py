@@ -1,17 +1,18 @@
 """Exact variants must agree: a variant that computes baseline's function (``attention.exact``
 in its training document: sdpa, flash2, flex without score_mod, a window as wide as the
 sequence, any class that declares it) trained from the same data, seed and initial weights
-follows baseline's validation-loss curve up to bf16 noise.  A curve that stays off it by more
-than ``report.exact_tolerance`` -- at two eval points in a row, or at the last one -- marks the
-row **suspect**: its kernel did not compute what it claims (this is how the ``sdpa`` divergence
-of the H200 default run, 0.9 above baseline from the first eval on, would have been caught).
-Suspect rows stay in the table, marked, and are left out of every ranking in the findings.
+follows baseline's validation-loss curve up to bf16 noise.  A curve off it by more than
+``report.exact_tolerance`` at an eval point marks the row **suspect**: its kernel did not
+compute what it claims (this is how the ``sdpa`` divergence of the H200 default run, 0.9 above
+baseline from the first eval on, would have been caught).  Suspect rows stay in the table,
+marked, and are left out of every ranking in the findings.
 
-Why not any single point: early in training the loss falls fast, and two correct bf16 runs
-that drift a few steps apart differ most there.  On the H200 campaign (124M, T = 2048, seed
-1338) ``flash2`` stood +0.059 from baseline at the first eval and 0.000 at the second, -0.010
-at the end, with its kernel self-checks passing; a wrong kernel does not come back.  Such a
-lone excursion is named beside the agreeing rows, not hidden.
+One point is let pass: a seed's first eval point, by at most twice the tolerance, when the
+curve is back within the tolerance at the next one.  Early in training the loss falls fast, and
+two correct bf16 runs that drift a few steps apart differ most there: on the H200 campaign
+(124M, T = 2048, seed 1338) ``flash2`` stood +0.059 from baseline at the first eval, 0.000 at
+the second and -0.010 at the end, its kernel self-checks passing.  Such an excursion is named
+beside the agreeing rows, not hidden; anywhere later, or larger, it makes the row suspect.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _curve(doc) -> dict[int, float]:
 def check(variants: list[Variant], tolerance: float | None) -> None:
     """Set ``v.agreement`` on every exact variant: its curve against baseline's of the same seed,
     over every seed both finished: ``{tolerance, points: [{seed, step, diff}], max_abs_diff,
-    at_step, at_seed, suspect}`` or ``{unavailable: reason}``."""
+    at_step, at_seed, diff, suspect, off_steps, excursions, max_kept_diff}`` or
+    ``{unavailable: reason}``."""
     tol = DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
     base = next((v for v in variants if v.name == BASELINE), None)
     for v in variants:
@@ -51,25 +53,25 @@ def check(variants: list[Variant], tolerance: float | None) -> None:
         if not points:
             v.agreement = {"unavailable": "no seed and eval step in common with baseline"}
             continue
-        off = _staying_off(points, tol)
+        lone = _first_point_excursions(points, tol)
+        kept = [p for p in points if p not in lone]
+        off = [p for p in kept if abs(p["diff"]) > tol]
         worst = max(off or points, key=lambda p: abs(p["diff"]))
         v.agreement = {"tolerance": tol, "points": points, "max_abs_diff": max(abs(p["diff"]) for p in points),
                        "at_step": worst["step"], "at_seed": worst["seed"], "diff": worst["diff"],
                        "suspect": bool(off), "off_steps": [p["step"] for p in off if p["seed"] == worst["seed"]],
-                       "excursions": [p for p in points if abs(p["diff"]) > tol and p not in off]}
+                       "excursions": lone, "max_kept_diff": max((abs(p["diff"]) for p in kept), default=0.0)}
 
 
-def _staying_off(points: list[dict], tol: float) -> list[dict]:
-    """The points past ``tol`` that are the last of their seed's curve or next to another point
-    past it: where a curve stays off baseline's (a lone early excursion that comes back is not)."""
+def _first_point_excursions(points: list[dict], tol: float) -> list[dict]:
+    """The points let pass: per seed its first eval point, when past ``tol`` by at most twice it
+    and the curve is back within ``tol`` at the seed's next point (a seed's only point is its
+    last: never let pass)."""
     out = []
     for seed in dict.fromkeys(p["seed"] for p in points):
         curve = sorted((p for p in points if p["seed"] == seed), key=lambda p: p["step"])
-        past = [abs(p["diff"]) > tol for p in curve]
-        for i, p in enumerate(curve):
-            last = i == len(curve) - 1
-            if past[i] and (last or (i > 0 and past[i - 1]) or past[i + 1]):
-                out.append(p)
+        if len(curve) > 1 and tol < abs(curve[0]["diff"]) <= 2 * tol and abs(curve[1]["diff"]) <= tol:
+            out.append(curve[0])
     return out
 
 
@@ -84,14 +86,15 @@ def describe(v: Variant) -> str | None:
     where = (f"at step {steps[0]}" if len(steps) == 1 else
              "at steps " + ", ".join(str(s) for s in steps[:-1]) + f" and {steps[-1]}")
     return (f"{v.name} computes baseline's function (same data, seed and initial weights) but its validation "
-            f"loss stays off baseline's by more than ±{a['tolerance']:g} {where} (seed {a['at_seed']}; "
+            f"loss is off baseline's by more than ±{a['tolerance']:g} {where} (seed {a['at_seed']}; "
             f"{a['diff']:+.3f} at step {a['at_step']}): its "
             f"kernel at that seed ({kernel}) did not compute what it claims, so its row is "
             "suspect and left out of every ranking below.")
 
 
 def excursions(v: Variant) -> str | None:
-    """One clause for an agreeing row whose curve left baseline's at one eval point and came back."""
+    """One clause for an agreeing row whose curve left baseline's at a seed's first eval point
+    and came back (let pass, :func:`_first_point_excursions`)."""
     a = v.agreement or {}
     if a.get("suspect") or not a.get("excursions"):
         return None

@@ -9,11 +9,14 @@ Why: the report stage runs on the CPU and reads nothing but the documents, so a 
 report's checks (the exact-agreement rule of bb7cd88, say) reaches a campaign already run without
 re-running one GPU job.  The jobs' commit stays in every document; the report states its own
 commit beside it (``header.report_commit``).  A shape is rendered only when every document its
-report rule reads is there, and only with the settings the pipeline's own render of it got where
-there is one (else it stops, naming the keys that differ).
+report rule reads is there, and only with the settings its report there was rendered with (the
+pipeline's, or an earlier render's; the pipeline's stays in git history): where one shape's
+differ, it stops before rendering any, naming the keys.
 """
 import argparse
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from attnbench.report import build_report  # noqa: E402
 from attnbench.report.readme_sources import Campaign  # noqa: E402
 from attnbench.report.scaling import build_scaling  # noqa: E402
+from attnbench.results import git_commit  # noqa: E402
 from attnbench.settings import report_settings, shape_size  # noqa: E402
 
 
@@ -39,11 +43,23 @@ def inputs(camp: Campaign, shape: str) -> tuple[dict[str, list[Path]], list[str]
     return docs, missing
 
 
-def settings_differ(pipeline_render: Path, settings: dict) -> list[str]:
-    """Keys of the report settings in which the pipeline's render of a shape differs from ours."""
-    if not pipeline_render.is_file():
+def code_commit() -> str:
+    """HEAD of this checkout, ``-dirty`` only when the report's own code or templates changed (the
+    renders below change tracked result files, which say nothing of the code)."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
+        return git_commit() or "unknown"  # a copy without .git names its commit otherwise
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "attnbench", "reports/templates", "scripts")
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def settings_differ(earlier_render: Path, settings: dict) -> list[str]:
+    """Keys of the report settings in which the render already there differs from ours."""
+    if not earlier_render.is_file():
         return []
-    theirs = json.loads(pipeline_render.read_text())["config"]
+    theirs = json.loads(earlier_render.read_text())["config"]
     return sorted(k for k in set(theirs) | set(settings) if theirs.get(k) != settings.get(k))
 
 
@@ -52,21 +68,29 @@ def main() -> int:
     ap.add_argument("campaign", type=Path, help="the campaign folder (config.yaml, results/)")
     args = ap.parse_args()
     camp = Campaign(args.campaign)
-    rendered = []
+    stats = camp.dir / "results" / "tokens" / "stats.json"
+    if not stats.is_file():
+        print(f"error: no {stats.relative_to(camp.dir)}: the data stage's statistics every report reads", file=sys.stderr)
+        return 1
+    os.environ["ATTNBENCH_GIT_COMMIT"] = code_commit()  # what header.report_commit states
+    ready = {}
     for shape in camp.planned:
         docs, missing = inputs(camp, shape)
         if missing:
             print(f"{shape}: not rendered, {len(missing)} documents missing (first: {missing[0]})")
             continue
         settings = report_settings(camp.config, shape)
-        out = camp.dir / "results" / "report" / shape
-        differ = settings_differ(out / "results.json", settings)
+        differ = settings_differ(camp.dir / "results" / "report" / shape / "results.json", settings)
         if differ:
-            print(f"error: {shape}: the pipeline rendered this report with other settings ({', '.join(differ)}); "
-                  "not overwritten", file=sys.stderr)
+            print(f"error: {shape}: its report there was rendered with other settings ({', '.join(differ)}); "
+                  "nothing rendered", file=sys.stderr)
             return 1
-        build_report(train=docs["train"], probe=docs["probe"], sweep=docs["sweep"],
-                     stats=camp.dir / "results" / "tokens" / "stats.json", config=settings, out_dir=out)
+        ready[shape] = (docs, settings)
+    rendered = []
+    for shape, (docs, settings) in ready.items():
+        out = camp.dir / "results" / "report" / shape
+        build_report(train=docs["train"], probe=docs["probe"], sweep=docs["sweep"], stats=stats, config=settings,
+                     out_dir=out)
         rendered.append(shape)
         print(f"{shape}: rendered to {out.relative_to(camp.dir)}/index.html")
     if rendered and rendered == camp.planned:
