@@ -438,6 +438,10 @@ def test_campaign_reads_each_shape_from_the_pipeline_layout(tmp_path):
     long = RunFolder(tmp_path, "124M-T2048").report_settings()["train"]
     assert (long["seq_len"], long["batch_size"]) == (2048, 4)
     assert c.checks().startswith("**124M-T512**: 2 of 2 trainings and 2 of 2 probes `ok`")
+    # the jobs and sittings of the whole campaign once, then what is each shape's own
+    parallel = c.parallel()
+    assert parallel.startswith("Whole campaign (every shape and sweep): 4 jobs with GPU and times: ")
+    assert parallel.count("Whole campaign") == 1 and "\n\n**124M-T512**: " in parallel, parallel
     # the verdict in a few lines, from the report's own assessment of the shape's documents
     (tmp_path / "results/sweep/124M/gqa/sweep.json").unlink()
     verdict = Campaign(tmp_path).verdict()

@@ -1074,6 +1074,11 @@ class RunFolder:
         against jobs that ran alone (in ``runs/`` or in ``serial/``): the GPUs per overlapping pair,
         wall time per sitting, and each variant's training throughput and energy alone and concurrent
         (#19: parallel equals serial)."""
+        return " ".join(part for part in self.parallel_parts() if part)
+
+    def parallel_parts(self) -> tuple[str, str]:
+        """:meth:`parallel` in two: the jobs, pairs and sittings (of the whole campaign, for a
+        campaign's shape), then this folder's (shape's) variants alone against alongside."""
         jobs = []
         # ``serial/``: another run's jobs in the runs/ layout, one after another on one GPU (a reference
         # from another session, say; its commit is in each document)
@@ -1097,7 +1102,7 @@ class RunFolder:
         sittings = concurrency(jobs)
         timed = [j for j in jobs if "concurrent" in j]
         if not timed:
-            return "No job recorded its GPU and times."
+            return "No job recorded its GPU and times.", ""
         pairs = sum(j["concurrent"] for j in timed) // 2
         same = sum(j["same_gpu"] for j in timed) // 2
         text = [("Whole campaign (every shape and sweep): " if self.shape is not None else "")
@@ -1140,12 +1145,12 @@ class RunFolder:
                                       for g, m in zip((alone, along), mean_of[:2])),
                          est(r), est(n), " / ".join(sig(m) if m is not None else "—" for m in mean_of[2:])])
         if not rows:
-            return text[0] + " No variant trained both alone and alongside another job."
+            return text[0], "No variant trained both alone and alongside another job."
         over, over_n = bootstrap_mean(ratios), bootstrap_mean(normalised)
-        text.append(f"Training tokens/s alongside another job against alone, mean over {over.n} variants: {est(over)}; "
-                    f"divided by each job's control (TFLOP/s of the same-process matmul): {est(over_n)}."
-                    + self._probes_alongside(timed, est))
-        return " ".join(text) + "\n\n" + table(
+        return text[0], (
+            f"Training tokens/s alongside another job against alone, mean over {over.n} variants: {est(over)}; "
+            f"divided by each job's control (TFLOP/s of the same-process matmul): {est(over_n)}."
+            + self._probes_alongside(timed, est)) + "\n\n" + table(
             ["variant", "alone: trainings, tokens/s", "concurrent: trainings, tokens/s",
              "concurrent / alone (95 % interval where both have two)", "same, per control TFLOP/s",
              "GPU mJ/token alone / concurrent"], rows)
@@ -1474,7 +1479,14 @@ class Campaign:
     findings = _per_shape(RunFolder.findings)
     verdict = _per_shape(RunFolder.verdict_lines)
     claim = _per_shape(RunFolder.claim)
-    parallel = _per_shape(RunFolder.parallel)
+
+    def parallel(self) -> str:
+        """The jobs, pairs and sittings once (every shape's and sweep's jobs were each other's
+        neighbours), then per shape its variants alone against alongside."""
+        if not self.shapes:
+            return "No job recorded its GPU and times."
+        whole = self.folder(self.shapes[0]).parallel_parts()[0]
+        return whole + "\n\n" + self._each(lambda f: f.parallel_parts()[1])
 
     # (metric, header) of the H100 comparison: training speed and energy only -- the H100 run trained
     # on another corpus (chitchat, seen 3.2 times), so its losses are no yardstick, and it decoded
