@@ -163,3 +163,31 @@ def test_printed_table_fits_a_landscape_page(chromium, gpu_page, tmp_path):
         assert set(fit["figures"]) == {"avoid"}, fit
         pdf = browser.pdf(tmp_path / "report.pdf")
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 20_000
+
+
+COMMITTED = sorted((HERE.parent / "reports" / "h200").glob("campaign-*/results/report/*/index.html"))
+
+
+@pytest.mark.parametrize("page", COMMITTED, ids=[str(p.parent.relative_to(HERE.parent)) for p in COMMITTED])
+def test_committed_campaign_report_answers_at_the_top_at_400px_and_prints(chromium, page):
+    """The campaign's own reports, as committed (not the fixture): verdict box first with a
+    recommendation per constraint and by length, no object repr, no console problem, the table's
+    last column reachable at 400 px with the variant column pinned, the table fitting a printed
+    landscape page."""
+    with Chromium(chromium) as browser:
+        browser.open(page.as_uri(), width=400, height=800)
+        assert browser.problems() == [], browser.problems()
+        verdict = browser.evaluate("""(() => { const v = document.getElementById('verdict');
+            return {top: v.getBoundingClientRect().top, tag: v.previousElementSibling.tagName, text: v.innerText,
+                    rows: v.querySelectorAll('#verdict-constraint tbody tr').length}; })()""")
+        assert verdict["tag"] == "HEADER" and verdict["top"] < 800, verdict
+        assert "Which variant should I use?" in verdict["text"] and "By sequence length" in verdict["text"]
+        assert "Exact-agreement check" in verdict["text"] and verdict["rows"] >= 6, verdict
+        assert "object at 0x" not in browser.evaluate("document.documentElement.outerHTML")
+        reach = browser.evaluate(JS_REACH_LAST_COLUMN)
+        assert reach["pageWidth"] <= 400 and reach["lastVisible"] and reach["firstPinned"], reach
+        browser.open(page.as_uri(), width=1400)
+        browser.emulate(width=1062, media="print")
+        fit = browser.evaluate("""(() => ({table: document.getElementById('summary').getBoundingClientRect().width,
+                                          page: document.body.clientWidth}))()""")
+        assert fit["table"] <= fit["page"] + 1, fit
