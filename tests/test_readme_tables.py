@@ -533,3 +533,17 @@ def test_campaign_render_rerenders_finished_shapes_with_the_pipelines_settings(t
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert ours["header"]["report_commit"].removesuffix("-dirty") == head  # this code's
     assert "Report code (commit)" in (tmp_path / "results/report/124M-T512/index.html").read_text()
+
+
+def test_committed_results_name_no_machine_path():
+    """What comes back from the GPU machine is committed without its folders (unpack.sh writes
+    Snakemake's campaign and wheel folders as $CAMP and $SITE): no absolute path of a machine in
+    any committed text file under reports/."""
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "reports"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    machine_path = re.compile(r"(?:^|[^\w$.])/(?:tmp|root|home|work)/")
+    found = [f"{name}:{i}" for name in files if not name.endswith((".png", ".pdf"))
+             for i, line in enumerate((ROOT / name).read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+             if machine_path.search(line)]
+    assert not found, found[:10]
