@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from .readme import (H100_ORDER, commit, dig, gib, kilo, load, mib, names, pct, seq, sig, span,  # noqa: F401
+from .readme import (H100_ORDER, ROOT, commit, dig, gib, kilo, load, mib, names, pct, seq, sig, span,  # noqa: F401
                      table)
 from ..stats import bootstrap_mean, bootstrap_ratio
 from .provenance import _time, concurrency
@@ -1485,8 +1485,8 @@ class Campaign:
         neighbours), then per shape its variants alone against alongside."""
         if not self.shapes:
             return "No job recorded its GPU and times."
-        whole = self.folder(self.shapes[0]).parallel_parts()[0]
-        return whole + "\n\n" + self._each(lambda f: f.parallel_parts()[1])
+        parts = {shape: self.folder(shape).parallel_parts() for shape in self.shapes}
+        return parts[self.shapes[0]][0] + "\n\n" + self._each(lambda f: parts[f.shape][1])
 
     # (metric, header) of the H100 comparison: training speed and energy only -- the H100 run trained
     # on another corpus (chitchat, seen 3.2 times), so its losses are no yardstick, and it decoded
@@ -1505,8 +1505,7 @@ class Campaign:
             return "Not compared yet (no `compare-h100-<shape>.csv` here)."
         # Which kernel ran, there and here: a ratio far from the others comes from the variant's
         # code changing between the runs (the H100 documents are from older commits), not the GPU.
-        there = {v: f"{d['kernel']} ({commit(d)})" for v, d in H100(Path(__file__).resolve().parents[2]
-                                                                      / "reports" / "h100").train.items()}
+        there = {v: f"{d['kernel']} ({commit(d)})" for v, d in H100(ROOT / "reports" / "h100").train.items()}
         parts = []
         for path in found:
             df = pd.read_csv(path)

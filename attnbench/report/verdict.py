@@ -235,13 +235,13 @@ def agreement_text(variants: list[Variant]) -> list[str]:
     out = stale.describe(variants) + [s for s in (agreement.describe(v) for v in variants) if s]
     ok = [v for v in variants if v.agreement and "suspect" in v.agreement and not v.suspect]
     if ok:
-        worst = max(ok, key=lambda v: v.agreement["max_abs_diff"])
-        tol = worst.agreement["tolerance"]
+        tol = ok[0].agreement["tolerance"]  # one tolerance for the whole report
         lone = [s for s in (agreement.excursions(v) for v in ok) if s]
+        n_lone = sum(len(v.agreement["excursions"]) for v in ok)
         kept = max(ok, key=lambda v: v.agreement["max_kept_diff"])
         out.append(f"Exact-agreement check: {', '.join(v.name for v in ok)} follow baseline's validation curve "
-                   f"within ±{tol:g} at every eval point" + (" but the excursion below" if len(lone) == 1 else
-                                                               " but the excursions below" if lone else "")
+                   f"within ±{tol:g} at every eval point"
+                   + ({0: "", 1: " but the excursion below"}.get(n_lone, f" but the {n_lone} excursions below"))
                    + f" (largest gap {kept.agreement['max_kept_diff']:.4f}, {kept.name}).")
         if lone:
             out.append(f"Past ±{tol:g} at a seed's first eval point only, by at most twice that, and back within "
