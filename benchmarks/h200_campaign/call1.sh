@@ -1,6 +1,6 @@
 # Device call 1, at once after call 0: the ShareGPT wheel, the data stage, the documents of earlier
 # sessions, then the campaign in the background (sweeps first: whole units, and the sweep's energy
-# window is seen early), watched for WATCH seconds.
+# window is seen early; then the first unfinished shape), watched for WATCH seconds.
 #   run: WATCH=420 bash benchmarks/h200_campaign/call1.sh   carry: [".dev/c1"]
 . "$(dirname "$0")/env.sh"
 install_wheels .dev/c1/*.whl || exit 1
@@ -17,6 +17,16 @@ snakemake --dry-run --quiet rules $SM 2>&1 | sed -n '/Job stats/,/^$/p;/^total/p
 sweeps=$(python3 -c "
 import yaml; c = yaml.safe_load(open('config/campaign.yaml'))
 print(' '.join(f'results/sweep/{s}/{v}/sweep.json' for s in c['models'] for v in c['variants']))")
-setsid nohup bash -c "snakemake $sweeps $SM; snakemake $SM" > snake.log 2>&1 < /dev/null &
+# The first shape (config order) with probes missing goes first: a shape whose seeds all finish in
+# this session gets its report here, instead of the jobs of two shapes ending half-done.
+first=$(python3 -c "
+import os, yaml; c = yaml.safe_load(open('config/campaign.yaml'))
+for s, m in c['models'].items():
+    for t in m['seq_lens']:
+        p = [f'results/probe/{s}-T{t}/{v}/seed{n}/probe.json' for v in c['variants'] for n in c['seeds']]
+        if not all(map(os.path.exists, p)):
+            print(' '.join(p)); raise SystemExit")
+echo "first: $(echo "$first" | wc -w) probes of $(echo "$first" | cut -d/ -f3 | head -1)"
+setsid nohup bash -c "snakemake $sweeps $SM; snakemake $SM ${first:+--prioritize $first}" > snake.log 2>&1 < /dev/null &
 sleep 5
 bash "$HERE/watch.sh" "${WATCH:-420}"
