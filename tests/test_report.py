@@ -1140,3 +1140,14 @@ def test_a_section_wide_reason_is_the_reason_of_its_null_figures(tmp_path):
     doc, html, page, out = build(tmp_path, gpu=False, **write_fixture(tmp_path / "cpu", gpu=False))
     row = next(c for c in doc["verdict"]["constraints"] if c["what"] == "Quality per energy: loss drop per kJ")
     assert row["status"] == "missing" and "no energy" in row["status_text"], row
+
+
+def test_paired_ratio_bound_clear_of_one_never_reads_as_one():
+    # a "clear" finding's per-seed ratio interval lies wholly on one side of 1; three significant
+    # figures printed 1.003 as "1", an interval that seemed to touch the leader
+    from attnbench.report.format import ratio
+
+    assert ratio(1.003) == "1.003" and ratio(0.96) == "0.960" and ratio(1.0) == "1.000"
+    assert ratio(1.0004) == "1.0004" and ratio(0.99996) == "0.99996"
+    assert ratio(0.0123) == "0.0123" and ratio(2.5) == "2.500"
+    assert all(ratio(x) != "1.000" for x in (1.0004, 0.9996, 1.00001))

@@ -13,7 +13,7 @@ from ..stats import order as stats_order
 from ..stats import paired, scale_of
 from . import agreement, cache, stale
 from .charts import seq_label
-from .format import clean, dig, fmt_bytes, fmt_joule, fmt_loss, fmt_ms
+from .format import clean, dig, fmt_bytes, fmt_joule, fmt_loss, fmt_ms, ratio
 from .load import BASELINE, Variant, _common_reason
 from .plots import energy_loss_points, pareto_front, sweep_series
 from .table import Context
@@ -222,7 +222,7 @@ def findings(variants: list[Variant], header: dict, ctx: Context, fails: list[di
             d = paired(per_seed.get(rest[0], {}), per_seed.get(leaders[0], {}), scale)
             u = cells[rest[0]].unit
             gap = ("" if not d.has_interval else
-                   f"; per seed ×{d.mean:.3g} the leader [{d.low:.3g}, {d.high:.3g}]" if scale == "ratio" else
+                   f"; per seed ×{ratio(d.mean)} the leader [{ratio(d.low)}, {ratio(d.high)}]" if scale == "ratio" else
                    f"; per seed {u.num(d.mean)} from the leader [{u.num(d.low)}, {u.num(d.high)}]")
             return (f"{what}: {show(leaders[0])}, ahead of every other variant (per seed: the 95 % t-interval of "
                     f"the paired {what_paired} on the worse side; without shared seeds: intervals apart) "

@@ -47,6 +47,17 @@ def _sig(value: float, digits: int = 3) -> str:
     return f"{value:,.{decimals}f}"
 
 
+def ratio(value: float) -> str:
+    """A per-seed ratio to the leader or baseline, three decimals; a value that is not 1 never
+    reads as 1 (an interval that the verdict calls clear of 1 shows a bound clear of 1)."""
+    if value == 0 or not 0.1 <= abs(value) < 1000:
+        return _sig(value, 3)
+    decimals = 3
+    while decimals < 6 and value != 1 and round(value, decimals) == 1:
+        decimals += 1
+    return f"{value:.{decimals}f}"
+
+
 @dataclass(frozen=True)
 class Unit:
     """A display unit: the number shown is the value in base units x ``factor``.  A table

@@ -22,7 +22,7 @@ from ..stats import order as stats_order
 from ..stats import paired, scale_of
 from . import agreement, stale
 from .charts import seq_label
-from .format import SCALES, _num, _sig, dig, fmt_ms, pick_unit
+from .format import SCALES, _num, _sig, dig, fmt_ms, pick_unit, ratio
 from .load import Variant, _common_reason
 from .plots import sweep_series
 
@@ -190,7 +190,7 @@ def _figure(v: Variant, cell, vs=None, scale: str = "difference") -> dict[str, A
     if vs is not None and cell.per_seed and vs.per_seed:
         d = paired(cell.per_seed, vs.per_seed, scale)
         if d.has_interval and scale == "ratio":
-            out["paired"] = f"×{d.mean:.3g} the leader per seed (95 % [{d.low:.3g}, {d.high:.3g}], {d.n} seeds)"
+            out["paired"] = f"×{ratio(d.mean)} the leader per seed (95 % [{ratio(d.low)}, {ratio(d.high)}], {d.n} seeds)"
         elif d.has_interval:
             out["paired"] = (f"{'+' if d.mean >= 0 else '−'}{unit.num(abs(d.mean))} vs the leader per seed (95 % "
                              f"[{unit.num(d.low)}, {unit.num(d.high)}], {d.n} seeds)")
