@@ -463,6 +463,34 @@ def test_campaign_reads_each_shape_from_the_pipeline_layout(tmp_path):
     assert "| `mla` | naive:sdpa:cudnn (`d9e6b80`) → — |" in text  # no document of it in this copy
 
 
+def test_campaign_data_states_records_tail_and_that_no_window_repeats(tmp_path):
+    """The data fragment: records read and kept, the truncated tail, splits; per shape the epochs one
+    training takes from the training split (windows of seq_len, one permutation per epoch), 'no'
+    where a training draws past the first epoch, and a training that read other tokens named."""
+    import json
+    import shutil
+
+    from attnbench.report.readme_sources import Campaign
+
+    src = ROOT / "reports/h200/campaign-c432349"
+    shutil.copy(src / "config.yaml", tmp_path / "config.yaml")
+    for part in ("results/train/124M-T512/sdpa/seed1337", "results/train/124M-T2048/sdpa/seed1337", "results/tokens"):
+        shutil.copytree(src / part, tmp_path / part)
+    text = Campaign(tmp_path).data()
+    assert "17,671 records read, 17,545 kept (dropped: 126 empty); the file stops mid-record" in text, text
+    assert "| 124M-T512 | 550 × 16 × 512 = 4,505,600 | 56,456 | 0.156 | yes |" in text
+    assert "| 124M-T2048 | 550 × 4 × 2,048 = 4,505,600 | 14,114 | 0.156 | yes |" in text
+    assert "Every training document names this `tokens_sha256`" in text
+    # a training of 4,000 steps at T = 2048 takes 1.13 epochs: its windows repeat; another hash is named
+    doc = tmp_path / "results/train/124M-T2048/sdpa/seed1337/metrics.json"
+    d = json.loads(doc.read_text())
+    d["training"]["steps"], d["data"]["tokens_sha256"] = 4000, "0" * 64
+    doc.write_text(json.dumps(d))
+    text = Campaign(tmp_path).data()
+    assert "| 1.134 | no: windows repeat after the first epoch; some training read other tokens (hash differs) |" in text
+    assert "Some training documents name another `tokens_sha256`" in text
+
+
 def test_campaign_claim_and_verdict_on_the_committed_shape():
     """On the committed 124M T = 512 documents (three seeds): the claimed variants against the energy
     leader per seed, each 'in the leading tie' or 'behind' as the report's verdict has it, and every

@@ -1480,6 +1480,53 @@ class Campaign:
     verdict = _per_shape(RunFolder.verdict_lines)
     claim = _per_shape(RunFolder.claim)
 
+    def data(self) -> str:
+        """The corpus as the data stage made it (records read and kept, the file's truncated tail,
+        splits and tokens), then per shape what one training draws from the training split: each
+        ``pack`` training takes ``steps`` batches of non-overlapping windows from one permutation
+        per epoch (``attnbench.batches``), so no window is drawn twice while the batches drawn are
+        within the first epoch."""
+        s = load(self.dir / "results" / "tokens" / "stats.json")
+        dl = s.get("download") or {}
+        tail, dropped = dl.get("truncated_tail"), {k: n for k, n in (dl.get("records_dropped") or {}).items() if n}
+        out = [f"`{s['dataset']}` (`{dl.get('package')}`, `{dl.get('file')}`, {dl.get('file_bytes', 0):,} bytes): "
+               f"{dl.get('records_read', 0):,} records read, {dl.get('records_kept', 0):,} kept"
+               + (f" (dropped: {', '.join(f'{n:,} {why}' for why, n in dropped.items())})" if dropped else "")
+               + (f"; the file stops mid-record, its last {tail['bytes']:,} bytes (from byte {tail['at_byte']:,}) "
+                  f"left out" if tail else "; the file parsed whole")
+               + f". {s['conversations']:,} conversations, {s['train_conversations']:,} for training and "
+               f"{s['val_conversations']:,} held out; {s['train_tokens']:,} training and {s['val_tokens']:,} "
+               f"validation tokens (`tokens_sha256` {s['tokens_sha256'][:8]}…)."]
+        rows, hashes = [], set()
+        for shape in self.shapes:
+            docs = [d for d in self.folder(shape).train.values() if d.get("status") == "ok"]
+            hashes |= {dig(d, "data.tokens_sha256") for d in docs}
+            if not docs:
+                continue
+            t = docs[0]["training"]
+            same_tokens = all(dig(d, "data.tokens_sha256") == s["tokens_sha256"] for d in docs)
+            same_shape = all((d["training"]["steps"], d["training"]["batch_size"], d["training"]["seq_len"])
+                             == (t["steps"], t["batch_size"], t["seq_len"]) for d in docs)
+            if s.get("mode") != "pack" or not same_shape:
+                rows.append([shape, "—", "—", "—", "not established (" + ("pad mode" if s.get("mode") != "pack"
+                                                                         else "trainings differ in shape") + ")"])
+                continue
+            windows = (s["train_tokens"] - 1) // t["seq_len"]
+            per_epoch = windows // t["batch_size"]
+            epochs = t["steps"] / per_epoch
+            rows.append([shape, f"{t['steps']} × {t['batch_size']} × {t['seq_len']:,} = {t['tokens_trained']:,}",
+                         f"{windows:,}", f"{epochs:.3f}",
+                         ("yes" if epochs <= 1 else "no: windows repeat after the first epoch")
+                         + ("" if same_tokens else "; some training read other tokens (hash differs)")])
+        if rows:
+            out.append(table(["shape", "tokens per training (steps × batch × length)",
+                              "windows in the training split", "epochs per training", "no window drawn twice"], rows)
+                       + ("\n\nEvery training document names this `tokens_sha256`" if hashes == {s["tokens_sha256"]}
+                          else "\n\nSome training documents name another `tokens_sha256`")
+                       + "; the validation loss is taken on the held-out conversations, the same batches for every "
+                       "variant of a seed.")
+        return "\n\n".join(out)
+
     def parallel(self) -> str:
         """The jobs, pairs and sittings once (every shape's and sweep's jobs were each other's
         neighbours), then per shape its variants alone against alongside."""
@@ -1647,7 +1694,7 @@ READMES: dict[str, tuple[type, dict[str, Callable]]] = {
     "reports/h200/campaign-c432349/README.md": (Campaign, {
         "status": Campaign.status, "machine": Campaign.machine, "checks": Campaign.checks, "seeds": Campaign.seeds,
         "paired": Campaign.paired, "findings": Campaign.findings, "parallel": Campaign.parallel,
-        "verdict": Campaign.verdict, "h100": Campaign.h100, "claim": Campaign.claim}),
+        "verdict": Campaign.verdict, "h100": Campaign.h100, "claim": Campaign.claim, "data": Campaign.data}),
     "reports/h200/partial-e1a7e10/README.md": (RunFolder, {
         "machine": RunFolder.machine, "checks": RunFolder.checks, "table": RunFolder.table,
         "agreement": RunFolder.agreement, "spread": RunFolder.spread, "selection": RunFolder.selection,
