@@ -377,6 +377,33 @@ def test_probe_table_names_eager_prefill_rows_that_did_not_settle(tmp_path):
            "(1.51, 385 calls)." in text, text
 
 
+def test_one_seed_trained_twice_gives_the_validation_loss_floor(tmp_path):
+    """A seed trained alone (serial/, another session) and again alongside another job: the |difference|
+    of its validation losses, median and largest over the pairs; seeds trained once give no pair."""
+    import json
+
+    from attnbench.report.readme_sources import RunFolder
+
+    def write(under, variant, seed, uuid, minute, loss):
+        d = tmp_path / under / "train" / variant / f"seed{seed}"
+        d.mkdir(parents=True)
+        d.joinpath("metrics.json").write_text(json.dumps({
+            "status": "ok", "provenance": {"device_uuid": uuid, "git_commit": "abc1234"},
+            "job": {"started_utc": f"2026-11-29T10:{minute:02d}:00+00:00",
+                    "finished_utc": f"2026-11-29T10:{minute:02d}:50+00:00", "startup_s": 0},
+            "timing": {"tokens_per_s": 400_000}, "control": {"tflops": 660.0}, "energy": {"gpu_j_per_token": 0.0015},
+            "training": {"val_loss": loss}}))
+    write("serial", "sdpa", 1, "GPU-a", 1, 5.30)
+    write("serial", "mla", 1, "GPU-a", 3, 5.26)
+    write("runs", "sdpa", 1, "GPU-a", 10, 5.31)   # sdpa and mla again, side by side
+    write("runs", "mla", 1, "GPU-b", 10, 5.23)
+    write("runs", "mla", 2, "GPU-b", 20, 5.00)    # trained once: no pair
+    write("serial", "sdpa", 3, "GPU-a", 30, 5.00)
+    text = RunFolder(tmp_path).parallel()
+    assert ("Validation loss of one seed and setting trained twice (alone, then alongside): |difference| median "
+            "0.0200, largest 0.0300 (`mla`), over 2 pairs.") in text, text
+
+
 def test_probes_alongside_another_job_are_compared_with_probes_alone(tmp_path):
     """The probes' graph decode and prefill, alone (one GPU, one after another) against two at a time on
     two GPUs: the ratio of the means per variant, then their mean."""

@@ -7,6 +7,7 @@ import datetime
 import functools
 import math
 import re
+import statistics
 from pathlib import Path
 from typing import Callable
 
@@ -1123,7 +1124,7 @@ class RunFolder:
             x = dig(d, key)
             return x if finite(x) else None
 
-        rows, ratios, normalised = [], [], []
+        rows, ratios, normalised, again = [], [], [], []
         for v in self.ORDER:
             # a job that shared its GPU is neither: its figures are not the variant's
             train = [j for j in timed if j["kind"] == "train" and j["variant"] == v
@@ -1138,6 +1139,12 @@ class RunFolder:
             mj = [[1000 * e if e else None for e in (figure(d, "energy.gpu_j_per_token") for d in g)]
                   for g in (alone, along)]
             r, n = bootstrap_ratio(rate[1], rate[0]), bootstrap_ratio(per_tflop[1], per_tflop[0])
+            # the same seed and settings trained twice (alone, then alongside): how far the validation
+            # loss moves between two runs of one training -- the floor under any loss difference ranked
+            loss = [{j["seed"]: figure(j["doc"], "training.val_loss") for j in train if (j["concurrent"] > 0) == a}
+                    for a in (False, True)]
+            again += [(abs(loss[1][k] - loss[0][k]), v) for k in loss[0].keys() & loss[1].keys()
+                      if loss[0][k] is not None and loss[1][k] is not None]
             ratios.append(r.mean)
             normalised.append(n.mean)
             mean_of = [bootstrap_mean(x).mean for x in (*rate, *mj)]
@@ -1150,7 +1157,10 @@ class RunFolder:
         return text[0], (
             f"Training tokens/s alongside another job against alone, mean over {over.n} variants: {est(over)}; "
             f"divided by each job's control (TFLOP/s of the same-process matmul): {est(over_n)}."
-            + self._probes_alongside(timed, est)) + "\n\n" + table(
+            + self._probes_alongside(timed, est)
+            + (f" Validation loss of one seed and setting trained twice (alone, then alongside): |difference| median "
+               f"{statistics.median(a for a, _ in again):.4f}, largest {max(again)[0]:.4f} (`{max(again)[1]}`), "
+               f"over {len(again)} pairs." if again else "")) + "\n\n" + table(
             ["variant", "alone: trainings, tokens/s", "concurrent: trainings, tokens/s",
              "concurrent / alone (95 % interval where both have two)", "same, per control TFLOP/s",
              "GPU mJ/token alone / concurrent"], rows)
