@@ -111,6 +111,13 @@ def test_scaling_page_sets_shapes_side_by_side_with_intervals(tmp_path):
     html = (out / "index.html").read_text()
     assert 'href="124M-T512/index.html"' in html and "3.7 %" in html      # attention share at 124M, T=512
     assert "95 % interval 320,000–340,000 tok/s" in html
+    assert '320,000–340,000 tok/s">330,000 <span class="ci">[320,000, 340,000]</span></td>' in html  # shown, not hover only
+    size_plot = next(p for p in page["plots"] if p.svg and p.title == "Train tokens/s vs model size, T = 512")
+    ticks = re.findall(r"<text[^>]*>([\d,.]+)</text>", size_plot.svg)  # tick labels (SVG text, fonttype none)
+    assert "model parameters (millions)" in size_plot.svg and "100" in ticks and "300" in ticks, ticks
+    assert not any("," in t and len(t) > 7 for t in ticks), ticks  # no 100,000,000 labels running together
+    loss_plot = next(p for p in page["plots"] if p.svg and p.title.startswith("Val loss vs model size"))
+    assert "Val loss ()" not in loss_plot.svg and "Val loss" in loss_plot.svg
     assert any(p.svg and "vs model size" in p.title for p in page["plots"])
     assert "object at 0x" not in html
     rows = list(csv.DictReader(open(out / "scaling.csv")))

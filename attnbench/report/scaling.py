@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .charts import Series
-from .format import _num, pick_unit
+from .format import Unit, _num, pick_unit
 from .load import PALETTE
 from .plots import line_plot
 
@@ -88,6 +88,9 @@ def tidy_rows(shapes: list[Shape]) -> list[dict[str, Any]]:
     return out
 
 
+MILLIONS = Unit("M", 1e-6)  # model parameters on an axis: 100, 150, 200, 300 (millions)
+
+
 def plots(shapes: list[Shape], variants: list[str]) -> list:
     """Each metric against model size (one plot per length with more than one size) and
     against length (one per size with more than one length)."""
@@ -97,7 +100,7 @@ def plots(shapes: list[Shape], variants: list[str]) -> list:
     for metric, label, kind, per in METRICS:
         values = [cell(s.rows.get(v), metric)[0] for s in shapes for v in variants]
         unit = pick_unit(kind, [x for x in values if x is not None], per)
-        groups = [(f"T = {T}", [s for s in shapes if s.seq_len == T], "params", "model parameters")
+        groups = [(f"T = {T}", [s for s in shapes if s.seq_len == T], "params", "model parameters (millions)")
                   for T in lengths] + [(f"{size or 'model'}", [s for s in shapes if s.size == size], "T",
                                         "training length (tokens)") for size in sizes]
         for title, group, xkey, xlabel in groups:
@@ -115,9 +118,11 @@ def plots(shapes: list[Shape], variants: list[str]) -> list:
                 series.append(Series(v, PALETTE[i % len(PALETTE)], sorted(pts), yerr=[e for _, e in
                                      sorted(zip(pts, err))], missing=None if pts else "not measured"))
             pid = f"scaling-{metric}-{xkey}-{title}".replace(" ", "").replace("=", "")
+            # parameters in millions (full counts overlap on the axis); lengths on powers of two
             out.append(line_plot(pid, f"{label} vs {'model size' if xkey == 'params' else 'length'}, {title}",
-                                 series, xlabel=xlabel, ylabel=f"{label} ({unit.name})", logx=True, yunit=unit,
-                                 caption="mean over seeds; bars: 95 % interval"))
+                                 series, xlabel=xlabel, ylabel=f"{label} ({unit.name})" if unit.name else label,
+                                 logx=True, yunit=unit, xunit=MILLIONS if xkey == "params" else None,
+                                 seq_x=xkey == "T", caption="mean over seeds; bars: 95 % interval"))
     return out
 
 
@@ -136,8 +141,11 @@ def build_scaling(names: list[str], summaries: list[Path], results: list[Path], 
             cells = []
             for s in shapes:
                 mean, ci = cell(s.rows.get(v), metric)
+                # the interval in the cell, not only on hover (a touch screen has none)
                 cells.append({"text": unit.num(mean) if mean is not None else "—",
-                              "title": (f"95 % interval {unit.num(ci[0])}–{unit.num(ci[1])} {unit.name}" if ci
+                              "ci": (f"[{unit.num(ci[0])}, {unit.num(ci[1])}]" if ci
+                                     else "one seed" if mean is not None else None),
+                              "title": (f"95 % interval {unit.num(ci[0])}–{unit.num(ci[1])} {unit.name}".strip() if ci
                                         else "one seed: no interval" if mean is not None else "not measured")})
             rows.append({"variant": v, "cells": cells})
         tables.append({"metric": metric, "label": label, "unit": unit.name, "rows": rows})
