@@ -191,3 +191,71 @@ def test_committed_campaign_report_answers_at_the_top_at_400px_and_prints(chromi
         fit = browser.evaluate("""(() => ({table: document.getElementById('summary').getBoundingClientRect().width,
                                           page: document.body.clientWidth}))()""")
         assert fit["table"] <= fit["page"] + 1, fit
+
+
+JS_SCALING = """(() => {
+  const wraps = [...document.querySelectorAll('.table-wrap')];
+  const reach = wraps.map(w => { const th = w.querySelectorAll('thead th'); const last = th[th.length - 1];
+    last.scrollIntoView({block: 'center', inline: 'end'});
+    const r = last.getBoundingClientRect();
+    const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+    return !!hit && last.contains(hit); });
+  return {reach, pageWidth: document.documentElement.scrollWidth,
+          svgs: document.querySelectorAll('figure svg').length, figures: document.querySelectorAll('figure').length,
+          cis: document.querySelectorAll('td .ci').length, html: document.documentElement.outerHTML};
+})()"""
+
+
+def _scaling_fixture(tmp_path: Path) -> Path:
+    """A scaling page over two model sizes and two lengths (four shapes, nine variants), as the
+    scaling rule renders it."""
+    import csv
+    import json
+
+    from attnbench.report.scaling import build_scaling
+
+    shapes = {"124M-T512": (512, {"n_layer": 12, "n_head": 12, "n_embd": 768}, 124e6),
+              "124M-T2048": (2048, {"n_layer": 12, "n_head": 12, "n_embd": 768}, 124e6),
+              "350M-T512": (512, {"n_layer": 24, "n_head": 16, "n_embd": 1024}, 354e6)}
+    summaries, results = [], []
+    for k, (name, (T, model, params)) in enumerate(shapes.items()):
+        d = tmp_path / name
+        d.mkdir()
+        rows = [{"variant": v, "n": 3, "params_total": params, "tokens_per_s": 400e3 - 1e4 * i - 1e5 * k,
+                 "tokens_per_s_ci95_low": 398e3 - 1e4 * i - 1e5 * k, "tokens_per_s_ci95_high": 402e3 - 1e4 * i - 1e5 * k,
+                 "gpu_j_per_token": 0.0015 + 1e-4 * i, "gpu_j_per_token_above_idle": 0.0012 + 1e-4 * i,
+                 "peak_allocated_bytes": (4 + i) * 2**30 * (1 + 2 * k), "val_loss": 5.1 + 0.01 * i, "val_loss_ci95_low": 5.05 + 0.01 * i,
+                 "val_loss_ci95_high": 5.15 + 0.01 * i} for i, v in enumerate(VARIANTS)]
+        with open(d / "summary.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        (d / "results.json").write_text(json.dumps({"config": {"model": {**model, "vocab_size": 50304},
+                                                               "train": {"seq_len": T}}}))
+        summaries.append(d / "summary.csv")
+        results.append(d / "results.json")
+    build_scaling(list(shapes), summaries, results, tmp_path / "report")
+    return tmp_path / "report" / "index.html"
+
+
+SCALING = sorted((HERE.parent / "reports" / "h200").glob("campaign-*/results/report/index.html"))
+
+
+@pytest.mark.parametrize("page", [None, *SCALING], ids=["fixture", *(str(p.parent.relative_to(HERE.parent)) for p in SCALING)])
+def test_scaling_page_at_400px_and_printed(chromium, page, tmp_path):
+    """The scaling page (the fixture's, and each campaign's as committed): no console problem and no
+    object repr; at 400 px nothing wider than the screen, every table's last column reachable, each
+    mean's interval in its cell; every figure a plot; printed, every table within the page."""
+    page = page or _scaling_fixture(tmp_path)
+    with Chromium(chromium) as browser:
+        browser.open(page.as_uri(), width=400, height=800)
+        assert browser.problems() == [], browser.problems()
+        s = browser.evaluate(JS_SCALING)
+        assert "object at 0x" not in s["html"]
+        assert s["pageWidth"] <= 400 and s["reach"] and all(s["reach"]), {k: s[k] for k in ("pageWidth", "reach")}
+        assert s["cis"] > 0 and s["figures"] > 0 and s["svgs"] == s["figures"], {k: s[k] for k in ("cis", "svgs", "figures")}
+        browser.open(page.as_uri(), width=1400)
+        browser.emulate(width=1062, media="print")
+        fit = browser.evaluate("""(() => ({tables: [...document.querySelectorAll('table')].map(
+            t => t.getBoundingClientRect().width), page: document.body.clientWidth}))()""")
+        assert max(fit["tables"]) <= fit["page"] + 1, fit
