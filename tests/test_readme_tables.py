@@ -553,6 +553,28 @@ def test_campaign_claim_and_verdict_on_the_committed_shape():
                              for line in heads), (name, heads)
 
 
+def test_campaign_verdicts_side_by_side_as_each_report_gives_them():
+    """The top README's campaign table: a row per headline and one for the sweeps, a column per shape
+    with documents; each cell the report's own recommendation (a tie names its variants, a single
+    leader its figure with the interval, a shape seeded once says no order)."""
+    from attnbench.report.readme_sources import Campaign, RunFolder
+
+    c = Campaign(ROOT / "reports/h200/campaign-c432349")
+    lines = c.verdict_table().splitlines()
+    assert lines[0] == "|  | " + " | ".join(c.shapes) + " |"
+    rows = {line.split(" | ")[0].lstrip("| "): line.strip("|").split(" | ")[1:] for line in lines[2:]}
+    assert list(rows) == [*RunFolder.HEADLINES, "By length (attention fwd+bwd, sweep)"]
+    for shape, column in zip(c.shapes, zip(*rows.values())):
+        verdict = c.folder(shape).assessment()["verdict"]
+        for what, text in zip(RunFolder.HEADLINES, column):
+            best = next(x for x in verdict["constraints"] if x["what"] == what)["best"]
+            if len(best) > 1:
+                assert text.strip() == "tie: " + ", ".join(f"`{x['name']}`" for x in best)
+            else:
+                assert text.startswith(f"`{best[0]['name']}` {best[0]['figure']} ")
+                assert ("[" in text) != text.strip().endswith("(one seed: no order)"), text
+
+
 def test_campaign_render_rerenders_finished_shapes_with_the_pipelines_settings(tmp_path):
     """benchmarks/h200_campaign/render.py renders a shape's report from the committed documents
     only when every document its report rule reads is there, with the settings the pipeline's own

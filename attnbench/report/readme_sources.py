@@ -1490,6 +1490,29 @@ class Campaign:
     verdict = _per_shape(RunFolder.verdict_lines)
     claim = _per_shape(RunFolder.claim)
 
+    def verdict_table(self) -> str:
+        """The verdicts of every shape side by side, one row per headline constraint and one for the
+        sweeps' answer by length: the variant each shape's report recommends with its figure and 95 %
+        interval, the variants of a tie, or that an order is not established (one seed)."""
+        def cell(c: dict) -> str:
+            if c["status"] == "missing":
+                return c["status_text"]
+            best = c["best"]
+            if len(best) > 1:
+                return "tie: " + ", ".join(f"`{x['name']}`" for x in best)
+            x, text = best[0], best[0].get("interval") or ""
+            iv = text.removeprefix("95 % interval ").split(", n = ")[0] if text.startswith("95 % interval") else ""
+            return f"`{x['name']}` {x['figure']}" + (f" [{iv}]" if iv else " (one seed: no order)")
+        verdicts = {s: self.folder(s).assessment()["verdict"] for s in self.shapes}
+        rows = []
+        for what in RunFolder.HEADLINES:
+            cells = [next((cell(c) for c in verdicts[s]["constraints"] if c["what"] == what), "—") for s in self.shapes]
+            rows.append([what, *cells])
+        rows.append(["By length (attention fwd+bwd, sweep)",
+                     *(verdicts[s]["length"]["summary"] if verdicts[s]["length"].get("rows") else "not measured"
+                       for s in self.shapes)])
+        return table(["", *self.shapes], rows) if self.shapes else "No shape has documents yet."
+
     def data(self) -> str:
         """The corpus as the data stage made it (records read and kept, the file's truncated tail,
         splits and tokens), then per shape what one training draws from the training split: each
@@ -1598,6 +1621,11 @@ class Top:
         self.run = RunFolder(folder / "reports" / "h200" / "default-fb47336")
         self.head = SessionFolder(folder / "reports" / "h200" / "head-1529080")  # the latest GPU suite
         self.latest = RunFolder(folder / "reports" / "h200" / "default-3877728")  # the latest README run
+        self.campaign_dir = folder / "reports" / "h200" / "campaign-c432349"
+
+    def campaign(self) -> str:
+        """The H200 campaign's verdicts, every shape side by side."""
+        return Campaign(self.campaign_dir).verdict_table()
 
     def h200_run(self) -> str:
         r = self.run
@@ -1658,7 +1686,7 @@ class Top:
 READMES: dict[str, tuple[type, dict[str, Callable]]] = {
     "README.md": (Top, {"h200-summary": Top.h200_summary, "h100-summary": Top.h100_summary,
                         "h200-run": Top.h200_run, "h200-suite": Top.h200_suite, "h200-head": Top.h200_head,
-                        "h200-busy": Top.h200_busy, "h200-latest": Top.h200_latest}),
+                        "h200-busy": Top.h200_busy, "h200-latest": Top.h200_latest, "campaign": Top.campaign}),
     "reports/h100/README.md": (H100, {
         "machine": H100.machine, "commits": H100.commits, "training-table": H100.training_table,
         "training-notes": H100.training_notes, "repeated-gqa": H100.repeated_gqa, "bare-loop": H100.bare_loop,
