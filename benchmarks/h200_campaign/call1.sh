@@ -20,13 +20,12 @@ print(' '.join(f'results/sweep/{s}/{v}/sweep.json' for s in c['models'] for v in
 # The first shape (config order) with probes missing goes first: a shape whose seeds all finish in
 # this session gets its report here, instead of the jobs of two shapes ending half-done.
 first=$(python3 -c "
-import os, yaml; c = yaml.safe_load(open('config/campaign.yaml'))
-for s, m in c['models'].items():
-    for t in m['seq_lens']:
-        p = [f'results/probe/{s}-T{t}/{v}/seed{n}/probe.json' for v in c['variants'] for n in c['seeds']]
-        if not all(map(os.path.exists, p)):
-            print(' '.join(p)); raise SystemExit")
-echo "first: $(echo "$first" | wc -w) probes of $(echo "$first" | cut -d/ -f3 | head -1)"
+import os, yaml; from attnbench.settings import shapes; c = yaml.safe_load(open('config/campaign.yaml'))
+for s in shapes(c):
+    p = [f'results/probe/{s}/{v}/seed{n}/probe.json' for v in c['variants'] for n in c['seeds']]
+    if not all(map(os.path.exists, p)):
+        print(' '.join(p)); raise SystemExit")
+[ -n "$first" ] && echo "first: $(echo "$first" | cut -d/ -f3 | head -1), $(for p in $first; do [ -f "$p" ] || echo; done | wc -l) probes missing"
 setsid nohup bash -c "snakemake $sweeps $SM; snakemake $SM ${first:+--prioritize $first}" > snake.log 2>&1 < /dev/null &
 sleep 5
 bash "$HERE/watch.sh" "${WATCH:-420}"
