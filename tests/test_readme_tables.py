@@ -384,11 +384,12 @@ def test_one_seed_trained_twice_gives_the_validation_loss_floor(tmp_path):
 
     from attnbench.report.readme_sources import RunFolder
 
-    def write(under, variant, seed, uuid, minute, loss):
+    def write(under, variant, seed, uuid, minute, loss, config_hash="f1db7854"):
         d = tmp_path / under / "train" / variant / f"seed{seed}"
         d.mkdir(parents=True)
         d.joinpath("metrics.json").write_text(json.dumps({
-            "status": "ok", "provenance": {"device_uuid": uuid, "git_commit": "abc1234"},
+            "status": "ok", "data": {"tokens_sha256": "3c454b19"},
+            "provenance": {"device_uuid": uuid, "git_commit": "abc1234", "seed": seed, "config_hash": config_hash},
             "job": {"started_utc": f"2026-11-29T10:{minute:02d}:00+00:00",
                     "finished_utc": f"2026-11-29T10:{minute:02d}:50+00:00", "startup_s": 0},
             "timing": {"tokens_per_s": 400_000}, "control": {"tflops": 660.0}, "energy": {"gpu_j_per_token": 0.0015},
@@ -399,9 +400,12 @@ def test_one_seed_trained_twice_gives_the_validation_loss_floor(tmp_path):
     write("runs", "mla", 1, "GPU-b", 10, 5.23)
     write("runs", "mla", 2, "GPU-b", 20, 5.00)    # trained once: no pair
     write("serial", "sdpa", 3, "GPU-a", 30, 5.00)
+    write("serial", "gqa", 4, "GPU-a", 40, 5.00)  # gqa seed 4 with other settings, then alongside: no pair
+    write("runs", "gqa", 4, "GPU-a", 45, 5.40, config_hash="0badc0de")
+    write("runs", "sdpa", 4, "GPU-b", 45, 5.40)
     text = RunFolder(tmp_path).parallel()
-    assert ("Validation loss of one seed and setting trained twice (alone, then alongside): |difference| median "
-            "0.0200, largest 0.0300 (`mla`), over 2 pairs.") in text, text
+    assert ("Validation loss of one training run twice, alone and alongside (the same seed, settings hash and "
+            "tokens): |difference| median 0.0200, largest 0.0300 (`mla`), over 2 pairs.") in text, text
 
 
 def test_probes_alongside_another_job_are_compared_with_probes_alone(tmp_path):
@@ -505,8 +509,8 @@ def test_campaign_data_states_records_tail_and_that_no_window_repeats(tmp_path):
         shutil.copytree(src / part, tmp_path / part)
     text = Campaign(tmp_path).data()
     assert "17,671 records read, 17,545 kept (dropped: 126 empty); the file stops mid-record" in text, text
-    assert "| 124M-T512 | 550 × 16 × 512 = 4,505,600 | 56,456 | 0.156 | yes |" in text
-    assert "| 124M-T2048 | 550 × 4 × 2,048 = 4,505,600 | 14,114 | 0.156 | yes |" in text
+    assert "| 124M-T512 | 550 × 16 × 512 = 4,505,600 | 56,456 | 550 of 3,528 (0.156 epoch) | yes |" in text
+    assert "| 124M-T2048 | 550 × 4 × 2,048 = 4,505,600 | 14,114 | 550 of 3,528 (0.156 epoch) | yes |" in text
     assert "Every training document names this `tokens_sha256`" in text
     # a training of 4,000 steps at T = 2048 takes 1.13 epochs: its windows repeat; another hash is named
     doc = tmp_path / "results/train/124M-T2048/sdpa/seed1337/metrics.json"
@@ -514,8 +518,15 @@ def test_campaign_data_states_records_tail_and_that_no_window_repeats(tmp_path):
     d["training"]["steps"], d["data"]["tokens_sha256"] = 4000, "0" * 64
     doc.write_text(json.dumps(d))
     text = Campaign(tmp_path).data()
-    assert "| 1.134 | no: windows repeat after the first epoch; some training read other tokens (hash differs) |" in text
+    assert ("| 4,000 of 3,528 (1.134 epoch) | no: windows repeat after the first epoch; some training read other "
+            "tokens (hash differs) |") in text
     assert "Some training documents name another `tokens_sha256`" in text
+    # a stats file without the download's statistics says so, rather than naming None and 0 records
+    stats = tmp_path / "results/tokens/stats.json"
+    s = json.loads(stats.read_text())
+    del s["download"]
+    stats.write_text(json.dumps(s))
+    assert Campaign(tmp_path).data().startswith("`sharegpt` (the data stage recorded no download statistics). 17,545 ")
 
 
 def test_campaign_claim_and_verdict_on_the_committed_shape():
@@ -543,14 +554,18 @@ def test_campaign_claim_and_verdict_on_the_committed_shape():
     shapes = [line for line in lines if line.startswith("**")]  # one block per shape with documents
     assert shapes[0] == "**124M-T512**"
     assert sum(line.startswith("- ") for line in lines) == len(shapes) * (len(shape.HEADLINES) + 1)
-    # a shape with several seeds gives every headline an interval; one seeded once (a shape part-way
-    # through the campaign) says its order is not established
+    # every headline as its report's verdict has it: a settled order (or tie) with the interval of each
+    # figure; where a variant has one seed (a shape part-way through the campaign), the verdict's words
+    # that no order is established
     blocks = "\n".join(lines).split("**")[1:]
     for name, body in zip(blocks[::2], blocks[1::2]):
         heads = [line for line in body.splitlines() if line.startswith("- ") and "By sequence" not in line]
-        one_seed = {p.name for p in (c.dir / "results/train" / name).glob("*/seed*")} == {"seed1337"}
-        assert heads and all(("(one seed: order not established)" if one_seed else "–") in line.split(": ", 1)[1]
-                             for line in heads), (name, heads)
+        status = {x["what"]: x for x in c.folder(name).assessment()["verdict"]["constraints"]}
+        assert len(heads) == len(shape.HEADLINES), heads
+        for line in heads:
+            what = next(h for h in shape.HEADLINES if line.startswith(f"- {h}: "))
+            x, rest = status[what], line.removeprefix(f"- {what}: ")
+            assert (x["status_text"] in rest if x["status"] == "one-seed" else "–" in rest), (x, line)
 
 
 def test_campaign_verdicts_side_by_side_as_each_report_gives_them():
@@ -567,12 +582,36 @@ def test_campaign_verdicts_side_by_side_as_each_report_gives_them():
     for shape, column in zip(c.shapes, zip(*rows.values())):
         verdict = c.folder(shape).assessment()["verdict"]
         for what, text in zip(RunFolder.HEADLINES, column):
-            best = next(x for x in verdict["constraints"] if x["what"] == what)["best"]
-            if len(best) > 1:
-                assert text.strip() == "tie: " + ", ".join(f"`{x['name']}`" for x in best)
+            x = next(x for x in verdict["constraints"] if x["what"] == what)
+            if x["status"] == "tie":
+                assert text.strip() == "tie: " + ", ".join(f"`{b['name']}`" for b in x["best"])
             else:
-                assert text.startswith(f"`{best[0]['name']}` {best[0]['figure']} ")
-                assert ("[" in text) != text.strip().endswith("(one seed: no order)"), text
+                assert text.startswith(f"`{x['best'][0]['name']}` {x['best'][0]['figure']}")
+                # an order is claimed only where the report settles it; a one-seed row says it is not
+                assert ("order not established" in text) == (x["status"] == "one-seed"), (x["status"], text)
+
+
+def test_campaign_verdict_table_claims_no_order_the_report_does_not(tmp_path):
+    """A shape part-way through its seeds: the leader may have two seeds (an interval) while another
+    variant has one; the report establishes no order, and the table says so beside the interval."""
+    import shutil
+
+    from attnbench.report.readme_sources import Campaign
+
+    src = ROOT / "reports/h200/campaign-c432349"
+    shutil.copy(src / "config.yaml", tmp_path / "config.yaml")
+    shutil.copytree(src / "results/tokens", tmp_path / "results/tokens")
+    for stage, doc in (("train", "metrics.json"), ("probe", "probe.json")):
+        for v in ("sdpa", "gqa"):
+            for seed in (1337, 1338):
+                part = f"results/{stage}/124M-T512/{v}/seed{seed}"
+                shutil.copytree(src / part, tmp_path / part)
+        shutil.rmtree(tmp_path / f"results/{stage}/124M-T512/sdpa/seed1338")  # sdpa: one seed, gqa: two
+    shutil.copytree(src / "results/sweep/124M", tmp_path / "results/sweep/124M")
+    c = Campaign(tmp_path)
+    speed = next(line for line in c.verdict_table().splitlines() if line.startswith("| Training speed |"))
+    assert speed.startswith("| Training speed | `gqa` ") and "[" in speed, speed
+    assert speed.endswith("(order not established: a variant has one seed) |"), speed
 
 
 def test_campaign_render_rerenders_finished_shapes_with_the_pipelines_settings(tmp_path):

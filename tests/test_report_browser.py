@@ -207,8 +207,8 @@ JS_SCALING = """(() => {
 
 
 def _scaling_fixture(tmp_path: Path) -> Path:
-    """A scaling page over two model sizes and two lengths (four shapes, nine variants), as the
-    scaling rule renders it."""
+    """A scaling page over the campaign's three shapes (two model sizes at 512 tokens, two lengths at
+    124M; nine variants), as the scaling rule renders it."""
     import csv
     import json
 
@@ -243,7 +243,7 @@ SCALING = sorted((HERE.parent / "reports" / "h200").glob("campaign-*/results/rep
 
 @pytest.mark.parametrize("page", [None, *SCALING], ids=["fixture", *(str(p.parent.relative_to(HERE.parent)) for p in SCALING)])
 def test_scaling_page_at_400px_and_printed(chromium, page, tmp_path):
-    """The scaling page (the fixture's, and each campaign's as committed): no console problem and no
+    """The scaling page (the fixture's, and each campaign's once committed): no console problem and no
     object repr; at 400 px nothing wider than the screen, every table's last column reachable, each
     mean's interval in its cell; every figure a plot; printed, every table within the page."""
     page = page or _scaling_fixture(tmp_path)

@@ -942,11 +942,6 @@ class RunFolder:
         """The report's verdict in a few lines: per headline constraint the variant it recommends (or
         the tie) with figure and interval, and the by-length answer of the sweeps."""
         v = self.assessment()["verdict"]
-
-        def figure(x: dict) -> str:
-            text = x.get("interval") or ""  # "95 % interval LOW–HIGH UNIT, n = K", or "n = 1" alone
-            iv = text.removeprefix("95 % interval ").split(", n = ")[0] if text.startswith("95 % interval") else ""
-            return f"`{x['name']}` {x['figure']}" + (f" [{iv}]" if iv else "")
         lines = []
         for c in v["constraints"]:
             if c["what"] not in self.HEADLINES:
@@ -954,14 +949,10 @@ class RunFolder:
             if c["status"] == "missing":
                 lines.append(f"- {c['what']}: {c['status_text']}")
             elif len(c["best"]) > 1:
-                lines.append(f"- {c['what']}: tie within noise of " + ", ".join(figure(x) for x in c["best"]))
+                lines.append(f"- {c['what']}: tie within noise of " + ", ".join(leader_figure(x) for x in c["best"]))
             else:
-                lines.append(f"- {c['what']}: " + figure(c["best"][0]) + f" ({c['status_text']})")
-        length = v["length"]
-        among = (f" (compared: {', '.join(length['compared'])} only; no sweep for {length['absent']})"
-                 if length.get("compared") else "")
-        lines.append("- By sequence length (attention forward+backward): " + (
-            length["summary"] + among if length.get("rows") else f"not measured ({length.get('missing') or 'no sweep'})"))
+                lines.append(f"- {c['what']}: " + leader_figure(c["best"][0]) + f" ({c['status_text']})")
+        lines.append("- By sequence length (attention forward+backward): " + length_answer(v["length"]))
         return "\n".join(lines)
 
     def seed_summary(self) -> str:
@@ -1139,12 +1130,15 @@ class RunFolder:
             mj = [[1000 * e if e else None for e in (figure(d, "energy.gpu_j_per_token") for d in g)]
                   for g in (alone, along)]
             r, n = bootstrap_ratio(rate[1], rate[0]), bootstrap_ratio(per_tflop[1], per_tflop[0])
-            # the same seed and settings trained twice (alone, then alongside): how far the validation
-            # loss moves between two runs of one training -- the floor under any loss difference ranked
-            loss = [{j["seed"]: figure(j["doc"], "training.val_loss") for j in train if (j["concurrent"] > 0) == a}
-                    for a in (False, True)]
-            again += [(abs(loss[1][k] - loss[0][k]), v) for k in loss[0].keys() & loss[1].keys()
-                      if loss[0][k] is not None and loss[1][k] is not None]
+            # one training run twice, alone and alongside (the same seed, settings hash and tokens): how
+            # far the validation loss moves between two runs of one training -- the floor under any loss
+            # difference ranked
+            def same_training(a: dict, b: dict) -> bool:
+                keys = ("provenance.seed", "provenance.config_hash", "data.tokens_sha256")
+                return all(dig(a, k) is not None and dig(a, k) == dig(b, k) for k in keys)
+            again += [(abs(la - lb), v) for a in alone for b in along if same_training(a, b)
+                      for la, lb in [(figure(a, "training.val_loss"), figure(b, "training.val_loss"))]
+                      if la is not None and lb is not None]
             ratios.append(r.mean)
             normalised.append(n.mean)
             mean_of = [bootstrap_mean(x).mean for x in (*rate, *mj)]
@@ -1158,7 +1152,8 @@ class RunFolder:
             f"Training tokens/s alongside another job against alone, mean over {over.n} variants: {est(over)}; "
             f"divided by each job's control (TFLOP/s of the same-process matmul): {est(over_n)}."
             + self._probes_alongside(timed, est)
-            + (f" Validation loss of one seed and setting trained twice (alone, then alongside): |difference| median "
+            + (f" Validation loss of one training run twice, alone and alongside (the same seed, settings hash and "
+               f"tokens): |difference| median "
                f"{statistics.median(a for a, _ in again):.4f}, largest {max(again)[0]:.4f} (`{max(again)[1]}`), "
                f"over {len(again)} pairs." if again else "")) + "\n\n" + table(
             ["variant", "alone: trainings, tokens/s", "concurrent: trainings, tokens/s",
@@ -1425,6 +1420,22 @@ class SessionFolder(RunFolder, LoopFolder):
     under ``runs/`` (RunFolder's layout); any subset."""
 
 
+def leader_figure(x: dict) -> str:
+    """A verdict's variant with its figure and, where it has one, the 95 % interval of its mean."""
+    text = x.get("interval") or ""  # "95 % interval LOW–HIGH UNIT, n = K", or "n = 1" alone
+    iv = text.removeprefix("95 % interval ").split(", n = ")[0] if text.startswith("95 % interval") else ""
+    return f"`{x['name']}` {x['figure']}" + (f" [{iv}]" if iv else "")
+
+
+def length_answer(length: dict) -> str:
+    """The verdict's answer by sequence length (the sweeps), with the variants it could not compare."""
+    if not length.get("rows"):
+        return f"not measured ({length.get('missing') or 'no sweep'})"
+    among = (f" (compared: {', '.join(length['compared'])} only; no sweep for {length['absent']})"
+             if length.get("compared") else "")
+    return length["summary"] + among
+
+
 def _per_shape(fragment: Callable[[RunFolder], str]) -> Callable[["Campaign"], str]:
     """A :class:`Campaign` fragment: ``fragment`` of each shape's :class:`RunFolder`."""
     def render(self: "Campaign") -> str:
@@ -1497,39 +1508,40 @@ class Campaign:
         def cell(c: dict) -> str:
             if c["status"] == "missing":
                 return c["status_text"]
-            best = c["best"]
-            if len(best) > 1:
-                return "tie: " + ", ".join(f"`{x['name']}`" for x in best)
-            x, text = best[0], best[0].get("interval") or ""
-            iv = text.removeprefix("95 % interval ").split(", n = ")[0] if text.startswith("95 % interval") else ""
-            return f"`{x['name']}` {x['figure']}" + (f" [{iv}]" if iv else " (one seed: no order)")
+            if c["status"] == "tie":
+                return "tie: " + ", ".join(f"`{x['name']}`" for x in c["best"])
+            # "one-seed": a variant without an interval, so no order is claimed, whatever the leader's own
+            return leader_figure(c["best"][0]) + ("" if c["status"] == "clear" else " (order not established: "
+                                                  + ("one seed)" if c["status_text"].startswith("one seed")
+                                                     else "a variant has one seed)"))
         verdicts = {s: self.folder(s).assessment()["verdict"] for s in self.shapes}
         rows = []
         for what in RunFolder.HEADLINES:
             cells = [next((cell(c) for c in verdicts[s]["constraints"] if c["what"] == what), "—") for s in self.shapes]
             rows.append([what, *cells])
-        rows.append(["By length (attention fwd+bwd, sweep)",
-                     *(verdicts[s]["length"]["summary"] if verdicts[s]["length"].get("rows") else "not measured"
-                       for s in self.shapes)])
+        rows.append(["By length (attention fwd+bwd, sweep)", *(length_answer(verdicts[s]["length"]) for s in self.shapes)])
         return table(["", *self.shapes], rows) if self.shapes else "No shape has documents yet."
 
     def data(self) -> str:
         """The corpus as the data stage made it (records read and kept, the file's truncated tail,
         splits and tokens), then per shape what one training draws from the training split: each
-        ``pack`` training takes ``steps`` batches of non-overlapping windows from one permutation
-        per epoch (``attnbench.batches``), so no window is drawn twice while the batches drawn are
-        within the first epoch."""
+        ``pack`` training takes ``steps`` batches of windows (``seq_len + 1`` tokens at a stride of
+        ``seq_len``: neighbours share one boundary token, a target of one and an input of the next)
+        from one permutation per epoch (``attnbench.batches``), so no window is drawn twice while the
+        batches drawn fit in one epoch."""
         s = load(self.dir / "results" / "tokens" / "stats.json")
         dl = s.get("download") or {}
         tail, dropped = dl.get("truncated_tail"), {k: n for k, n in (dl.get("records_dropped") or {}).items() if n}
-        out = [f"`{s['dataset']}` (`{dl.get('package')}`, `{dl.get('file')}`, {dl.get('file_bytes', 0):,} bytes): "
-               f"{dl.get('records_read', 0):,} records read, {dl.get('records_kept', 0):,} kept"
-               + (f" (dropped: {', '.join(f'{n:,} {why}' for why, n in dropped.items())})" if dropped else "")
-               + (f"; the file stops mid-record, its last {tail['bytes']:,} bytes (from byte {tail['at_byte']:,}) "
-                  f"left out" if tail else "; the file parsed whole")
-               + f". {s['conversations']:,} conversations, {s['train_conversations']:,} for training and "
-               f"{s['val_conversations']:,} held out; {s['train_tokens']:,} training and {s['val_tokens']:,} "
-               f"validation tokens (`tokens_sha256` {s['tokens_sha256'][:8]}…)."]
+        source = (f" (`{dl.get('package')}`, `{dl.get('file')}`, {dl['file_bytes']:,} bytes): "
+                  f"{dl['records_read']:,} records read, {dl['records_kept']:,} kept"
+                  + (f" (dropped: {', '.join(f'{n:,} {why}' for why, n in dropped.items())})" if dropped else "")
+                  + (f"; the file stops mid-record, its last {tail['bytes']:,} bytes (from byte {tail['at_byte']:,}) "
+                     "left out" if tail else "; the file parsed whole")
+                  if all(k in dl for k in ("file_bytes", "records_read", "records_kept")) else
+                  " (the data stage recorded no download statistics)")
+        out = [f"`{s['dataset']}`{source}. {s['conversations']:,} conversations, {s['train_conversations']:,} for "
+               f"training and {s['val_conversations']:,} held out; {s['train_tokens']:,} training and "
+               f"{s['val_tokens']:,} validation tokens (`tokens_sha256` {s['tokens_sha256'][:8]}…)."]
         rows, hashes = [], set()
         for shape in self.shapes:
             docs = [d for d in self.folder(shape).train.values() if d.get("status") == "ok"]
@@ -1540,20 +1552,21 @@ class Campaign:
             same_tokens = all(dig(d, "data.tokens_sha256") == s["tokens_sha256"] for d in docs)
             same_shape = all((d["training"]["steps"], d["training"]["batch_size"], d["training"]["seq_len"])
                              == (t["steps"], t["batch_size"], t["seq_len"]) for d in docs)
-            if s.get("mode") != "pack" or not same_shape:
-                rows.append([shape, "—", "—", "—", "not established (" + ("pad mode" if s.get("mode") != "pack"
-                                                                         else "trainings differ in shape") + ")"])
-                continue
             windows = (s["train_tokens"] - 1) // t["seq_len"]
             per_epoch = windows // t["batch_size"]
-            epochs = t["steps"] / per_epoch
+            why = ("pad mode: one row per conversation" if s.get("mode") != "pack" else
+                   "trainings differ in shape" if not same_shape else
+                   "fewer windows than one batch" if per_epoch == 0 else None)
+            if why:
+                rows.append([shape, "—", "—", "—", f"not established ({why})"])
+                continue
             rows.append([shape, f"{t['steps']} × {t['batch_size']} × {t['seq_len']:,} = {t['tokens_trained']:,}",
-                         f"{windows:,}", f"{epochs:.3f}",
-                         ("yes" if epochs <= 1 else "no: windows repeat after the first epoch")
+                         f"{windows:,}", f"{t['steps']:,} of {per_epoch:,} ({t['steps'] / per_epoch:.3f} epoch)",
+                         ("yes" if t["steps"] <= per_epoch else "no: windows repeat after the first epoch")
                          + ("" if same_tokens else "; some training read other tokens (hash differs)")])
         if rows:
-            out.append(table(["shape", "tokens per training (steps × batch × length)",
-                              "windows in the training split", "epochs per training", "no window drawn twice"], rows)
+            out.append(table(["shape", "tokens per training (steps × batch × length)", "windows in the training split",
+                              "batches per training, of one epoch's", "no window drawn twice"], rows)
                        + ("\n\nEvery training document names this `tokens_sha256`" if hashes == {s["tokens_sha256"]}
                           else "\n\nSome training documents name another `tokens_sha256`")
                        + "; the validation loss is taken on the held-out conversations, the same batches for every "
