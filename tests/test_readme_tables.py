@@ -614,6 +614,21 @@ def test_campaign_verdict_table_claims_no_order_the_report_does_not(tmp_path):
     assert speed.endswith("(order not established: a variant has one seed) |"), speed
 
 
+def test_paired_table_names_an_exact_variants_starred_loss_as_drift_unless_suspect():
+    """At 124M T = 2048 flash2's loss is 0.007 below baseline's per seed, the interval excluding 0 with
+    three seeds: an exact variant (baseline's function), so the table marks it exact and says the star
+    is bf16 drift -- but only while the exact-agreement check does not call it suspect."""
+    from attnbench.report.readme_sources import Campaign
+
+    shape = Campaign(ROOT / "reports/h200/campaign-c432349").folder("124M-T2048")
+    text = shape.paired()
+    assert "| flash2 (exact) | -0.007 [-0.014, -0.001] * |" in text and "| sliding_window | " in text, text
+    assert "the `*` on `flash2` is that drift over 3 seeds" in text
+    shape._assessment = {"verdict": {"suspect": ["flash2"]}}  # as if the agreement check had failed
+    assert "| flash2 (exact) | -0.007 [-0.014, -0.001] * |" in shape.paired()
+    assert "is that drift" not in shape.paired()
+
+
 def test_campaign_render_rerenders_finished_shapes_with_the_pipelines_settings(tmp_path):
     """benchmarks/h200_campaign/render.py renders a shape's report from the committed documents
     only when every document its report rule reads is there, with the settings the pipeline's own

@@ -816,22 +816,36 @@ class RunFolder:
                     "{:+.3f}", "[{:+.3f}, {:+.3f}]"),
                    ("tokens per GPU-busy s", per_busy, "{:+.0f}k", "[{:+.0f}k, {:+.0f}k]"))
 
-        rows, seeds = [], set()
+        # an exact variant computes baseline's function: its loss differs only by bf16 drift
+        exact = {v for (v, _), d in self.train.items() if dig(d, "attention.exact")}
+        rows, seeds, exact_starred = [], set(), []
         for v in self.ORDER[1:]:
             cells = []
-            for _, get, fmt, ci in metrics:
+            for i, (_, get, fmt, ci) in enumerate(metrics):
                 e = paired_difference(self.by_seed(v, get), self.by_seed("baseline", get))
                 seeds.add(e.n)
+                star = e.has_interval and (e.high < 0 or e.low > 0)
+                if star and i == 0 and v in exact:
+                    exact_starred.append(v)
                 cells.append("—" if not e.has_interval else fmt.format(e.mean) + " " + ci.format(e.low, e.high)
-                             + (" *" if e.high < 0 or e.low > 0 else ""))
+                             + (" *" if star else ""))
             if any(c != "—" for c in cells):
-                rows.append([v, *cells])
+                rows.append([f"{v} (exact)" if v in exact else v, *cells])
+        # only where the report's exact-agreement check holds the variant near baseline's curve (a
+        # suspect one's star stands as it is)
+        if exact_starred:
+            suspect = set(self.assessment()["verdict"]["suspect"])
+            exact_starred = [v for v in exact_starred if v not in suspect]
         if not rows:
             return "No variant shares two seeds with baseline."
         n = "–".join(str(k) for k in sorted({min(seeds - {0, 1}), max(seeds)}))
         return (table(["variant − baseline, paired per seed", *[m[0] for m in metrics]], rows)
                 + f"\n\nMean per-seed difference to `baseline` over the seeds both finished ({n}), 95 % "
-                "t-interval; `*` where it excludes 0.")
+                "t-interval; `*` where it excludes 0."
+                + (f" An exact variant computes baseline's function, so its loss differs only by bf16 rounding "
+                   f"drift: the `*` on {names(exact_starred)} is that drift over {n} seeds, not a difference in "
+                   "quality (the exact-agreement check holds every eval point near baseline's)."
+                   if exact_starred else ""))
 
     def selection(self) -> str:
         """`auto`'s choice per variant over its seeds: the kernel chosen at each seed (one word where
