@@ -1144,15 +1144,12 @@ class RunFolder:
             mj = [[1000 * e if e else None for e in (figure(d, "energy.gpu_j_per_token") for d in g)]
                   for g in (alone, along)]
             r, n = bootstrap_ratio(rate[1], rate[0]), bootstrap_ratio(per_tflop[1], per_tflop[0])
-            # one training run twice, alone and alongside (the same seed, settings hash and tokens): how
-            # far the validation loss moves between two runs of one training -- the floor under any loss
-            # difference ranked
-            def same_training(a: dict, b: dict) -> bool:
-                keys = ("provenance.seed", "provenance.config_hash", "data.tokens_sha256")
-                return all(dig(a, k) is not None and dig(a, k) == dig(b, k) for k in keys)
-            again += [(abs(la - lb), v) for a in alone for b in along if same_training(a, b)
-                      for la, lb in [(figure(a, "training.val_loss"), figure(b, "training.val_loss"))]
-                      if la is not None and lb is not None]
+            # one training run twice, alone and alongside: how far the validation loss moves between two
+            # runs of one training -- the floor under any loss difference ranked
+            for a, b in ((a, b) for a in alone for b in along if _same_training(a, b)):
+                la, lb = figure(a, "training.val_loss"), figure(b, "training.val_loss")
+                if la is not None and lb is not None:
+                    again.append((abs(la - lb), v))
             ratios.append(r.mean)
             normalised.append(n.mean)
             mean_of = [bootstrap_mean(x).mean for x in (*rate, *mj)]
@@ -1434,6 +1431,12 @@ class SessionFolder(RunFolder, LoopFolder):
     under ``runs/`` (RunFolder's layout); any subset."""
 
 
+def _same_training(a: dict, b: dict) -> bool:
+    """Two training documents of one training: the same seed, settings hash and tokens."""
+    keys = ("provenance.seed", "provenance.config_hash", "data.tokens_sha256")
+    return all(dig(a, k) is not None and dig(a, k) == dig(b, k) for k in keys)
+
+
 def leader_figure(x: dict) -> str:
     """A verdict's variant with its figure and, where it has one, the 95 % interval of its mean."""
     text = x.get("interval") or ""  # "95 % interval LOW–HIGH UNIT, n = K", or "n = 1" alone
@@ -1524,10 +1527,11 @@ class Campaign:
                 return c["status_text"]
             if c["status"] == "tie":
                 return "tie: " + ", ".join(f"`{x['name']}`" for x in c["best"])
+            if c["status"] == "clear":
+                return leader_figure(c["best"][0])
             # "one-seed": a variant without an interval, so no order is claimed, whatever the leader's own
-            return leader_figure(c["best"][0]) + ("" if c["status"] == "clear" else " (order not established: "
-                                                  + ("one seed)" if c["status_text"].startswith("one seed")
-                                                     else "a variant has one seed)"))
+            who = "one seed" if c["status_text"].startswith("one seed") else "a variant has one seed"
+            return leader_figure(c["best"][0]) + f" (order not established: {who})"
         verdicts = {s: self.folder(s).assessment()["verdict"] for s in self.shapes}
         rows = []
         for what in RunFolder.HEADLINES:
