@@ -510,6 +510,68 @@ def test_exact_agreement_lets_pass_only_a_small_first_point_excursion_that_comes
     assert a["suspect"] and a["at_seed"] == 1339 and a["off_steps"] == [500, 550]
 
 
+def _agreements(offsets: dict[str, list[float]], base_drift: list[float], tol=0.05) -> dict[str, dict]:
+    """agreement.check on several exact variants at one seed: each curve is the exact function's
+    plus ``offsets[name]``, baseline's plus ``base_drift``."""
+    from types import SimpleNamespace as NS
+
+    from attnbench.report import agreement
+
+    steps, truth = (125, 250, 375, 500, 550), [6.4, 6.0, 5.8, 5.7, 5.65]
+
+    def variant(name, ds):
+        doc = NS(data={"attention": {"exact": True}, "kernel": f"{name}:k",
+                       "training": {"val_history": [{"step": s, "val_loss": x + d} for s, x, d in zip(steps, truth, ds)]}})
+        return NS(name=name, ok=True, agreement=None, train=doc, ok_runs=[NS(seed=1338, train=doc)])
+    vs = [variant("baseline", base_drift)] + [variant(n, ds) for n, ds in offsets.items()]
+    agreement.check(vs, tol)
+    return {v.name: v.agreement for v in vs[1:]}
+
+
+def test_exact_agreement_measures_against_the_seeds_exact_median_not_baseline_alone():
+    """Baseline is one bf16 run and drifts like any other: at 350M, T = 512, seed 1338, step 250
+    of the H200 campaign sdpa, flash2 and flex stood +0.039, +0.027 and +0.050 above baseline, all
+    self-checks passing.  Against the median of the four runs none is off; the gap to baseline
+    is kept beside it.  A wrong kernel among them still stands off the median; with baseline and
+    one exact variant only, baseline's curve is the reference."""
+    drift = {"sdpa": [0.0008, 0.0392, 0.0165, 0.0079, 0.0099], "flash2": [-0.0023, 0.0273, 0.0172, 0.0164, 0.0178],
+             "flex": [0.0053, 0.0503, 0.0335, 0.0309, 0.0406]}
+    got = _agreements(drift, [0.0] * 5)
+    assert not any(a["suspect"] for a in got.values()), got
+    assert got["flex"]["max_baseline_diff"] == pytest.approx(0.0503)
+    assert got["flex"]["max_abs_diff"] == pytest.approx(0.0406 - (0.0099 + 0.0178) / 2)  # step 550
+    assert {p["reference"] for p in got["flex"]["points"]} == {"median of 4 exact runs"}
+
+    leaky = _agreements({**drift, "flash2": [-0.9, -1.1, -1.2, -1.2, -1.2]}, [0.0] * 5)
+    assert leaky["flash2"]["suspect"] and leaky["flash2"]["off_steps"] == [125, 250, 375, 500, 550]
+    assert not leaky["sdpa"]["suspect"] and not leaky["flex"]["suspect"], leaky
+
+    alone = _agreements({"flex": drift["flex"]}, [0.0] * 5)
+    assert alone["flex"]["suspect"] and alone["flex"]["off_steps"] == [250]
+    assert {p["reference"] for p in alone["flex"]["points"]} == {"baseline"}
+    # a baseline off by the same amount as one fast kernel is only ever compared, never marked:
+    # with three runs the median is the middle one
+    three = _agreements({"sdpa": [0.0] * 5, "flex": [0.0] * 5}, [0.06] * 5)
+    assert not three["sdpa"]["suspect"] and three["sdpa"]["max_baseline_diff"] == pytest.approx(0.06)
+
+
+def test_exact_agreement_text_names_the_median_and_the_gap_to_baseline(tmp_path):
+    """With three exact runs at a seed the verdict's agreement line says what the reference is
+    and gives the largest gap to baseline's curve alone; results.csv carries both gaps."""
+    kw = write_fixture(tmp_path / "median", gpu=True)
+    _exact(kw, 1, shift=0.04)
+    _exact(kw, 2, shift=0.03)
+    doc, html, page, out = build(tmp_path, gpu=True, train=kw["train"], probe=kw["probe"], sweep=kw["sweep"],
+                                 stats=kw["stats"], config=kw["config"])
+    said = [s for s in doc["verdict"]["agreement"] if s.startswith("Exact-agreement check:")]
+    assert len(said) == 1 and "follow the exact median" in said[0], doc["verdict"]["agreement"]
+    assert "(largest gap 0.0100, gqa; to baseline's curve alone 0.0400, gqa)" in said[0], said
+    rows = {r["variant"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    assert float(rows["gqa"]["exact_max_loss_diff"]) == pytest.approx(0.01)
+    assert float(rows["gqa"]["exact_max_loss_diff_to_baseline"]) == pytest.approx(0.04)
+    assert rows["linear"]["exact_agreement"] == rows["gqa"]["exact_agreement"] == "agrees"
+
+
 def test_tidy_runs_and_summary_with_intervals(tmp_path):
     kw = with_seeds(write_fixture(tmp_path / "tidy", gpu=True), noise={"timing.tokens_per_s": 0.01})
     doc, html, page, out = build(tmp_path, gpu=True, **kw)

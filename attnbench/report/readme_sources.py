@@ -831,7 +831,7 @@ class RunFolder:
                              + (" *" if star else ""))
             if any(c != "—" for c in cells):
                 rows.append([f"{v} (exact)" if v in exact else v, *cells])
-        # only where the report's exact-agreement check holds the variant near baseline's curve (a
+        # only where the report's exact-agreement check holds the variant near the exact median (a
         # suspect one's star stands as it is)
         if exact_starred:
             suspect = set(self.assessment()["verdict"]["suspect"])
@@ -844,7 +844,8 @@ class RunFolder:
                 "t-interval; `*` where it excludes 0."
                 + (f" An exact variant computes baseline's function, so its loss differs only by bf16 rounding "
                    f"drift: the `*` on {names(exact_starred)} is that drift over {n} seeds, not a difference in "
-                   "quality (the exact-agreement check holds every eval point near baseline's)."
+                   "quality (the exact-agreement check holds every eval point of theirs near the exact median, "
+                   "`attnbench/report/agreement.py`)."
                    if exact_starred else ""))
 
     def selection(self) -> str:

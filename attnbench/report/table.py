@@ -555,7 +555,8 @@ def _over_runs(v: Variant, path: str) -> Any:
 
 def csv_rows(variants: list[Variant], cols: list[Column]) -> tuple[list[str], list[dict[str, Any]]]:
     names = ["variant"] + [k for k, _ in CSV_EXTRA] + [c.key for c in cols] + [k for k, _ in CSV_MORE] + \
-        ["seeds_finished", "probe_status", "sweep_status", "exact_agreement", "exact_max_loss_diff"]
+        ["seeds_finished", "probe_status", "sweep_status", "exact_agreement", "exact_max_loss_diff",
+         "exact_max_loss_diff_to_baseline"]
     rows = []
     for v in variants:
         row: dict[str, Any] = {"variant": v.name}

@@ -10,8 +10,8 @@ constraint, each with its figure and interval, and how far the figures can be tr
   95 % intervals separate (:func:`attnbench.stats.order`), "tie within noise" where they
   overlap, and "order not established" where a variant has no interval (naming those with
   one finished run; "one seed" when that is every variant).
-* Suspect rows (exact variants whose loss left baseline's, :mod:`.agreement`) take part in
-  no recommendation and are named.
+* Suspect rows (exact variants whose loss left the seed's exact reference, :mod:`.agreement`)
+  take part in no recommendation and are named.
 """
 
 from __future__ import annotations
@@ -239,10 +239,18 @@ def agreement_text(variants: list[Variant]) -> list[str]:
         lone = [s for s in (agreement.excursions(v) for v in ok) if s]
         n_lone = sum(len(v.agreement["excursions"]) for v in ok)
         kept = max(ok, key=lambda v: v.agreement["max_kept_diff"])
-        out.append(f"Exact-agreement check: {', '.join(v.name for v in ok)} follow baseline's validation curve "
-                   f"within ±{tol:g} at every eval point"
+        to_base = max(ok, key=lambda v: v.agreement["max_baseline_diff"])
+        median = any(p["reference"] != "baseline" for v in ok for p in v.agreement["points"])
+        out.append(f"Exact-agreement check: {', '.join(v.name for v in ok)} follow "
+                   + ("the exact median (at each seed and eval point, the median loss of baseline and the exact "
+                      "variants; with fewer than three runs, baseline's) " if median else "baseline's validation curve ")
+                   + f"within ±{tol:g} at every eval point"
                    + ({0: "", 1: " but the excursion below"}.get(n_lone, f" but the {n_lone} excursions below"))
-                   + f" (largest gap {kept.agreement['max_kept_diff']:.4f}, {kept.name}).")
+                   + f" (largest gap {kept.agreement['max_kept_diff']:.4f}, {kept.name}"
+                   + (f"; to baseline's curve alone {to_base.agreement['max_baseline_diff']:.4f}, {to_base.name}"
+                      if median else "")
+                   + (": baseline is one bf16 run and drifts like any other"
+                      if median and to_base.agreement["max_baseline_diff"] > tol else "") + ").")
         if lone:
             out.append(f"Past ±{tol:g} at a seed's first eval point only, by at most twice that, and back within "
                        "it at the next (early in training two correct bf16 runs drift a few steps apart; a wrong "
