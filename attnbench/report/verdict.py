@@ -23,7 +23,7 @@ from ..stats import paired, scale_of
 from . import agreement, stale
 from .charts import seq_label
 from .format import SCALES, _num, _sig, dig, fmt_ms, pick_unit, ratio
-from .load import Variant, _common_reason
+from .load import BASELINE, Variant, _common_reason
 from .plots import sweep_series
 
 CONSTRAINTS = (  # (what, table column, better)
@@ -239,18 +239,14 @@ def agreement_text(variants: list[Variant]) -> list[str]:
         lone = [s for s in (agreement.excursions(v) for v in ok) if s]
         n_lone = sum(len(v.agreement["excursions"]) for v in ok)
         kept = max(ok, key=lambda v: v.agreement["max_kept_diff"])
-        to_base = max(ok, key=lambda v: v.agreement["max_baseline_diff"])
-        median = any(p["reference"] != "baseline" for v in ok for p in v.agreement["points"])
-        out.append(f"Exact-agreement check: {', '.join(v.name for v in ok)} follow "
-                   + ("the exact median (at each seed and eval point, the median loss of baseline and the exact "
-                      "variants; with fewer than three runs, baseline's) " if median else "baseline's validation curve ")
-                   + f"within ±{tol:g} at every eval point"
-                   + ({0: "", 1: " but the excursion below"}.get(n_lone, f" but the {n_lone} excursions below"))
-                   + f" (largest gap {kept.agreement['max_kept_diff']:.4f}, {kept.name}"
-                   + (f"; to baseline's curve alone {to_base.agreement['max_baseline_diff']:.4f}, {to_base.name}"
-                      if median else "")
-                   + (": baseline is one bf16 run and drifts like any other"
-                      if median and to_base.agreement["max_baseline_diff"] > tol else "") + ").")
+        but = {0: "", 1: " but the excursion below"}.get(n_lone, f" but the {n_lone} excursions below")
+        points = {(p["seed"], p["step"]): p for v in ok for p in v.agreement["points"]}.values()
+        if any(p["reference"].startswith("median") for p in points):
+            out.append(_median_agreement(variants, ok, list(points), tol, but, kept))
+        else:
+            out.append(f"Exact-agreement check: {', '.join(v.name for v in ok)} follow baseline's validation curve "
+                       f"within ±{tol:g} at every eval point{but} (largest gap {kept.agreement['max_kept_diff']:.4f}, "
+                       f"{kept.name}).")
         if lone:
             out.append(f"Past ±{tol:g} at a seed's first eval point only, by at most twice that, and back within "
                        "it at the next (early in training two correct bf16 runs drift a few steps apart; a wrong "
@@ -260,6 +256,30 @@ def agreement_text(variants: list[Variant]) -> list[str]:
     if unchecked:
         out.append("Exact-agreement check not possible for: " + "; ".join(unchecked) + ".")
     return out
+
+
+def _median_agreement(variants: list[Variant], ok: list[Variant], points: list[dict], tol: float, but: str,
+                      kept: Variant) -> str:
+    """The agreement line where the reference is the exact median at some eval point: what the
+    median is of, how far baseline itself stands from it, the gap to baseline's curve alone, and
+    where baseline's loss is the reference instead (:func:`agreement._references`)."""
+    family = [BASELINE] + [v.name for v in variants if v.agreement and "points" in v.agreement]
+    from_median = max(abs(p["baseline_off_median"]) for p in points if p["baseline_off_median"] is not None)
+    to_base = max(ok, key=lambda v: v.agreement["max_baseline_diff"])
+    few = sum(p["baseline_off_median"] is None for p in points)
+    off = sum(not p["reference"].startswith("median") for p in points) - few
+    instead = ", ".join(s for s in (f"{few} with fewer than {agreement.MEDIAN_OF} runs" if few else "",
+                                    f"{off} where baseline stands more than ±{tol:g} off the median" if off else "")
+                        if s)
+    return (f"Exact-agreement check: {', '.join(v.name for v in ok)} stay within ±{tol:g} of the exact median at "
+            f"every seed and eval point{but} (largest gap {kept.agreement['max_kept_diff']:.4f}, {kept.name}). "
+            f"The exact median is the median validation loss of {', '.join(family)} at each seed and eval point; "
+            f"baseline itself stands at most {from_median:.4f} from it"
+            + (" (one bf16 run, it drifts like the others)" if from_median <= tol else "") + ", "
+            f"and the largest gap to baseline's curve alone is {to_base.agreement['max_baseline_diff']:.4f} "
+            f"({to_base.name})"
+            + (f"; at {few + off} of {len(points)} eval points baseline's loss is the reference instead ({instead})"
+               if few + off else "") + ".")
 
 
 def build(variants: list[Variant], columns, header: dict, config: dict, overlap: dict) -> dict:
