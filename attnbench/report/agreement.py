@@ -48,7 +48,8 @@ def _curve(doc) -> dict[int, float]:
 def check(variants: list[Variant], tolerance: float | None) -> None:
     """Set ``v.agreement`` on every exact variant: its curve against the seed's reference
     (:func:`_references`), over every seed it shares with baseline: ``{tolerance, points: [{seed,
-    step, diff, reference, baseline_diff, baseline_off_median}], max_abs_diff, max_baseline_diff,
+    step, diff, reference, on_median, baseline_diff, baseline_off_median}], max_abs_diff,
+    max_baseline_diff,
     at_step, at_seed, diff, suspect, off_steps, excursions, max_kept_diff}`` or
     ``{unavailable: reason}``."""
     tol = DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
@@ -64,7 +65,7 @@ def check(variants: list[Variant], tolerance: float | None) -> None:
         for r in v.ok_runs:
             mine, ref = _curve(r.train), references.get(r.seed, {})
             points += [{"seed": r.seed, "step": s, "diff": mine[s] - ref[s]["loss"], "reference": ref[s]["what"],
-                        "baseline_diff": mine[s] - ref[s]["baseline"],
+                        "on_median": ref[s]["on_median"], "baseline_diff": mine[s] - ref[s]["baseline"],
                         "baseline_off_median": ref[s]["baseline_off_median"]} for s in sorted(set(mine) & set(ref))]
         if not points:
             v.agreement = {"unavailable": "no seed and eval step in common with baseline"}
@@ -84,8 +85,8 @@ MEDIAN_OF = 3  # runs at an eval point needed for the exact median (fewer: basel
 
 
 def _references(base: Variant, exact: list[Variant], tol: float) -> dict[int, dict[int, dict]]:
-    """Per seed baseline finished, per eval step of baseline's: ``{loss, what, baseline,
-    baseline_off_median}``.  The reference loss is the median of baseline's and the exact
+    """Per seed baseline finished, per eval step of baseline's: ``{loss, what, on_median,
+    baseline, baseline_off_median}``.  The reference loss is the median of baseline's and the exact
     variants' losses (one run each per seed) where :data:`MEDIAN_OF` or more recorded the step
     and baseline's own loss is within ``tol`` of that median; else baseline's loss, ``what``
     saying why.  Baseline is the independent eager path: a median that leaves it by more than
@@ -99,14 +100,15 @@ def _references(base: Variant, exact: list[Variant], tol: float) -> dict[int, di
         for step, loss in curves[0].items():
             at = [c[step] for c in curves if step in c]
             median = statistics.median(at) if len(at) >= MEDIAN_OF else None
-            if median is None:
-                what = f"baseline: fewer than {MEDIAN_OF} exact runs"
-            elif abs(loss - median) > tol:
-                what = f"baseline: baseline stands {loss - median:+.3f} off the median of {len(at)} exact runs"
-            else:
+            on_median = median is not None and abs(loss - median) <= tol
+            if on_median:
                 what = f"median of {len(at)} exact runs"
-            ref[step] = {"loss": median if what.startswith("median") else loss, "what": what, "baseline": loss,
-                         "baseline_off_median": None if median is None else loss - median}
+            elif median is None:
+                what = f"baseline: fewer than {MEDIAN_OF} exact runs"
+            else:
+                what = f"baseline: baseline stands {loss - median:+.3f} off the median of {len(at)} exact runs"
+            ref[step] = {"loss": median if on_median else loss, "what": what, "on_median": on_median,
+                         "baseline": loss, "baseline_off_median": None if median is None else loss - median}
         out[seed] = ref
     return out
 
@@ -133,9 +135,9 @@ def describe(v: Variant) -> str | None:
     steps = a.get("off_steps") or [a["at_step"]]
     where = (f"at step {steps[0]}" if len(steps) == 1 else
              "at steps " + ", ".join(str(s) for s in steps[:-1]) + f" and {steps[-1]}")
-    reference = next(p["reference"] for p in a["points"] if p["seed"] == a["at_seed"] and p["step"] == a["at_step"])
-    against = (f"the seed's exact median ({reference})" if reference.startswith("median")
-               else "baseline's (the reference here: {})".format(reference.removeprefix("baseline: ")))
+    at = next(p for p in a["points"] if p["seed"] == a["at_seed"] and p["step"] == a["at_step"])
+    against = (f"the seed's exact median ({at['reference']})" if at["on_median"]
+               else "baseline's (the reference here: {})".format(at["reference"].removeprefix("baseline: ")))
     return (f"{v.name} computes baseline's function (same data, seed and initial weights) but its validation "
             f"loss is off {against} by more than ±{a['tolerance']:g} {where} (seed {a['at_seed']}; "
             f"{a['diff']:+.3f} at step {a['at_step']}): its "

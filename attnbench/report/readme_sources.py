@@ -821,11 +821,11 @@ class RunFolder:
         rows, seeds, exact_starred = [], set(), []
         for v in self.ORDER[1:]:
             cells = []
-            for i, (_, get, fmt, ci) in enumerate(metrics):
+            for what, get, fmt, ci in metrics:
                 e = paired_difference(self.by_seed(v, get), self.by_seed("baseline", get))
                 seeds.add(e.n)
                 star = e.has_interval and (e.high < 0 or e.low > 0)
-                if star and i == 0 and v in exact:
+                if star and what == "validation loss" and v in exact:
                     exact_starred.append(v)
                 cells.append("—" if not e.has_interval else fmt.format(e.mean) + " " + ci.format(e.low, e.high)
                              + (" *" if star else ""))

@@ -241,7 +241,7 @@ def agreement_text(variants: list[Variant]) -> list[str]:
         kept = max(ok, key=lambda v: v.agreement["max_kept_diff"])
         but = {0: "", 1: " but the excursion below"}.get(n_lone, f" but the {n_lone} excursions below")
         points = {(p["seed"], p["step"]): p for v in ok for p in v.agreement["points"]}.values()
-        if any(p["reference"].startswith("median") for p in points):
+        if any(p["on_median"] for p in points):
             out.append(_median_agreement(variants, ok, list(points), tol, but, kept))
         else:
             out.append(f"Exact-agreement check: {', '.join(v.name for v in ok)} follow baseline's validation curve "
@@ -267,7 +267,7 @@ def _median_agreement(variants: list[Variant], ok: list[Variant], points: list[d
     from_median = max(abs(p["baseline_off_median"]) for p in points if p["baseline_off_median"] is not None)
     to_base = max(ok, key=lambda v: v.agreement["max_baseline_diff"])
     few = sum(p["baseline_off_median"] is None for p in points)
-    off = sum(not p["reference"].startswith("median") for p in points) - few
+    off = sum(not p["on_median"] for p in points) - few
     instead = ", ".join(s for s in (f"{few} with fewer than {agreement.MEDIAN_OF} runs" if few else "",
                                     f"{off} where baseline stands more than ±{tol:g} off the median" if off else "")
                         if s)
